@@ -1,0 +1,44 @@
+# The everyday commands. `make run` and `make test` set up .venv on first use (and again only
+# when pyproject.toml changes), so both work from a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Telemetry off (it fails noisily offline); Prefect keeps its state inside the project.
+export PATH := $(BIN):$(PATH)
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export GIT_PYTHON_REFRESH := quiet
+
+.PHONY: setup run test repro ui clean-outputs help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install genloop with its test tools (skipped when up to date)
+
+run: $(STAMP)  ## run the whole loop (Prefect flow genloop-pipeline) on the bundled digits
+	$(BIN)/genloop run
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/python -m pytest
+
+repro: $(STAMP)  ## recreate data/ from the embedded source if missing, then `dvc repro`
+	@test -f data/images.npy || $(BIN)/genloop collect
+	$(BIN)/dvc repro
+
+ui: $(STAMP)  ## open the MLflow UI on the project's store at http://127.0.0.1:5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+clean-outputs:  ## remove generated outputs (keeps data/, the MLflow store and .venv)
+	rm -rf outputs models reports/*.json

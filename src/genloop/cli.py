@@ -1,0 +1,188 @@
+"""The ``genloop`` command: one sub-command per stage, plus ``run`` for the whole Prefect flow.
+
+Heavy libraries are imported inside the commands so ``--help`` stays instant.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def _parse_overrides(values: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. train.vae.epochs=5", param_hint="--set")
+        overrides[key.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+class Context:
+    def __init__(self, root: Path, params_file: Path | None, overrides: dict[str, Any]):
+        from genloop.paths import ProjectPaths
+
+        self.paths = ProjectPaths.at(root)
+        self.params_file = params_file or self.paths.params
+        self.overrides = overrides
+
+    def params(self):
+        from genloop.config import load_params
+
+        return load_params(self.params_file, self.overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              help="Project root holding params.yaml, data/, outputs/, models/, reports/, mlflow/.")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Parameters file (default: ROOT/params.yaml).")
+@click.option("--set", "-S", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a parameter, e.g. -S train.vae.epochs=5 (repeatable).")
+@click.pass_context
+def main(ctx: click.Context, root: Path, params_file: Path | None, overrides: tuple[str, ...]) -> None:
+    """genloop: collect -> clean -> augment -> train -> evaluate -> export, tracked in MLflow."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    ctx.obj = Context(root, params_file, _parse_overrides(overrides))
+
+
+def _fail(exc: Exception) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _handled(fn):
+    """Show expected failures (bad input, bad config, failed checks) as one clear line, exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from genloop.errors import USER_ERRORS
+
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            _fail(exc)
+
+    return wrapper
+
+
+@main.command()
+@click.option("--source", default=None, help="Data source; 'digits' is scikit-learn's bundled 8x8 digits (offline). Default: collect.source in params.yaml.")
+@click.option("--no-dvc", is_flag=True, help="Write data/ without running `dvc add`.")
+@click.pass_obj
+@_handled
+def collect(obj: Context, source: str | None, no_dvc: bool) -> None:
+    """Read a source into data/ (images.npy + manifest.csv) and version it with DVC (data.dvc)."""
+    from genloop.collect import collect as run
+
+    config = obj.params().collect
+    if source:
+        config = config.model_copy(update={"source": source})
+    result = run(config, obj.paths, version_with_dvc=not no_dvc)
+    click.echo(f"collected {result.rows} images of {result.image_shape[0]}x{result.image_shape[1]} "
+               f"from {config.source!r} into {result.data_dir} (dvc md5 {result.dvc_hash})")
+
+
+@main.command()
+@click.pass_obj
+@_handled
+def clean(obj: Context) -> None:
+    """Validate data/ with Great Expectations, quarantine bad rows, split into train/val/test."""
+    from genloop.clean import clean as run
+
+    r = run(obj.params().clean, obj.paths)
+    reasons = ", ".join(f"{k}: {v}" for k, v in r.by_reason.items()) or "none"
+    click.echo(f"checked {r.checked}, passed {r.passed}, quarantined {r.quarantined} ({reasons}); "
+               f"split {r.split_sizes}; report {r.report}")
+
+
+@main.command()
+@click.pass_obj
+@_handled
+def augment(obj: Context) -> None:
+    """Add seeded rotated/scaled/cropped copies of the training split (outputs/augment/train.npz)."""
+    from genloop.augment import augment as run
+
+    params = obj.params()
+    r = run(params.augment, obj.paths, params.seed)
+    click.echo(f"{r.originals} training images + {r.augmented} augmented -> {r.output}")
+
+
+@main.command()
+@click.option("--model", type=click.Choice(["vae", "gan", "all"]), default="all", show_default=True)
+@click.option("--parent-run-id", default=None, help="MLflow run to nest under (default: one per data hash and commit).")
+@click.pass_obj
+@_handled
+def train(obj: Context, model: str, parent_run_id: str | None) -> None:
+    """Train the VAE and/or the GAN; each is an MLflow child run with losses, throughput and samples."""
+    from genloop.train import train_model
+
+    params = obj.params()
+    for kind in (["vae", "gan"] if model == "all" else [model]):
+        r = train_model(kind, params, obj.paths, parent_run_id)
+        parent_run_id = r.parent_run_id
+        click.echo(f"{kind}: {r.epochs} epochs, {r.images_per_second:,.0f} images/s, "
+                   f"final {', '.join(f'{k}={v:.4g}' for k, v in r.final_metrics.items())}; run {r.run_id}")
+
+
+@main.command()
+@click.option("--no-mlflow", is_flag=True, help="Only write reports/metrics.json.")
+@click.pass_obj
+@_handled
+def evaluate(obj: Context, no_mlflow: bool) -> None:
+    """Score both models (FID, KID on classifier features) beside the real-vs-real floor."""
+    from genloop.evaluate import evaluate as run
+    from genloop.summary import metrics_table
+
+    r = run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow)
+    click.echo(metrics_table(r.metrics))
+    click.echo(f"held-out classifier accuracy {r.classifier_accuracy:.3f}; written to {r.report}")
+
+
+@main.command(name="export")
+@click.option("--no-register", is_flag=True, help="Skip logging to MLflow and the Model Registry.")
+@click.pass_obj
+@_handled
+def export_cmd(obj: Context, no_register: bool) -> None:
+    """Export the VAE decoder and GAN generator to ONNX, check parity, register them in MLflow."""
+    from genloop.export import export as run
+
+    r = run(obj.params(), obj.paths, register=False if no_register else None)
+    for m in r.models.values():
+        reg = f", registered {m.registered_name} v{m.registered_version}" if m.registered_name else ""
+        click.echo(f"{m.kind}: {m.path} (max |ort - torch| {max(m.max_abs_diff.values()):.1e}{reg})")
+
+
+@main.command()
+@click.option("--source", default=None, help="Override collect.source for this run.")
+@click.pass_obj
+@_handled
+def run(obj: Context, source: str | None) -> None:
+    """Run the whole loop as the Prefect flow `genloop-pipeline` (flows/pipeline.py) and summarise it."""
+    from genloop.flowload import load_pipeline_flow
+    from genloop.summary import run_summary
+
+    flow = load_pipeline_flow(obj.paths.root)
+    result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
+                  overrides=obj.overrides or None, source=source)
+    click.echo(run_summary(result, obj.paths))
+
+
+if __name__ == "__main__":
+    main()

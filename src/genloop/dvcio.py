@@ -1,0 +1,55 @@
+"""The DVC adapter: version ``data/`` and read back the hashes DVC recorded."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+class DvcError(RuntimeError):
+    pass
+
+
+def dvc_env() -> dict[str, str]:
+    """DVC reports analytics unless told not to; offline that fails noisily."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+
+def _dvc_exe() -> str:
+    beside = Path(sys.executable).with_name("dvc")
+    return str(beside) if beside.exists() else "dvc"
+
+
+def run_dvc(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([_dvc_exe(), *args], cwd=cwd, env=dvc_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise DvcError(f"`dvc {' '.join(args)}` failed in {cwd}:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def is_dvc_repo(root: Path) -> bool:
+    return (root / ".dvc").is_dir()
+
+
+def dvc_add(root: Path, target: str = "data") -> str:
+    """``dvc add`` the folder and return the md5 that ``data.dvc`` now records."""
+    run_dvc(["add", "--quiet", target], cwd=root)
+    return read_dvc_hash(root / f"{target}.dvc")
+
+
+def read_dvc_hash(dvc_file: Path) -> str:
+    if not dvc_file.exists():
+        return "untracked"
+    meta = yaml.safe_load(dvc_file.read_text()) or {}
+    try:
+        return str(meta["outs"][0]["md5"])
+    except (KeyError, IndexError, TypeError):
+        raise DvcError(f"{dvc_file}: no outs[0].md5 entry; is it a DVC file?") from None
+
+
+def dvc_commit(root: Path) -> None:
+    """Record outputs produced outside ``dvc repro`` (by the Prefect flow) in ``dvc.lock``."""
+    run_dvc(["commit", "--force", "--quiet"], cwd=root)

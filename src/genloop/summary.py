@@ -1,0 +1,47 @@
+"""What a person reads at the end of a run: the metrics side by side and where everything went."""
+from __future__ import annotations
+
+from typing import Any
+
+from genloop.paths import ProjectPaths
+
+SHOWN = ("fid", "kid_mean", "kid_std")
+
+
+def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    models = [m for m in ("vae", "gan") if m in metrics]
+    floor = next(iter(metrics.values()), {})
+    header = f"{'metric':<12}" + "".join(f"{m:>12}" for m in models) + f"{'real floor':>12}"
+    rows = [header, "-" * len(header)]
+    for name in SHOWN:
+        row = f"{name:<12}" + "".join(f"{metrics[m][name]:>12.4g}" for m in models)
+        rows.append(row + f"{floor.get(name + '_real_floor', float('nan')):>12.4g}")
+    return "\n".join(rows)
+
+
+def mlflow_ui_command(paths: ProjectPaths) -> str:
+    db = paths.mlflow_dir / "mlflow.db"
+    rel = db.relative_to(paths.root)
+    return f"cd {paths.root} && .venv/bin/mlflow ui --backend-store-uri sqlite:///{rel} --host 127.0.0.1 --port 5000"
+
+
+def run_summary(result: dict[str, Any], paths: ProjectPaths) -> str:
+    lines = [
+        "",
+        f"genloop pipeline finished in {result['seconds']:.1f} s "
+        f"({result['rows']} images {result['image_shape']}, quarantined {result['quarantined']}, dvc md5 {result['dvc_hash']})",
+        "",
+        metrics_table(result["metrics"]),
+        f"(classifier accuracy on held-out real images: {result['classifier_accuracy']:.3f})",
+        "",
+        "ONNX models:",
+        *(f"  {kind}: {info['path']}  (max |ort - torch| {info['max_abs_diff']:.1e}"
+          + (f", registered {info['registered']})" if info.get("registered") else ")")
+          for kind, info in result["onnx"].items()),
+        f"metrics: {paths.metrics}",
+        f"MLflow store: {paths.mlflow_dir} (parent run {result['parent_run_id']})",
+        "compare the runs:",
+        f"  {mlflow_ui_command(paths)}",
+        "",
+    ]
+    return "\n".join(lines)

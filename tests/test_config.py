@@ -1,0 +1,116 @@
+"""Unit tests for genloop.config: strict params loading, overrides, error messages."""
+from __future__ import annotations
+
+import pytest
+
+from genloop.config import ConfigError, Params, SplitConfig, dotted_to_nested, load_params
+
+
+def test_defaults_load_when_file_absent(tmp_path):
+    params = load_params(tmp_path / "params.yaml")
+    assert params == Params()
+    assert params.seed == 42
+    assert params.collect.source == "digits"
+    assert params.train.vae.epochs == 30
+    assert params.clean.labels == list(range(10))
+
+
+def test_file_values_are_read(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("seed: 7\ntrain:\n  vae:\n    epochs: 3\n")
+    params = load_params(file)
+    assert params.seed == 7
+    assert params.train.vae.epochs == 3
+    # untouched siblings keep their defaults
+    assert params.train.vae.batch_size == 128
+    assert params.train.gan.epochs == 60
+
+
+def test_typo_key_names_file_and_field_path(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  vae:\n    epoch: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(file)
+    message = str(info.value)
+    assert str(file) in message
+    assert "train.vae.epoch" in message
+
+
+def test_wrong_type_names_field(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("augment:\n  copies: many\n")
+    with pytest.raises(ConfigError, match=r"augment\.copies"):
+        load_params(file)
+
+
+def test_dotted_override_wins_over_file(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  vae:\n    epochs: 3\n    lr: 0.5\n")
+    params = load_params(file, overrides={"train.vae.epochs": 2})
+    assert params.train.vae.epochs == 2
+    assert params.train.vae.lr == 0.5  # sibling from the file survives the merge
+
+
+def test_nested_override_merges_with_file(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("seed: 1\ntrain:\n  vae:\n    epochs: 3\n")
+    params = load_params(file, overrides={"seed": 9, "train": {"gan": {"epochs": 4}}})
+    assert params.seed == 9
+    assert params.train.gan.epochs == 4
+    assert params.train.vae.epochs == 3
+
+
+def test_override_without_file(tmp_path):
+    params = load_params(tmp_path / "missing.yaml", overrides={"clean.split.val": 0.2})
+    assert params.clean.split.val == 0.2
+
+
+def test_bad_override_key_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.vae\.epochz"):
+        load_params(tmp_path / "params.yaml", overrides={"train.vae.epochz": 2})
+
+
+def test_dotted_to_nested():
+    assert dotted_to_nested({"a.b.c": 1, "a.b.d": 2, "e": 3}) == {"a": {"b": {"c": 1, "d": 2}}, "e": 3}
+
+
+def test_invalid_yaml_names_file(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train: [unclosed\n  vae: {epochs: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(file)
+    assert str(file) in str(info.value)
+    assert "YAML" in str(info.value)
+
+
+def test_non_mapping_top_level_rejected(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(file)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("")
+    assert load_params(file) == Params()
+
+
+def test_split_too_large_rejected(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("clean:\n  split:\n    val: 0.5\n    test: 0.45\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(file)
+    assert str(file) in str(info.value)
+    assert "clean.split" in str(info.value)
+
+
+def test_split_just_below_limit_accepted():
+    split = SplitConfig(val=0.4, test=0.4)
+    assert split.val + split.test < 0.9
+
+
+def test_params_are_frozen():
+    params = Params()
+    with pytest.raises(Exception):
+        params.seed = 3  # type: ignore[misc]
