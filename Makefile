@@ -14,7 +14,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup run test repro ui clean-outputs help
+.PHONY: setup run test repro ui prefect-up prefect-down clean-outputs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ repro: $(STAMP)  ## recreate data/ from the embedded source if missing, then `dv
 
 ui: $(STAMP)  ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+prefect-up: $(STAMP)  ## start a local Prefect server (UI at :4200) and serve genloop-pipeline/local
+	flows/prefect-local.sh up
+
+prefect-down:  ## stop what prefect-up started
+	flows/prefect-local.sh down
 
 clean-outputs:  ## remove generated outputs (keeps data/, the MLflow store and .venv)
 	rm -rf outputs models reports/*.json

@@ -1,8 +1,8 @@
 """`dvc repro` in a copy of the repository: all stages, then a no-op, then only what a param touches."""
 from __future__ import annotations
 
+import copy
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -10,20 +10,11 @@ import yaml
 
 from genloop.dvcio import run_dvc
 
-from conftest import REPO_ROOT
+from project_copy import REPO_ROOT, TINY_PARAMS, copy_project, deep_update
 
 pytestmark = pytest.mark.integration
 
-COPIED = ["src", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", "data.dvc"]
-TINY = {"train": {"vae": {"epochs": 1}, "gan": {"epochs": 1}},
-        "evaluate": {"classifier_epochs": 1, "kid_subsets": 5}, "augment": {"copies": 0},
-        "export": {"register_models": False}}
-
-
-def _deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        base[k] = _deep_update(base.get(k, {}), v) if isinstance(v, dict) else v
-    return base
+TINY = deep_update(copy.deepcopy(TINY_PARAMS), {"export": {"register_models": False}})
 
 
 def ran_stages(output: str) -> set[str]:
@@ -37,20 +28,7 @@ def repro(root) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("repo")
-    for rel in COPIED:
-        src = REPO_ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    params = _deep_update(yaml.safe_load((root / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / ".gitignore").write_text("/data\n/mlflow\n")
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "copy"], cwd=root, check=True)
+    root = copy_project(tmp_path_factory.mktemp("repo"), TINY)
     subprocess.run(["genloop", "collect", "--source", "digits"], cwd=root, check=True, capture_output=True)
     return root
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 from genloop import dvcio
@@ -104,3 +105,19 @@ def parent_for_dvc(config: MlflowConfig, paths: ProjectPaths) -> str:
     )
     client.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def log_data_input(run_id: str, paths: ProjectPaths, context: str = "training") -> None:
+    """Record the DVC-versioned data set as the run's input, its DVC md5 as the digest."""
+    from mlflow import MlflowClient
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # the local source is registered twice; either is right
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(paths.data))
+    dataset = MetaDataset(source=source, name="data", digest=dvcio.read_dvc_hash(paths.data_dvc))
+    MlflowClient().log_inputs(run_id, datasets=[DatasetInput(
+        dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)],
+    )])

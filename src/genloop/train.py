@@ -166,6 +166,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
             _param("seed", params.seed), _param("device", device.type),
             _param("train_images", len(data)), _param("image_shape", f"{shape[0]}x{shape[1]}"),
         ])
+        tracking.log_data_input(run_id, paths)
         modules, epochs = fit(cfg, data, val, device, torch.Generator().manual_seed(params.seed))
         history: list[dict[str, float]] = []
         bar = tqdm(epochs(), total=cfg.epochs, desc=f"train {kind}", unit="epoch", disable=None)
