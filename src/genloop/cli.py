@@ -83,20 +83,40 @@ def _handled(fn):
 
 
 @main.command()
-@click.option("--source", default=None, help="Data source; 'digits' is scikit-learn's bundled 8x8 digits (offline). Default: collect.source in params.yaml.")
+@click.option("--source", default=None, metavar="SPEC",
+              help="Data source: digits (scikit-learn's bundled 8x8 digits, offline), mnist, fashion-mnist, "
+                   "kmnist (from ~/.cache/genloop/<name> or $GENLOOP_CACHE, downloaded with checksums if "
+                   "missing), idx:PATH (folder of *-images-idx3-ubyte[.gz] files), folder:PATH (one "
+                   "subfolder per class of PNG/JPEG), npz:PATH (arrays images and labels). "
+                   "Default: collect.source in params.yaml.")
+@click.option("--mode", type=click.Choice(["replace", "append"]), default="replace", show_default=True,
+              help="replace data/ with the source, or append it to data/ as a new batch (same image size).")
+@click.option("--resize", default=None, metavar="HxW",
+              help="Resize every image to HxW (e.g. 28x28); needed when a folder mixes sizes.")
 @click.option("--no-dvc", is_flag=True, help="Write data/ without running `dvc add`.")
 @click.pass_obj
 @_handled
-def collect(obj: Context, source: str | None, no_dvc: bool) -> None:
-    """Read a source into data/ (images.npy + manifest.csv) and version it with DVC (data.dvc)."""
+def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_dvc: bool) -> None:
+    """Read a source into data/ (images.npy + manifest.csv) and version it with DVC (data.dvc).
+
+    Every source is read and checked in full before data/ changes; a bad one leaves data/ and
+    data.dvc as they were.
+    """
     from genloop.collect import collect as run
+    from genloop.sources import parse_size
 
     config = obj.params().collect
     if source:
         config = config.model_copy(update={"source": source})
-    result = run(config, obj.paths, version_with_dvc=not no_dvc)
-    click.echo(f"collected {result.rows} images of {result.image_shape[0]}x{result.image_shape[1]} "
-               f"from {config.source!r} into {result.data_dir} (dvc md5 {result.dvc_hash})")
+    size = parse_size(resize) if resize else None
+    result = run(config, obj.paths, version_with_dvc=not no_dvc, mode=mode, resize=size)
+    shape = f"{result.image_shape[0]}x{result.image_shape[1]}"
+    if result.mode == "append":
+        click.echo(f"appended {result.added} images of {shape} from {config.source!r} as batch {result.batch}; "
+                   f"{result.data_dir} now holds {result.rows} (dvc md5 {result.dvc_hash})")
+    else:
+        click.echo(f"collected {result.rows} images of {shape} from {config.source!r} into {result.data_dir} "
+                   f"(dvc md5 {result.dvc_hash})")
 
 
 @main.command()
@@ -182,6 +202,36 @@ def run(obj: Context, source: str | None) -> None:
     result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
                   overrides=obj.overrides or None, source=source)
     click.echo(run_summary(result, obj.paths))
+
+
+@main.group()
+def data() -> None:
+    """Inspect the collected data set and its DVC versions."""
+
+
+@data.command()
+@click.option("--limit", default=20, show_default=True, help="How many committed versions to list.")
+@click.pass_obj
+@_handled
+def history(obj: Context, limit: int) -> None:
+    """The batches data/ holds (one per collect since the last replace) and the versions git recorded."""
+    from genloop.collect import batch_history, data_versions
+    from genloop.dvcio import read_dvc_hash
+
+    batches = batch_history(obj.paths)
+    current = read_dvc_hash(obj.paths.data_dvc)
+    versions = data_versions(obj.paths, limit)
+    state = "not versioned" if current == "untracked" else (
+        "committed" if versions and versions[0].dvc_hash == current else "not committed yet")
+    click.echo(f"{obj.paths.data}: {sum(b.rows for b in batches)} images in {len(batches)} batch(es); "
+               f"dvc md5 {current} ({state})")
+    click.echo(f"{'batch':>5}  {'rows':>8}  {'ids':<15}  source")
+    for b in batches:
+        click.echo(f"{b.batch:>5}  {b.rows:>8}  {f'{b.first_id}-{b.last_id}':<15}  {b.source}")
+    if versions:
+        click.echo("versions of data.dvc in git (newest first):")
+        for v in versions:
+            click.echo(f"  {v.commit}  {v.date}  {v.dvc_hash}  {v.subject}")
 
 
 if __name__ == "__main__":

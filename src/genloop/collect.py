@@ -20,12 +20,18 @@ MANIFEST_COLUMNS = [
 ]
 
 
+MODES = ("replace", "append")
+
+
 @dataclass(frozen=True)
 class CollectResult:
-    rows: int
+    rows: int  # rows in data/ after this collect
     image_shape: tuple[int, int]
     data_dir: Path
     dvc_hash: str
+    added: int = 0  # rows this collect read from the source
+    batch: int = 0  # the manifest `batch` those rows carry
+    mode: str = "replace"
 
 
 def content_hash(image: np.ndarray) -> str:
@@ -36,12 +42,13 @@ def content_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def build_manifest(batch: SourceBatch, batch_id: int = 0) -> pd.DataFrame:
+def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0) -> pd.DataFrame:
+    """One row per image; ``first_id`` lets appended rows continue the ids already in data/."""
     images = batch.images
     flat = images.reshape(len(images), -1).astype(np.float64)
     frame = pd.DataFrame(
         {
-            "id": np.arange(len(images), dtype=np.int64),
+            "id": np.arange(first_id, first_id + len(images), dtype=np.int64),
             "source": batch.source,
             "batch": batch_id,
             "label": batch.labels.astype(np.int64),
@@ -78,18 +85,117 @@ def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
     return images, manifest
 
 
-def collect(config: CollectConfig, paths: ProjectPaths, version_with_dvc: bool = True) -> CollectResult:
-    batch = load_source(config.source)
-    if batch.images.ndim != 3 or len(batch.images) == 0:
-        raise ValueError(f"source {config.source!r} gave images of shape {batch.images.shape}; expected (N, H, W)")
-    manifest = build_manifest(batch)
-    write_dataset(paths.data, batch.images, manifest)
+def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """The current data set plus ``batch`` as the next batch, with ids continuing after the current max."""
+    if not paths.images.exists() or not paths.manifest.exists():
+        raise FileNotFoundError(
+            f"--mode append needs an existing data set in {paths.data}; collect one first (default --mode replace)"
+        )
+    images, manifest = read_dataset(paths)
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"{paths.manifest} lacks column(s) {', '.join(missing)}; collect it again with --mode replace")
+    if images.shape[1:] != batch.images.shape[1:]:
+        have, new = images.shape[1:], batch.images.shape[1:]
+        raise ValueError(
+            f"cannot append {new[0]}x{new[1]} images from {batch.source!r} to {paths.data}, which holds "
+            f"{have[0]}x{have[1]} images; pass --resize {have[0]}x{have[1]} or use --mode replace"
+        )
+    next_id = int(manifest["id"].max()) + 1 if len(manifest) else 0
+    next_batch = int(manifest["batch"].max()) + 1 if len(manifest) else 0
+    added = build_manifest(batch, batch_id=next_batch, first_id=next_id)
+    combined = pd.concat([manifest[MANIFEST_COLUMNS], added], ignore_index=True)
+    return np.concatenate([images, batch.images]), combined, next_batch
+
+
+def collect(
+    config: CollectConfig,
+    paths: ProjectPaths,
+    version_with_dvc: bool = True,
+    mode: str = "replace",
+    resize: tuple[int, int] | None = None,
+) -> CollectResult:
+    """Read ``config.source`` into data/ (replacing it, or appending a new batch) and ``dvc add`` it.
+
+    Everything is read and checked before data/ is touched, and data/ is swapped in whole, so a bad
+    source leaves the previous data set and its DVC version exactly as they were.
+    """
+    if mode not in MODES:
+        raise ValueError(f"collect mode {mode!r}: expected one of {', '.join(MODES)}")
+    batch = load_source(config.source, resize=resize)
+    if mode == "append":
+        images, manifest, batch_id = appended_dataset(paths, batch)
+    else:
+        images, manifest, batch_id = batch.images, build_manifest(batch), 0
+    write_dataset(paths.data, images, manifest)
     dvc_hash = "untracked"
     if version_with_dvc and dvcio.is_dvc_repo(paths.root):
         dvc_hash = dvcio.dvc_add(paths.root, "data")
     return CollectResult(
         rows=len(manifest),
-        image_shape=(int(batch.images.shape[1]), int(batch.images.shape[2])),
+        image_shape=(int(images.shape[1]), int(images.shape[2])),
         data_dir=paths.data,
         dvc_hash=dvc_hash,
+        added=len(batch.images),
+        batch=batch_id,
+        mode=mode,
     )
+
+
+# ---- history: which batches data/ holds, and which versions of it git has recorded ----------------
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch: int
+    source: str
+    rows: int
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    commit: str
+    date: str
+    subject: str
+    dvc_hash: str
+
+
+def batch_history(paths: ProjectPaths) -> list[BatchSummary]:
+    """One line per collect that built the current data/ (a replace starts over at batch 0)."""
+    if not paths.manifest.exists():
+        raise FileNotFoundError(f"no collected data in {paths.data}; run `genloop collect --source digits` first")
+    manifest = pd.read_csv(paths.manifest, usecols=["id", "source", "batch"])
+    return [
+        BatchSummary(int(b), ", ".join(sorted(set(g["source"].astype(str)))), len(g),
+                     int(g["id"].min()), int(g["id"].max()))
+        for b, g in manifest.groupby("batch", sort=True)
+    ]
+
+
+def _git(paths: ProjectPaths, *args: str) -> str | None:
+    """stdout of a read-only git command, or None outside a repository or without git."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", *args], cwd=paths.root, capture_output=True, text=True, env=dvcio.dvc_env())
+    except OSError:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def data_versions(paths: ProjectPaths, limit: int = 20) -> list[DataVersion]:
+    """The versions of data/ that git has recorded (commits changing data.dvc), newest first."""
+    import yaml
+
+    log = _git(paths, "log", f"-n{limit}", "--date=short", "--format=%h%x09%ad%x09%s", "--", "data.dvc")
+    versions = []
+    for line in (log or "").splitlines():
+        commit, date, subject = line.split("\t", 2)
+        try:
+            meta = yaml.safe_load(_git(paths, "show", f"{commit}:data.dvc") or "") or {}
+            dvc_hash = str(meta["outs"][0]["md5"])
+        except (yaml.YAMLError, KeyError, IndexError, TypeError):
+            dvc_hash = "(data.dvc removed or unreadable)"
+        versions.append(DataVersion(commit, date, subject, dvc_hash))
+    return versions
