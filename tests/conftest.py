@@ -26,3 +26,106 @@ def pytest_configure(config: pytest.Config) -> None:
     for key, value in {"GIT_AUTHOR_NAME": "genloop-tests", "GIT_AUTHOR_EMAIL": "tests@genloop.invalid",
                        "GIT_COMMITTER_NAME": "genloop-tests", "GIT_COMMITTER_EMAIL": "tests@genloop.invalid"}.items():
         os.environ.setdefault(key, value)
+
+
+# ---- tiny trained projects (test_train, test_evaluate, test_export) -----------------------------
+# Self-contained: the digits are collected, cleaned and augmented once per session; each test module
+# then copies them into its own folder with its own MLflow store (sqlite + artifacts in that
+# folder), so modules never see each other's runs or registered models.
+import shutil as _genloop_shutil
+from dataclasses import dataclass as _genloop_dataclass, field as _genloop_field
+from typing import Any as _GenloopAny
+
+GENLOOP_TINY_OVERRIDES = {
+    "train.vae.epochs": 2, "train.gan.epochs": 2, "evaluate.classifier_epochs": 2,
+    "augment.copies": 0, "train.threads": 2, "evaluate.kid_subsets": 10,
+}
+
+
+def genloop_tiny_params(root: Path, overrides: dict | None = None):
+    """Tiny-epoch ``Params`` (no params.yaml needed) whose MLflow store lives under ``root``."""
+    from genloop.config import load_params
+
+    return load_params(root / "params.yaml", {
+        **GENLOOP_TINY_OVERRIDES,
+        "mlflow.tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db",
+        "mlflow.artifact_root": str(root / "mlflow" / "artifacts"),
+        **(overrides or {}),
+    })
+
+
+@_genloop_dataclass
+class GenloopTinyProject:
+    root: Path
+    paths: _GenloopAny
+    params: _GenloopAny
+    overrides: dict = _genloop_field(default_factory=dict)
+    results: dict = _genloop_field(default_factory=dict)  # kind -> genloop.train.TrainResult
+
+    def params_with(self, overrides: dict):
+        """This project's params with more ``load_params`` overrides (dotted keys) on top."""
+        return genloop_tiny_params(self.root, {**self.overrides, **overrides})
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root}/mlflow/mlflow.db"
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def genloop_prepared_data(tmp_path_factory) -> Path:
+    """A project folder holding collected, cleaned and augmented digits (no training, no MLflow)."""
+    from genloop.augment import augment
+    from genloop.clean import clean
+    from genloop.collect import collect
+    from genloop.config import CollectConfig
+    from genloop.paths import ProjectPaths
+
+    root = tmp_path_factory.mktemp("genloop-prepared")
+    params = genloop_tiny_params(root)
+    paths = ProjectPaths.at(root)
+    collect(CollectConfig(source="digits"), paths, version_with_dvc=False)
+    clean(params.clean, paths)
+    augment(params.augment, paths, params.seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def genloop_mlflow_env():
+    """Telemetry off; MLflow's process-wide tracking URI and experiment restored after the module."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        try:
+            yield mp
+        finally:
+            mlflow.set_tracking_uri(None)  # then the context puts the environment back
+
+
+@pytest.fixture(scope="module")
+def genloop_tiny_project(genloop_prepared_data, genloop_mlflow_env, tmp_path_factory):
+    """Factory: ``make(name, overrides=None, train=("vae", "gan"))`` -> a ``GenloopTinyProject``
+    with a private copy of the prepared data and (unless ``train=()``) both models trained with
+    no explicit parent run, so each takes the DVC-style parent from ``tracking.parent_for_dvc``."""
+    from genloop.paths import ProjectPaths
+    from genloop.train import train_model
+
+    def make(name: str = "project", overrides: dict | None = None,
+             train: tuple[str, ...] = ("vae", "gan")) -> GenloopTinyProject:
+        root = tmp_path_factory.mktemp(name)
+        for rel in ("data", "outputs/clean", "outputs/augment", "reports"):
+            _genloop_shutil.copytree(genloop_prepared_data / rel, root / rel)
+        project = GenloopTinyProject(root, ProjectPaths.at(root), genloop_tiny_params(root, overrides),
+                                     overrides=dict(overrides or {}))
+        for kind in train:
+            project.results[kind] = train_model(kind, project.params, project.paths, parent_run_id=None)
+        return project
+
+    return make

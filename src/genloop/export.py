@@ -87,29 +87,30 @@ def parity(module: torch.nn.Module, latent_dim: int, onnx_path: Path, batch_size
     return diffs
 
 
-def export_model(kind: str, params: Params, paths: ProjectPaths, register: bool) -> ExportedModel:
+@dataclass(frozen=True)
+class _Staged:
+    kind: str
+    module: torch.nn.Module
+    latent_dim: int
+    staged: Path
+    target: Path
+    diffs: dict[int, float]
+
+
+def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
+    """Export beside the target and check parity; nothing is published yet."""
     config: ExportConfig = params.export
     module, latent_dim = load_sampler(paths.train(kind) / "model.pt")
-    target = paths.models / ONNX_FILES[kind]
     staged = paths.models / f".{ONNX_FILES[kind]}.staged"
-    try:
-        export_onnx(module, latent_dim, staged)
-        diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed)
-        worst = max(diffs.values())
-        if worst > config.parity_tolerance:
-            raise ParityError(
-                f"{kind}: ONNX Runtime differs from PyTorch by {worst:.2e} "
-                f"(> export.parity_tolerance={config.parity_tolerance:.0e}); per batch size: {diffs}"
-            )
-        staged.replace(target)
-    finally:
-        staged.unlink(missing_ok=True)
-
-    name = version = None
-    if register:
-        name = config.vae_model_name if kind == "vae" else config.gan_model_name
-        version = _log_and_register(kind, name, target, module, latent_dim, diffs, params, paths)
-    return ExportedModel(kind, target, diffs, name, version)
+    export_onnx(module, latent_dim, staged)
+    diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed)
+    worst = max(diffs.values())
+    if worst > config.parity_tolerance:
+        raise ParityError(
+            f"{kind}: ONNX Runtime differs from PyTorch by {worst:.2e} "
+            f"(> export.parity_tolerance={config.parity_tolerance:.0e}); per batch size: {diffs}"
+        )
+    return _Staged(kind, module, latent_dim, staged, paths.models / ONNX_FILES[kind], diffs)
 
 
 def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Module, latent_dim: int,
@@ -140,8 +141,28 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
 
 
 def export(params: Params, paths: ProjectPaths, register: bool | None = None) -> ExportResult:
+    """Publish both graphs only once both passed parity, so models/ never mixes old and new."""
     register = params.export.register_models if register is None else register
-    models = {kind: export_model(kind, params, paths, register) for kind in ONNX_FILES}
+    staged: list[_Staged] = []
+    try:
+        for kind in ONNX_FILES:
+            staged.append(stage_model(kind, params, paths))
+        for item in staged:
+            item.staged.replace(item.target)
+    finally:
+        for item in staged:
+            item.staged.unlink(missing_ok=True)
+        for kind in ONNX_FILES:
+            (paths.models / f".{ONNX_FILES[kind]}.staged").unlink(missing_ok=True)
+
+    models: dict[str, ExportedModel] = {}
+    for item in staged:
+        name = version = None
+        if register:
+            name = params.export.vae_model_name if item.kind == "vae" else params.export.gan_model_name
+            version = _log_and_register(item.kind, name, item.target, item.module, item.latent_dim,
+                                        item.diffs, params, paths)
+        models[item.kind] = ExportedModel(item.kind, item.target, item.diffs, name, version)
     atomic.write_json(paths.models / "export.json", {
         kind: {"path": str(m.path.relative_to(paths.root)), "max_abs_diff": {str(k): v for k, v in m.max_abs_diff.items()},
                "registered_name": m.registered_name, "registered_version": m.registered_version}

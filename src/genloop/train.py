@@ -172,13 +172,12 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         bar = tqdm(epochs(), total=cfg.epochs, desc=f"train {kind}", unit="epoch", disable=None)
         started = time.perf_counter()
         for epoch, metrics in enumerate(bar, start=1):
-            now = time.perf_counter()
-            metrics["images_per_s"] = len(data) / max(now - started, 1e-9)
-            started = now
+            metrics["images_per_s"] = len(data) / max(time.perf_counter() - started, 1e-9)
             history.append({"epoch": epoch, **metrics})
             stamp = int(time.time() * 1000)
             client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, epoch) for k, v in metrics.items()])
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "images_per_s"})
+            started = time.perf_counter()  # logging is not training time
 
         sampler = modules["vae"].decoder if kind == "vae" else modules["generator"]
         sampler.eval()

@@ -28,7 +28,7 @@ class DigitClassifier(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    """What torchmetrics calls ``feature``: images in [0, 1] -> float64 features.
+    """What torchmetrics calls ``feature``: images in [0, 1] -> features (torchmetrics casts to float64).
 
     ``num_features`` spares torchmetrics its dummy 299x299 RGB forward at construction.
     """

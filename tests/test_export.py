@@ -1,0 +1,123 @@
+"""Tests for genloop.export: ONNX graphs that check, run at any batch size, match PyTorch and get registered.
+
+Real MLflow registry (a sqlite store in the test's folder), real ONNX Runtime.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from genloop.checkpoints import load_sampler
+from genloop.export import INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ParityError, export, session
+from genloop.train import read_run_id
+
+KINDS = tuple(ONNX_FILES)
+
+
+@pytest.fixture(scope="module")
+def exported(genloop_tiny_project):
+    project = genloop_tiny_project("export")
+    result = export(project.params, project.paths)
+    return project, result
+
+
+def registered_name(project, kind: str) -> str:
+    return project.params.export.vae_model_name if kind == "vae" else project.params.export.gan_model_name
+
+
+def version_count(project, kind: str) -> int:
+    return len(project.client().search_model_versions(f"name='{registered_name(project, kind)}'"))
+
+
+def test_export_writes_both_onnx_files_into_models(exported):
+    project, result = exported
+    assert (project.root / "models" / "vae_decoder.onnx").is_file()
+    assert (project.root / "models" / "gan_generator.onnx").is_file()
+    for kind in KINDS:
+        assert result.models[kind].path == project.paths.models / ONNX_FILES[kind]
+    assert not list(project.paths.models.glob(".*.staged"))
+    assert not list(project.paths.models.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exported_graph_passes_the_onnx_checker(exported, kind):
+    project, _ = exported
+    path = project.paths.models / ONNX_FILES[kind]
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == [INPUT_NAME]
+    assert [o.name for o in model.graph.output] == [OUTPUT_NAME]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_onnx_runtime_runs_any_batch_size_and_matches_pytorch(exported, kind, batch):
+    project, _ = exported
+    module, latent_dim = load_sampler(project.paths.train(kind) / "model.pt")
+    z = torch.randn(batch, latent_dim, generator=torch.Generator().manual_seed(batch))
+    got = session(project.paths.models / ONNX_FILES[kind]).run([OUTPUT_NAME], {INPUT_NAME: z.numpy()})[0]
+    with torch.no_grad():
+        expected = module(z).numpy()
+    assert got.shape == (batch, 1, 8, 8)
+    assert float(np.max(np.abs(got - expected))) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_reports_parity_within_tolerance_at_the_configured_batch_sizes(exported, kind):
+    project, result = exported
+    diffs = result.models[kind].max_abs_diff
+    assert set(project.params.export.parity_batch_sizes) <= set(diffs)
+    assert max(diffs.values()) <= project.params.export.parity_tolerance
+    written = json.loads((project.paths.models / "export.json").read_text())
+    assert written[kind]["path"] == f"models/{ONNX_FILES[kind]}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registered_model_version_carries_lineage_tags(exported, kind):
+    project, result = exported
+    exported_model = result.models[kind]
+    assert exported_model.registered_name == registered_name(project, kind)
+    assert exported_model.registered_name == f"genloop-{kind}"
+    version = project.client().get_model_version(exported_model.registered_name, exported_model.registered_version)
+    assert version.run_id == read_run_id(project.paths, kind)
+    assert "dvc_data_hash" in version.tags and "git_commit" in version.tags
+    run_tags = project.client().get_run(version.run_id).data.tags
+    assert version.tags["dvc_data_hash"] == run_tags["dvc_data_hash"]
+    assert version.tags["git_commit"] == run_tags["git_commit"]
+    assert version.tags["run_id"] == version.run_id
+
+
+def test_impossible_parity_tolerance_raises_and_keeps_previous_models(exported):
+    project, _ = exported
+    before = {kind: (project.paths.models / ONNX_FILES[kind]).read_bytes() for kind in KINDS}
+    counts = {kind: version_count(project, kind) for kind in KINDS}
+    strict = project.params_with({"export.parity_tolerance": 1e-30})
+
+    with pytest.raises(ParityError, match="parity_tolerance"):
+        export(strict, project.paths)
+
+    for kind in KINDS:
+        assert (project.paths.models / ONNX_FILES[kind]).read_bytes() == before[kind], kind
+        assert version_count(project, kind) == counts[kind], kind
+    assert not list(project.paths.models.glob(".*.staged"))
+    assert not list(project.paths.models.glob(".*.tmp"))
+
+
+def test_export_without_registering_adds_no_model_version(exported):
+    project, _ = exported
+    counts = {kind: version_count(project, kind) for kind in KINDS}
+    assert all(n >= 1 for n in counts.values())
+
+    result = export(project.params, project.paths, register=False)
+
+    for kind in KINDS:
+        assert result.models[kind].registered_name is None
+        assert result.models[kind].registered_version is None
+        assert (project.paths.models / ONNX_FILES[kind]).is_file()
+        assert version_count(project, kind) == counts[kind], kind
+    written = json.loads((project.paths.models / "export.json").read_text())
+    assert all(written[kind]["registered_version"] is None for kind in KINDS)

@@ -1,0 +1,172 @@
+"""Tests for genloop.train on the digits: output files, the MLflow child runs, devices and learning.
+
+Real MLflow (a sqlite store in the test's folder), real training at tiny epoch counts.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genloop import tracking
+from genloop.checkpoints import load_sampler, read_checkpoint
+from genloop.dvcio import read_dvc_hash
+from genloop.train import read_run_id, select_device, train_model
+
+KINDS = ("vae", "gan")
+OUTPUT_FILES = ("model.pt", "history.csv", "samples.png", "run.json")
+LOSS_COLUMNS = {
+    "vae": ["train_loss", "train_bce", "train_kl", "val_loss"],
+    "gan": ["d_loss", "g_loss", "d_accuracy"],
+}
+
+
+@pytest.fixture(scope="module")
+def project(genloop_tiny_project):
+    """Both models trained for 2 epochs, neither given a parent run."""
+    return genloop_tiny_project("train")
+
+
+@pytest.fixture(scope="module")
+def scratch(genloop_tiny_project):
+    """Prepared data and an MLflow store but nothing trained: for tests that train their own runs."""
+    return genloop_tiny_project("train-scratch", train=())
+
+
+def run_json(project, kind: str) -> dict:
+    return json.loads((project.paths.train(kind) / "run.json").read_text())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_writes_model_history_samples_and_run_json(project, kind):
+    out = project.paths.train(kind)
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    info = run_json(project, kind)
+    result = project.results[kind]
+    assert info == {"run_id": result.run_id, "parent_run_id": result.parent_run_id, "model": kind}
+    assert read_run_id(project.paths, kind) == result.run_id
+    assert result.checkpoint == out / "model.pt"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_history_has_one_row_per_epoch_with_finite_losses(project, kind):
+    epochs = getattr(project.params.train, kind).epochs
+    history = pd.read_csv(project.paths.train(kind) / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, epochs + 1))
+    for column in [*LOSS_COLUMNS[kind], "images_per_s"]:
+        assert column in history.columns
+        assert np.isfinite(history[column].to_numpy()).all(), column
+    assert (history["images_per_s"] > 0).all()
+    final = project.results[kind].final_metrics
+    assert final[LOSS_COLUMNS[kind][0]] == pytest.approx(history[LOSS_COLUMNS[kind][0]].iloc[-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_child_run_is_nested_under_the_parent_named_in_run_json(project, kind):
+    run = project.client().get_run(run_json(project, kind)["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == run_json(project, kind)["parent_run_id"]
+    assert run.data.tags["genloop.model"] == kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_child_run_carries_lineage_tags(project, kind):
+    tags = project.client().get_run(project.results[kind].run_id).data.tags
+    assert tags["dvc_data_hash"] == read_dvc_hash(project.paths.data_dvc)  # "untracked": no DVC here
+    assert tags["git_commit"] == tracking.git_commit(project.root)
+    assert tags["git_commit"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_child_run_logs_hyperparameters_and_data_description(project, kind):
+    cfg = getattr(project.params.train, kind)
+    logged = project.client().get_run(project.results[kind].run_id).data.params
+    for key, value in cfg.model_dump().items():
+        assert logged[key] == str(value), key
+    assert logged["latent_dim"] == str(cfg.latent_dim)
+    assert logged["seed"] == str(project.params.seed)
+    assert logged["device"] == select_device(project.params.train.device).type
+    assert logged["image_shape"] == "8x8"
+    assert int(logged["train_images"]) > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_child_run_logs_metrics_once_per_epoch(project, kind):
+    epochs = getattr(project.params.train, kind).epochs
+    client, run_id = project.client(), project.results[kind].run_id
+    for key in ["images_per_s", *LOSS_COLUMNS[kind]]:
+        history = client.get_metric_history(run_id, key)
+        assert len(history) == epochs, key
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
+        assert all(np.isfinite(m.value) for m in history), key
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_child_run_stores_samples_and_checkpoint_artifacts(project, kind):
+    client, run_id = project.client(), project.results[kind].run_id
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"samples.png", "history.csv", "checkpoint"} <= top
+    assert "checkpoint/model.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+
+
+def test_vae_and_gan_trained_without_a_parent_share_the_dvc_parent_run(project):
+    vae_parent, gan_parent = (run_json(project, k)["parent_run_id"] for k in KINDS)
+    assert vae_parent == gan_parent
+    assert tracking.parent_for_dvc(project.params.mlflow, project.paths) == vae_parent
+    parent = project.client().get_run(vae_parent)
+    assert parent.data.tags[tracking.RUNNER_TAG] == "dvc"
+    assert parent.data.tags[tracking.PIPELINE_KEY_TAG] == (
+        f"{read_dvc_hash(project.paths.data_dvc)}@{tracking.git_commit(project.root)}"
+    )
+
+
+def test_an_explicit_parent_run_id_is_used_as_given(scratch):
+    parent = tracking.start_parent_run(scratch.params.mlflow, scratch.paths, runner="test")
+    result = train_model("gan", scratch.params_with({"train.gan.epochs": 1}), scratch.paths, parent_run_id=parent)
+    assert result.parent_run_id == parent
+    assert json.loads((scratch.paths.train("gan") / "run.json").read_text())["parent_run_id"] == parent
+    assert scratch.client().get_run(result.run_id).data.tags["mlflow.parentRunId"] == parent
+    assert parent != tracking.parent_for_dvc(scratch.params.mlflow, scratch.paths)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_select_device_cuda_without_a_gpu_raises_a_clear_error():
+    with pytest.raises(RuntimeError, match="cuda.*no CUDA device"):
+        select_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_select_device_auto_falls_back_to_cpu_without_a_gpu():
+    assert select_device("auto") == torch.device("cpu")
+    assert select_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_sampler_rebuilds_a_module_producing_images_in_unit_range(project, kind):
+    checkpoint = project.paths.train(kind) / "model.pt"
+    sampler, latent_dim = load_sampler(checkpoint)
+    assert latent_dim == getattr(project.params.train, kind).latent_dim
+    assert not sampler.training
+    with torch.no_grad():
+        images = sampler(torch.randn(5, latent_dim))
+    assert images.shape == (5, 1, 8, 8)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    state = read_checkpoint(checkpoint)
+    assert state["kind"] == kind and state["shape"] == [8, 8]
+    assert state["run_id"] == project.results[kind].run_id
+
+
+def test_vae_trained_longer_reaches_a_lower_validation_loss(scratch):
+    short = train_model("vae", scratch.params_with({"train.vae.epochs": 1}), scratch.paths)
+    long = train_model("vae", scratch.params_with({"train.vae.epochs": 6}), scratch.paths)
+    after_one, after_six = short.final_metrics["val_loss"], long.final_metrics["val_loss"]
+    assert np.isfinite(after_one) and np.isfinite(after_six)
+    assert after_six < after_one
+    history = pd.read_csv(scratch.paths.train("vae") / "history.csv")
+    assert len(history) == 6
+    assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
