@@ -58,9 +58,9 @@ class AugmentConfig(Strict):
 
 
 class VAEConfig(Strict):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(60, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-3, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0)
     latent_dim: int = Field(16, ge=1)
     beta: float = Field(1.0, ge=0.0)
     channels: int = Field(32, ge=1)
