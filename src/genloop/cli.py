@@ -234,5 +234,9 @@ def history(obj: Context, limit: int) -> None:
             click.echo(f"  {v.commit}  {v.date}  {v.dvc_hash}  {v.subject}")
 
 
+from genloop.serving.cli import serve_command  # noqa: E402  (imports only click at module level)
+
+main.add_command(serve_command, name="serve")
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,178 @@
+"""Load test of `genloop serve`: throughput and latency under concurrent V2 infer requests.
+
+Starts a server on the ONNX files in --models (one per --delays value, so dynamic batching can be
+compared with none: 0 ms means a request never waits for others), or loads an already running one
+given with --url. Each of --concurrency clients sends infer requests of --rows latent vectors in a
+loop for --duration seconds; the report gives requests/s, rows/s, latency percentiles, errors, and
+from the server's /metrics how many requests and rows each onnxruntime run held.
+
+    .venv/bin/python benchmarks/serve_load.py --models models --model genloop-gan --concurrency 32 --delays 0,2,5
+    .venv/bin/python benchmarks/serve_load.py --url http://127.0.0.1:8000 --model genloop-vae --binary
+
+The clients run in this process (aiohttp, asyncio) and compete with the server for CPU on a small
+machine: compare runs with each other, not with another machine's numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+SERVE = "from genloop.serving.cli import serve_command; serve_command()"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode} during start-up")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready within {timeout:.0f} s")
+
+
+def request_body(latent_dim: int, rows: int, seed: int, binary: bool) -> tuple[bytes, dict[str, str]]:
+    import json
+
+    z = np.random.default_rng(seed).standard_normal((rows, latent_dim)).astype(np.float32)
+    tensor = {"name": "z", "shape": [rows, latent_dim], "datatype": "FP32"}
+    if not binary:
+        return json.dumps({"inputs": [{**tensor, "data": z.ravel().tolist()}]}).encode(), {"Content-Type": "application/json"}
+    head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": z.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    return head + z.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
+
+
+async def load(url: str, model: str, headers: dict[str, str], bodies: list[tuple[bytes, dict]], concurrency: int,
+               duration: float) -> tuple[list[float], int, float]:
+    """aiohttp clients (httpx's async pool, not the server, was the bottleneck past ~8 connections)."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as client:
+        started = time.perf_counter()
+        stop = started + duration
+
+        async def worker(i: int) -> None:
+            nonlocal errors
+            n = i
+            while time.perf_counter() < stop:
+                content, extra = bodies[n % len(bodies)]
+                t0 = time.perf_counter()
+                async with client.post(f"/v2/models/{model}/infer", data=content, headers=extra) as response:
+                    await response.read()
+                    ok = response.status == 200
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+                n += concurrency
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return latencies, errors, time.perf_counter() - started
+
+
+def batch_stats(url: str, model: str) -> tuple[float, float, float]:
+    """(onnxruntime runs, requests per run, rows per run) so far, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for s in family.samples:
+            if s.labels.get("model") == model and s.name.endswith(("_sum", "_count")):
+                values[s.name] = s.value
+    runs = values.get("genloop_serve_batch_requests_count", 0.0)
+    return runs, values.get("genloop_serve_batch_requests_sum", 0.0), values.get("genloop_serve_batch_rows_sum", 0.0)
+
+
+def run_once(url: str, args, headers: dict[str, str]) -> dict:
+    meta = httpx.get(f"{url}/v2/models/{args.model}", headers=headers)
+    meta.raise_for_status()
+    latent_dim = meta.json()["inputs"][0]["shape"][1]
+    bodies = [request_body(latent_dim, args.rows, seed, args.binary) for seed in range(16)]
+    asyncio.run(load(url, args.model, headers, bodies, min(args.concurrency, 4), 1.0))  # warm the connections
+    before = batch_stats(url, args.model)
+    latencies, errors, elapsed = asyncio.run(load(url, args.model, headers, bodies, args.concurrency, args.duration))
+    after = batch_stats(url, args.model)
+    runs = after[0] - before[0]
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "requests": len(latencies), "errors": errors, "req_s": len(latencies) / elapsed,
+        "rows_s": len(latencies) * args.rows / elapsed, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
+        "p99": np.percentile(ms, 99), "runs": runs,
+        "req_per_run": (after[1] - before[1]) / runs if runs else float("nan"),
+        "rows_per_run": (after[2] - before[2]) / runs if runs else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="an already running server (otherwise one is started per --delays value)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="folder with the exported ONNX files")
+    parser.add_argument("--model", default="genloop-gan")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rows", type=int, default=1, help="latent vectors per request")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
+    parser.add_argument("--binary", action="store_true", help="binary tensors (as tritonclient sends) instead of JSON")
+    parser.add_argument("--delays", default="0,5", help="max-batch-delay-ms values to compare (started servers only)")
+    parser.add_argument("--max-batch-rows", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads of a started server")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--token", default=os.environ.get("GENLOOP_SERVE_TOKEN"))
+    args = parser.parse_args()
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+
+    results: list[tuple[str, dict]] = []
+    if args.url:
+        wait_ready(args.url, None)
+        results.append((args.url, run_once(args.url, args, headers)))
+    else:
+        for delay in [float(d) for d in args.delays.split(",")]:
+            port = free_port()
+            env = {**os.environ, **({"GENLOOP_SERVE_TOKEN": args.token} if args.token else {})}
+            proc = subprocess.Popen(
+                [sys.executable, "-c", SERVE, "--models", str(args.models), "--port", str(port), "--device", args.device,
+                 "--threads", str(args.threads), "--max-batch-rows", str(args.max_batch_rows),
+                 "--max-batch-delay-ms", str(delay), "--max-rows-per-request", str(max(1024, args.rows)),
+                 "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url, proc)
+                results.append((f"delay {delay:g} ms", run_once(url, args, headers)))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    print(f"{args.model}: {args.concurrency} clients x {args.rows} row(s)/request, "
+          f"{'binary' if args.binary else 'JSON'} tensors, {args.duration:g} s per run")
+    print(f"{'server':<16}{'req/s':>9}{'rows/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+          f"{'req/run':>9}{'rows/run':>10}{'errors':>8}")
+    for label, r in results:
+        print(f"{label:<16}{r['req_s']:>9.0f}{r['rows_s']:>10.0f}{r['p50']:>9.1f}{r['p95']:>9.1f}{r['p99']:>9.1f}"
+              f"{r['req_per_run']:>9.2f}{r['rows_per_run']:>10.1f}{r['errors']:>8d}")
+
+
+if __name__ == "__main__":
+    main()

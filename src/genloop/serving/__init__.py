@@ -1,0 +1,11 @@
+"""``genloop serve``: the exported ONNX generators over the Open Inference Protocol (KServe V2) REST API."""
+from genloop.serving.settings import DEFAULT_MODEL_FILES, ServeSettings, ServingError, default_model_paths
+
+__all__ = ["DEFAULT_MODEL_FILES", "ServeSettings", "ServingError", "create_app", "default_model_paths"]
+
+
+def create_app(settings: ServeSettings, holder=None):
+    """The FastAPI app (imported lazily: fastapi and onnxruntime load only when a server is built)."""
+    from genloop.serving.app import create_app as build
+
+    return build(settings, holder)

@@ -1,0 +1,344 @@
+"""The FastAPI app of ``genloop serve``: the REST part of the Open Inference Protocol (KServe V2).
+
+Endpoints: ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
+``/v2/models/{name}[/versions/{v}]`` (model metadata), ``.../ready``, ``POST .../infer`` (JSON
+or binary tensors, dynamically batched), ``GET /v2/models/{name}/generate`` (a PNG grid of samples)
+and ``GET /metrics`` (Prometheus). Every error is ``{"error": "..."}`` with a 4xx/5xx status, as
+tritonclient and other V2 clients expect.
+"""
+# No `from __future__ import annotations`: FastAPI must see the route signatures built in create_app.
+import asyncio
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from importlib import metadata as importlib_metadata
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from genloop.serving.batching import DynamicBatcher, QueueFull, ShuttingDown
+from genloop.serving.metrics import MetricsMiddleware, ServingMetrics
+from genloop.serving.models import ModelHolder, ServedModel
+from genloop.serving.protocol import (
+    HEADER_LENGTH, ApiError, InferRequest, decompress, encode_infer_response, parse_infer_request,
+)
+from genloop.serving.settings import ServeSettings
+
+log = logging.getLogger("genloop.serving")
+
+SERVER_NAME = "genloop"
+EXTENSIONS = ["binary_tensor_data"]
+PARSE_IN_THREAD_BYTES = 64 * 1024  # bodies above this are parsed off the event loop
+DRAIN_CAP_BYTES = 16 * 1024 * 1024  # an oversized body up to this is read and dropped, so the 413 arrives
+
+
+def _version() -> str:
+    try:
+        return importlib_metadata.version("genloop")
+    except importlib_metadata.PackageNotFoundError:  # pragma: no cover - always installed in practice
+        return "0+unknown"
+
+
+# ---- documentation models (responses are built by hand; these only describe them in /openapi.json)
+class ErrorBody(BaseModel):
+    error: str
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[float] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[OutputTensor]
+
+
+_INPUT_SCHEMA = {
+    "type": "object", "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+        "datatype": {"type": "string", "enum": ["FP32"]},
+        "data": {"type": "array", "items": {"type": "number"}, "minItems": 1, "description": "row-major, flattened"},
+        "parameters": {"type": "object", "description": "binary_data_size for the binary tensor extension"},
+    },
+}
+INFER_REQUEST_SCHEMA = {
+    "type": "object", "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": _INPUT_SCHEMA, "minItems": 1},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+        }},
+        "parameters": {"type": "object", "description": "binary_data_output: true for binary outputs"},
+    },
+}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 415, 503)}
+INFER_RESPONSES = {
+    200: {"description": "JSON outputs, or with binary outputs the JSON header (its length in the "
+                         "Inference-Header-Content-Length header) followed by the raw tensors",
+          "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    **ERRORS,
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body (decompressed), refused with 413 past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_large = None
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        too_large = f"request body of {int(declared)} bytes is larger than the {limit} bytes allowed"
+        if int(declared) > DRAIN_CAP_BYTES:  # not worth reading just to answer politely
+            raise ApiError(413, too_large + " (--max-body-bytes); send fewer rows per request")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if too_large is None and size > limit:
+                too_large = f"request body is larger than the {limit} bytes allowed"
+            if too_large is not None:
+                # Read (and drop) a moderately oversized body so the client sees the 413, not a reset.
+                if size > DRAIN_CAP_BYTES:
+                    break
+                continue
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected before sending the whole body") from None
+    if too_large is not None:
+        raise ApiError(413, too_large + " (--max-body-bytes); send fewer rows per request")
+    return decompress(b"".join(chunks), request.headers.get("content-encoding", ""), limit)
+
+
+def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> FastAPI:
+    """The app; checks model files and providers now, loads and warms up the sessions at start-up."""
+    holder = holder or ModelHolder(settings)
+    metrics = ServingMetrics()
+    batchers: dict[str, DynamicBatcher] = {}
+    token = settings.token_value()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(holder.load)
+        for name, model in holder.models.items():
+            batcher = DynamicBatcher(model, settings.max_batch_rows, settings.max_batch_delay_ms,
+                                     settings.max_queue_rows, metrics.observe_batch)
+            batcher.start()
+            batchers[name] = batcher
+        holder.mark_ready()
+        metrics.ready.set(1)
+        log.info("ready: %s", ", ".join(f"{n} ({m.path})" for n, m in holder.models.items()))
+        try:
+            yield
+        finally:
+            holder.mark_not_ready()
+            metrics.ready.set(0)
+            for batcher in batchers.values():
+                await batcher.stop()
+            batchers.clear()
+
+    app = FastAPI(
+        title="genloop serve", version=_version(), lifespan=lifespan, redoc_url=None,
+        description="Open Inference Protocol (KServe V2) REST endpoints for the genloop ONNX generators.",
+    )
+    app.state.settings, app.state.holder, app.state.metrics, app.state.batchers = settings, holder, metrics, batchers
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    # ---- errors: always {"error": "..."} -----------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
+
+    # ---- authorisation -----------------------------------------------------------------------
+    bearer = HTTPBearer(auto_error=False, description="the token given to `genloop serve --token`")
+
+    async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if token is None:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
+                                "token the server was started with (--token / GENLOOP_SERVE_TOKEN)",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    protected = [Depends(authorize)] if token is not None else []
+
+    def served(name: str, version: str | None = None) -> tuple[ServedModel, DynamicBatcher]:
+        if not holder.ready:
+            raise ApiError(503, "the server is not ready (models loading, or the server is stopping)")
+        model = holder.get(name)
+        if model is None:
+            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(holder.models)}")
+        if version is not None and version != model.version:
+            raise ApiError(404, f"model {name!r} has no version {version!r}; it has [{model.version!r}]")
+        return model, batchers[name]
+
+    async def run_batched(model: ServedModel, batcher: DynamicBatcher, feeds: dict[str, np.ndarray],
+                          rows: int) -> dict[str, np.ndarray]:
+        metrics.request_rows.labels(model.name).observe(rows)
+        try:
+            return await batcher.infer(feeds, rows)
+        except QueueFull as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, str(exc)) from None
+        except Exception as exc:  # onnxruntime failed on valid input: a server-side problem
+            log.exception("inference failed for %s", model.name)
+            raise ApiError(500, f"inference failed for model {model.name!r}: {exc}") from None
+
+    # ---- server ------------------------------------------------------------------------------
+    @app.get("/v2", response_model=ServerMetadata, responses=ERRORS, dependencies=protected, tags=["server"])
+    async def server_metadata():
+        return JSONResponse({"name": SERVER_NAME, "version": _version(), "extensions": EXTENSIONS})
+
+    @app.get("/v2/health/live", response_model=Live, tags=["health"])
+    async def live():
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready", response_model=Ready, responses={503: {"model": Ready}}, tags=["health"])
+    async def ready():
+        return JSONResponse({"ready": holder.ready}, status_code=200 if holder.ready else 503)
+
+    # ---- models --------------------------------------------------------------------------------
+    async def model_metadata(name: str, version: str | None = None):
+        model, _ = served(name, version)
+        return JSONResponse(model.metadata())
+
+    async def model_ready(name: str, version: str | None = None):
+        if not holder.ready:
+            return JSONResponse({"name": name, "ready": False}, status_code=503)
+        served(name, version)
+        return JSONResponse({"name": name, "ready": True})
+
+    async def infer(request: Request, name: str, version: str | None = None):
+        model, batcher = served(name, version)
+        body = await read_body(request, settings.max_body_bytes)
+        args = (body, request.headers.get(HEADER_LENGTH), model, settings.max_rows_per_request)
+        parsed: InferRequest = (await asyncio.to_thread(parse_infer_request, *args)
+                                if len(body) > PARSE_IN_THREAD_BYTES else parse_infer_request(*args))
+        results = await run_batched(model, batcher, parsed.feeds, parsed.rows)
+        content, headers, media_type = encode_infer_response(model, parsed, results)
+        return Response(content, media_type=media_type, headers=headers)
+
+    Name = Annotated[str, Path(description="model name", examples=sorted(settings.models))]
+    Version = Annotated[str, Path(description="model version", examples=[settings.model_version])]
+
+    @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=ERRORS, dependencies=protected, tags=["models"])
+    async def get_model(name: Name):
+        return await model_metadata(name)
+
+    @app.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS,
+             dependencies=protected, tags=["models"])
+    async def get_model_version(name: Name, version: Version):
+        return await model_metadata(name, version)
+
+    @app.get("/v2/models/{name}/ready", response_model=ModelReady, responses=ERRORS, dependencies=protected,
+             tags=["models"])
+    async def get_model_ready(name: Name):
+        return await model_ready(name)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=ERRORS,
+             dependencies=protected, tags=["models"])
+    async def get_model_version_ready(name: Name, version: Version):
+        return await model_ready(name, version)
+
+    infer_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST_SCHEMA}}}}
+
+    @app.post("/v2/models/{name}/infer", response_model=InferResponse, responses=INFER_RESPONSES, dependencies=protected,
+              openapi_extra=infer_doc, tags=["inference"])
+    async def post_infer(request: Request, name: Name):
+        return await infer(request, name)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse, responses=INFER_RESPONSES,
+              dependencies=protected, openapi_extra=infer_doc, tags=["inference"])
+    async def post_infer_version(request: Request, name: Name, version: Version):
+        return await infer(request, name, version)
+
+    @app.get("/v2/models/{name}/generate", response_class=Response, dependencies=protected, tags=["inference"],
+             responses={200: {"content": {"image/png": {}}, "description": "a PNG grid of n samples"}, **ERRORS})
+    async def generate(
+        name: Name,
+        n: Annotated[int, Query(ge=1, le=settings.max_generate, description="number of samples")] = 16,
+        seed: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="latent seed (random if absent)")] = None,
+        cols: Annotated[int | None, Query(ge=1, le=settings.max_generate, description="grid columns")] = None,
+    ):
+        from genloop.imaging import grid_image
+
+        model, batcher = served(name)
+        rng = np.random.default_rng(seed)
+        feeds = {s.name: rng.standard_normal((n, *s.shape[1:])).astype(np.float32) for s in model.inputs}
+        images = (await run_batched(model, batcher, feeds, n))[model.output_names[0]]
+        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] == 1)):
+            raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not one-channel images")
+        png = await asyncio.to_thread(grid_image, images, cols)
+        headers = {"Cache-Control": "no-store"} if seed is None else {}
+        return Response(png, media_type="image/png", headers=headers)
+
+    # ---- metrics ---------------------------------------------------------------------------------
+    @app.get("/metrics", response_class=Response, tags=["metrics"],
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app

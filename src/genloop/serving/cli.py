@@ -1,0 +1,106 @@
+"""``genloop serve``: the click command (registered on the ``genloop`` group by ``genloop.cli``).
+
+Only click is imported at module level, so ``genloop --help`` stays instant.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+TOKEN_ENV = "GENLOOP_SERVE_TOKEN"
+
+
+def _parse_models(values: tuple[str, ...]) -> dict[str, Path]:
+    models: dict[str, Path] = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise click.BadParameter(f"{item!r}: expected NAME=PATH, e.g. genloop-vae=models/vae_decoder.onnx",
+                                     param_hint="--model")
+        models[name.strip()] = Path(path.strip())
+    return models
+
+
+def _default_models_dir(ctx: click.Context) -> Path:
+    """ROOT/models when run under ``genloop --root ROOT``, else ./models."""
+    paths = getattr(ctx.find_root().obj, "paths", None)
+    return Path(paths.models) if paths is not None else Path("models")
+
+
+@click.command(name="serve", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with vae_decoder.onnx and gan_generator.onnx (served as genloop-vae and genloop-gan). "
+                   "Default: ROOT/models.")
+@click.option("--model", "model_specs", multiple=True, metavar="NAME=PATH",
+              help="Serve this ONNX file under NAME instead (repeatable; replaces the --models defaults).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar=TOKEN_ENV, default=None, metavar="TOKEN",
+              help=f"Require 'Authorization: Bearer TOKEN' on /v2 (health endpoints excepted). "
+                   f"Prefer the {TOKEN_ENV} environment variable: options show in the process list.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider; cuda fails at start if onnxruntime has no CUDA provider.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="onnxruntime intra-op threads per model (0: onnxruntime's default, one per core).")
+@click.option("--max-batch-rows", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Rows the dynamic batcher merges into one onnxruntime run.")
+@click.option("--max-batch-delay-ms", type=click.FloatRange(0, 10_000), default=5.0, show_default=True,
+              help="Longest a request waits for others to batch with.")
+@click.option("--max-rows-per-request", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True)
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@click.pass_context
+def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tuple[str, ...], host: str, port: int,
+                  token: str | None, device: str, threads: int, max_batch_rows: int, max_batch_delay_ms: float,
+                  max_rows_per_request: int, max_body_bytes: int, log_level: str) -> None:
+    """Serve the exported ONNX generators over the Open Inference Protocol (KServe V2 REST).
+
+    \b
+    GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready
+    POST /v2/models/NAME/infer            {"inputs": [{"name": "z", "shape": [n, d], "datatype": "FP32", "data": [...]}]}
+    GET  /v2/models/NAME/generate?n=16&seed=1   a PNG grid of samples
+    GET  /metrics                         Prometheus metrics
+    """
+    from pydantic import ValidationError
+
+    from genloop.serving.settings import ServeSettings, ServingError, default_model_paths
+
+    models = _parse_models(model_specs) if model_specs else default_model_paths(models_dir or _default_models_dir(ctx))
+    try:
+        settings = ServeSettings(
+            host=host, port=port, token=token, models=models, providers=device, intra_op_threads=threads,
+            max_batch_rows=max_batch_rows, max_batch_delay_ms=max_batch_delay_ms,
+            max_rows_per_request=max_rows_per_request, max_body_bytes=max_body_bytes,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        _fail(f"invalid serve settings: {problems}")
+    try:
+        run_server(settings, log_level=log_level, echo=click.echo)
+    except ServingError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def run_server(settings, log_level: str = "info", echo=print) -> None:
+    """Check and load every model (so failures are one clear line), then run uvicorn until stopped."""
+    import uvicorn
+
+    from genloop.serving.app import create_app
+
+    app = create_app(settings)
+    app.state.holder.load()
+    for name, model in app.state.holder.models.items():
+        echo(f"{name}: {model.path} on {model.session.get_providers()[0]} "
+             f"(inputs {[s.metadata() for s in model.inputs]})")
+    auth = "bearer token required" if settings.token is not None else "no token"
+    echo(f"serving the Open Inference Protocol on http://{settings.host}:{settings.port}/v2 ({auth})")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, server_header=False,
+                timeout_graceful_shutdown=10)

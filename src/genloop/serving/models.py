@@ -1,0 +1,182 @@
+"""The served models: one onnxruntime session per ONNX file, described in Open Inference Protocol terms."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genloop.serving.settings import ServeSettings, ServingError
+
+log = logging.getLogger("genloop.serving")
+
+PLATFORM = "onnxruntime_onnx"
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+# ONNX tensor element types -> Open Inference Protocol datatypes and numpy dtypes (little endian).
+ORT_TO_V2 = {
+    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+}
+V2_TO_NUMPY = {
+    "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "FP16": np.dtype("<f2"),
+    "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "BOOL": np.dtype("?"),
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for a dynamic dimension; shape[0] is the batch dimension
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+def _dims(shape) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+def providers_for(settings: ServeSettings) -> list:
+    """The execution providers to ask for; fails when CUDA is asked for and this onnxruntime lacks it."""
+    import onnxruntime as ort
+
+    if settings.providers == "cpu":
+        return [CPU]
+    available = ort.get_available_providers()
+    if CUDA not in available:
+        raise ServingError(
+            f"--device cuda: onnxruntime {ort.__version__} offers no {CUDA} here (available: {', '.join(available)}). "
+            "Install onnxruntime-gpu built for this machine's CUDA (in place of onnxruntime), or serve with --device cpu."
+        )
+    return [(CUDA, {"device_id": settings.cuda_device_id}), CPU]
+
+
+class ServedModel:
+    """One ONNX file behind one onnxruntime session; inputs and outputs all batched along axis 0."""
+
+    def __init__(self, name: str, version: str, path: Path, session):
+        self.name, self.version, self.path, self.session = name, version, path, session
+        self.inputs = tuple(TensorSpec(i.name, ORT_TO_V2.get(i.type, i.type), _dims(i.shape)) for i in session.get_inputs())
+        self.outputs = tuple(TensorSpec(o.name, ORT_TO_V2.get(o.type, o.type), _dims(o.shape)) for o in session.get_outputs())
+        for spec in self.inputs:
+            if spec.datatype != "FP32":
+                raise ServingError(f"{path}: input {spec.name!r} is {spec.datatype}; genloop serve handles FP32 inputs only")
+            if len(spec.shape) < 1 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
+                raise ServingError(
+                    f"{path}: input {spec.name!r} has shape {list(spec.shape)}; genloop serve needs a dynamic batch "
+                    "dimension first and fixed dimensions after it (as `genloop export` writes)"
+                )
+        for spec in self.outputs:
+            if spec.datatype not in V2_TO_NUMPY:
+                raise ServingError(f"{path}: output {spec.name!r} has unsupported type {spec.datatype}")
+        self.input_names = tuple(s.name for s in self.inputs)
+        self.output_names = tuple(s.name for s in self.outputs)
+
+    @property
+    def latent_dim(self) -> int:
+        """Width of the first input (``z``), for the PNG ``generate`` endpoint."""
+        return int(np.prod(self.inputs[0].shape[1:], dtype=np.int64))
+
+    def metadata(self) -> dict:
+        return {
+            "name": self.name, "versions": [self.version], "platform": PLATFORM,
+            "inputs": [s.metadata() for s in self.inputs], "outputs": [s.metadata() for s in self.outputs],
+        }
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One ``session.run`` (thread-safe in onnxruntime); every output keeps the batch dimension first."""
+        values = self.session.run(list(self.output_names), feeds)
+        return dict(zip(self.output_names, values))
+
+    def zeros(self, rows: int) -> dict[str, np.ndarray]:
+        return {s.name: np.zeros((rows, *s.shape[1:]), np.float32) for s in self.inputs}
+
+    def warm_up(self, batch_sizes: list[int]) -> None:
+        for rows in sorted(set(batch_sizes) | {1}):
+            out = self.run(self.zeros(rows))
+            for spec in self.outputs:
+                got = out[spec.name]
+                if got.ndim != len(spec.shape) or got.shape[0] != rows:
+                    raise ServingError(f"{self.path}: warm-up at batch {rows} gave {spec.name!r} of shape {got.shape}, "
+                                       f"expected {list(spec.shape)} with batch {rows} first")
+
+
+class ModelHolder:
+    """Loads and warms up every configured model; ready only once the app says its batchers run."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.models: dict[str, ServedModel] = {}
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self.check()
+
+    def check(self) -> None:
+        """Cheap start-up checks (files present, providers available), before anything is loaded."""
+        missing = [f"{name}: {path}" for name, path in self.settings.models.items() if not Path(path).is_file()]
+        if missing:
+            raise ServingError(f"ONNX model file(s) not found ({'; '.join(missing)}); run `genloop export` first "
+                               "or point --models at the folder holding them")
+        self.providers = providers_for(self.settings)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def session_options(self):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.settings.intra_op_threads
+        options.inter_op_num_threads = self.settings.inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        # No busy-waiting between runs: spinning worker threads take CPU from the event loop that
+        # parses requests on the same cores (benchmarks/serve_load.py compares settings).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return options
+
+    def load(self) -> None:
+        """Create the sessions and warm them up; idempotent, so the CLI may call it before uvicorn starts."""
+        import onnxruntime as ort
+
+        with self._lock:
+            if self.models:  # loaded before (by the CLI, ahead of uvicorn)
+                return
+            models = {}
+            for name, path in self.settings.models.items():
+                try:
+                    session = ort.InferenceSession(str(path), self.session_options(), providers=self.providers)
+                except Exception as exc:  # onnxruntime raises its own types for unreadable files
+                    raise ServingError(f"{name}: cannot load {path} with onnxruntime: {exc}") from exc
+                if self.settings.providers == "cuda" and session.get_providers()[0] != CUDA:
+                    raise ServingError(
+                        f"{name}: --device cuda, but onnxruntime fell back to {session.get_providers()} "
+                        "(the CUDA/cuDNN libraries did not load; see onnxruntime's CUDA requirements)"
+                    )
+                model = ServedModel(name, self.settings.model_version, Path(path), session)
+                model.warm_up(self.settings.warmup_rows)
+                log.info("loaded %s from %s on %s", name, path, session.get_providers()[0])
+                models[name] = model
+            self.models = models
+
+    def mark_ready(self) -> None:
+        """Called once the models are loaded, warmed up and their batchers run."""
+        if not self.models:
+            raise ServingError("mark_ready() before load()")
+        self._ready.set()
+
+    def mark_not_ready(self) -> None:
+        self._ready.clear()
+
+    def get(self, name: str) -> ServedModel | None:
+        return self.models.get(name)

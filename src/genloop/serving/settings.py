@@ -1,0 +1,60 @@
+"""Settings of ``genloop serve``: where the ONNX files are, how to run them, what a request may be."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# The names `genloop export` registers in MLflow, and the files it writes into models/.
+DEFAULT_MODEL_FILES = {"genloop-vae": "vae_decoder.onnx", "genloop-gan": "gan_generator.onnx"}
+
+
+class ServingError(RuntimeError):
+    """A server that cannot start: the message says what is wrong and what to do about it."""
+
+
+def default_model_paths(models_dir: str | Path = "models") -> dict[str, Path]:
+    """``genloop-vae`` and ``genloop-gan`` from the files ``genloop export`` writes into ``models_dir``."""
+    return {name: Path(models_dir) / file for name, file in DEFAULT_MODEL_FILES.items()}
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: SecretStr | None = Field(None, description="bearer token required on /v2 (health excepted) when set")
+    models: dict[str, Path] = Field(default_factory=default_model_paths, description="model name -> ONNX file")
+    model_version: str = "1"
+    providers: Literal["cpu", "cuda"] = "cpu"
+    cuda_device_id: int = Field(0, ge=0)
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")
+    inter_op_threads: int = Field(1, ge=0)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body, after decompression")
+    max_rows_per_request: int = Field(1024, ge=1, description="largest batch dimension of one request")
+    max_batch_rows: int = Field(256, ge=1, description="rows the dynamic batcher gathers into one session.run")
+    max_batch_delay_ms: float = Field(5.0, ge=0.0, le=10_000.0, description="longest wait for more requests")
+    max_queue_rows: int = Field(16_384, ge=1, description="rows waiting per model before requests get 503")
+    max_generate: int = Field(256, ge=1, description="largest n of the PNG `generate` endpoint")
+    warmup_rows: list[int] = Field(default_factory=lambda: [1, 8], description="batch sizes run once before ready")
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, value: dict[str, Path]) -> dict[str, Path]:
+        if not value:
+            raise ValueError("at least one model is needed")
+        for name in value:
+            if not name or "/" in name or name.strip() != name:
+                raise ValueError(f"model name {name!r}: must be non-empty, without '/' or surrounding spaces")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        return value
+
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else None
