@@ -44,11 +44,13 @@ up() {
     cd "$root"
     "$bin/python" flows/serve.py </dev/null >"$PREFECT_HOME/serve.log" 2>&1 &
     echo $! >"$serve_pid"
+    served=no
     for _ in $(seq 60); do
-      if "$bin/prefect" deployment inspect genloop-pipeline/local >/dev/null 2>&1; then break; fi
+      if "$bin/prefect" deployment inspect genloop-pipeline/local >/dev/null 2>&1; then served=yes; break; fi
       alive "$serve_pid" || { echo "error: flows/serve.py exited; see $PREFECT_HOME/serve.log" >&2; exit 1; }
       sleep 1
     done
+    [[ $served == yes ]] || { echo "error: genloop-pipeline/local not registered after 60 tries; see $PREFECT_HOME/serve.log" >&2; exit 1; }
   fi
   cat <<MSG
 Prefect UI:   http://127.0.0.1:$port

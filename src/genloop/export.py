@@ -149,9 +149,7 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
             staged.append(stage_model(kind, params, paths))
         for item in staged:
             item.staged.replace(item.target)
-    finally:
-        for item in staged:
-            item.staged.unlink(missing_ok=True)
+    finally:  # covers a model that failed before it was staged, too
         for kind in ONNX_FILES:
             (paths.models / f".{ONNX_FILES[kind]}.staged").unlink(missing_ok=True)
 
