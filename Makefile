@@ -14,7 +14,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup run test repro ui prefect-up prefect-down clean-outputs help
+.PHONY: setup run test repro ui prefect-up prefect-down sweep clean-outputs help data-docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,14 +37,26 @@ repro: $(STAMP)  ## recreate data/ from the embedded source if missing, then `dv
 	@test -f data/images.npy || $(BIN)/genloop collect
 	$(BIN)/dvc repro
 
+data-docs: $(STAMP)  ## validate data/ (genloop clean): Data Docs, near-duplicates; reports/data_docs.png if Chromium is installed
+	$(BIN)/genloop clean
+	@page=$$(find reports/data_docs/validations -name '*.html' | head -n 1); \
+	if command -v chromium >/dev/null 2>&1 && [ -n "$$page" ]; then \
+	  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2400 \
+	    --screenshot=$(CURDIR)/reports/data_docs.png "file://$(CURDIR)/$$page" >/dev/null 2>&1 \
+	  && echo "screenshot: reports/data_docs.png"; \
+	fi; echo "open reports/data_docs/index.html"
+
 ui: $(STAMP)  ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
-prefect-up: $(STAMP)  ## start a local Prefect server (UI at :4200) and serve genloop-pipeline/local
+prefect-up: $(STAMP)  ## start a local Prefect server (UI at :4200); serve genloop-pipeline, -sweep, -loop
 	flows/prefect-local.sh up
 
 prefect-down:  ## stop what prefect-up started
 	flows/prefect-local.sh down
+
+sweep: $(STAMP)  ## hyperparameter sweep (params.yaml `sweep`) on a local Dask cluster, after `make run`
+	$(BIN)/genloop sweep
 
 clean-outputs:  ## remove generated outputs (keeps data/, the MLflow store and .venv)
 	rm -rf outputs models reports/*.json

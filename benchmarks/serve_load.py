@@ -11,6 +11,13 @@ from the server's /metrics how many requests and rows each onnxruntime run held.
 
 The clients run in this process (aiohttp, asyncio) and compete with the server for CPU on a small
 machine: compare runs with each other, not with another machine's numbers.
+
+With --rates the load comes instead from `hey` in a separate process at fixed request rates
+(open loop: hey's workers send on a timer whatever the latency), after a warm-up at the same rate,
+and a markdown table gives p50/p99 latency, throughput and errors, with the load average sampled
+during each run:
+
+    .venv/bin/python benchmarks/serve_load.py --models models --rates 100 200 --duration 60 --rows 16
 """
 from __future__ import annotations
 
@@ -126,6 +133,110 @@ def run_once(url: str, args, headers: dict[str, str]) -> dict:
     }
 
 
+# ---- fixed request rates with hey ---------------------------------------------------------------------
+HEY_WORKER_RATE = 5  # requests/s per hey worker: a worker falls behind only past 200 ms of latency
+
+
+def run_hey(url: str, model: str, body: Path, headers: dict[str, str], rate: int, seconds: float) -> dict:
+    """One hey run at ``rate`` requests/s; its summary parsed, with the load average sampled meanwhile."""
+    import re
+    import shutil
+    import threading
+
+    hey = shutil.which("hey")
+    if hey is None:
+        raise SystemExit("hey is not installed (Debian: apt-get install hey)")
+    workers = max(1, round(rate / HEY_WORKER_RATE))
+    cmd = [hey, "-z", f"{seconds:g}s", "-c", str(workers), "-q", f"{rate / workers:g}", "-m", "POST", "-D", str(body),
+           "-t", "10"]
+    for key, value in headers.items():
+        cmd += ["-H", f"{key}: {value}"]
+    cmd.append(f"{url}/v2/models/{model}/infer")
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample_load() -> None:
+        while not done.wait(5.0):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        done.set()
+        sampler.join()
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, out)
+        return float(found.group(1)) if found else float("nan")
+
+    statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors_section = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
+    transport = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", errors_section, re.M))
+    ok = statuses.get(200, 0)
+    return {
+        "rate": rate, "workers": workers, "ok": ok, "errors": sum(statuses.values()) - ok + transport,
+        "req_s": number(r"Requests/sec:\s+([\d.]+)"), "ok_s": ok / seconds,
+        "p50": number(r"50%+ in ([\d.]+) secs") * 1000, "p99": number(r"99%+ in ([\d.]+) secs") * 1000,
+        "slowest": number(r"Slowest:\s+([\d.]+) secs") * 1000,
+        "load_mean": float(np.mean(loads)) if loads else os.getloadavg()[0],
+        "load_max": float(np.max(loads)) if loads else os.getloadavg()[0],
+    }
+
+
+def fixed_rates(url: str, args, headers: dict[str, str]) -> list[dict]:
+    import tempfile
+
+    meta = httpx.get(f"{url}/v2/models/{args.model}", headers=headers)
+    meta.raise_for_status()
+    latent_dim = meta.json()["inputs"][0]["shape"][1]
+    content, extra = request_body(latent_dim, args.rows, 0, args.binary)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        body = Path(tmp) / "body"
+        body.write_bytes(content)
+        extra = {**headers, **extra}
+        if not args.binary:
+            extra["Content-Type"] = "application/json"
+        for rate in args.rates:
+            run_hey(url, args.model, body, extra, rate, args.warmup)
+            results.append(run_hey(url, args.model, body, extra, rate, args.duration))
+    return results
+
+
+def print_rates_table(args, results: list[dict], latent_dim: int | None = None) -> None:
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"{args.model}: infer requests of a ({args.rows}, latent) FP32 tensor, "
+          f"{'binary tensor extension (request and response)' if args.binary else 'JSON'}; hey, "
+          f"{args.duration:g} s per rate after {args.warmup:g} s warm-up; {os.cpu_count()} CPUs; `uptime` after: {uptime}")
+    print()
+    print("| target req/s | hey workers | achieved req/s | OK images/s | p50 ms | p99 ms | slowest ms | errors "
+          "| load avg during run (mean / max) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(f"| {r['rate']} | {r['workers']} | {r['req_s']:.1f} | {r['ok_s'] * args.rows:.0f} | {r['p50']:.1f} "
+              f"| {r['p99']:.1f} | {r['slowest']:.1f} | {r['errors']} | {r['load_mean']:.1f} / {r['load_max']:.1f} |")
+
+
+def start_server(args, delay: float | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, **({"GENLOOP_SERVE_TOKEN": args.token} if args.token else {})}
+    cmd = [sys.executable, "-c", SERVE, "--models", str(args.models), "--port", str(port), "--device", args.device,
+           "--threads", str(args.threads), "--max-batch-rows", str(args.max_batch_rows),
+           "--max-rows-per-request", str(max(1024, args.rows)), "--log-level", "warning"]
+    if delay is not None:
+        cmd += ["--max-batch-delay-ms", str(delay)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+    except BaseException:
+        proc.terminate()
+        raise
+    return proc, url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="an already running server (otherwise one is started per --delays value)")
@@ -140,8 +251,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads of a started server")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--token", default=os.environ.get("GENLOOP_SERVE_TOKEN"))
+    parser.add_argument("--rates", type=int, nargs="+", help="fixed request rates (req/s) sent by hey instead")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds at each rate before the measured run")
+    parser.add_argument("--batch-delay-ms", type=float, default=None,
+                        help="max-batch-delay-ms of the server started for --rates (default: serve's own)")
     args = parser.parse_args()
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+
+    if args.rates:
+        if args.url:
+            wait_ready(args.url, None)
+            print_rates_table(args, fixed_rates(args.url, args, headers))
+            return
+        proc, url = start_server(args, args.batch_delay_ms)
+        try:
+            results = fixed_rates(url, args, headers)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print_rates_table(args, results)
+        return
 
     results: list[tuple[str, dict]] = []
     if args.url:
@@ -149,17 +278,8 @@ def main() -> None:
         results.append((args.url, run_once(args.url, args, headers)))
     else:
         for delay in [float(d) for d in args.delays.split(",")]:
-            port = free_port()
-            env = {**os.environ, **({"GENLOOP_SERVE_TOKEN": args.token} if args.token else {})}
-            proc = subprocess.Popen(
-                [sys.executable, "-c", SERVE, "--models", str(args.models), "--port", str(port), "--device", args.device,
-                 "--threads", str(args.threads), "--max-batch-rows", str(args.max_batch_rows),
-                 "--max-batch-delay-ms", str(delay), "--max-rows-per-request", str(max(1024, args.rows)),
-                 "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
-            )
+            proc, url = start_server(args, delay)
             try:
-                url = f"http://127.0.0.1:{port}"
-                wait_ready(url, proc)
                 results.append((f"delay {delay:g} ms", run_once(url, args, headers)))
             finally:
                 proc.terminate()

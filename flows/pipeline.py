@@ -1,4 +1,10 @@
-"""The Prefect flow ``genloop-pipeline``: one task per stage, each calling the stage function in genloop.
+"""The Prefect flows ``genloop-pipeline`` and ``genloop-loop``: one task per stage, each calling the
+stage function in genloop.
+
+A stage whose params, inputs and code did not change since its last run, and whose outputs are
+still on disk as it left them, is skipped (state ``Cached``; see genloop.caching); ``force=True``
+runs everything. collect and export retry transient failures (network, busy registry) with
+exponential backoff; errors that cannot pass (bad config, bad data, parity) fail at once.
 
 Run it with ``genloop run``, ``python flows/pipeline.py`` or ``make run``.
 """
@@ -6,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -15,48 +22,77 @@ for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABL
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.states import Completed, State  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
 
-from genloop import dvcio, tracking  # noqa: E402
+from genloop import caching, dvcio, tracking  # noqa: E402
+from genloop.caching import StageOutcome  # noqa: E402
 from genloop.augment import augment  # noqa: E402
 from genloop.clean import clean  # noqa: E402
 from genloop.collect import collect  # noqa: E402
-from genloop.config import Params, load_params  # noqa: E402
+from genloop.config import CollectConfig, Params, load_params  # noqa: E402
 from genloop.evaluate import evaluate  # noqa: E402
 from genloop.export import export  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
 from genloop.train import train_model  # noqa: E402
+from genloop.transient import retry_if_transient  # noqa: E402
 
+RETRIES = 2
+RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2 s, then 4 s
 stage = task(cache_policy=NO_CACHE)
+retried_stage = task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+                     retry_condition_fn=retry_if_transient)
 
 
-@stage(name="collect")
-def collect_task(params: Params, paths: ProjectPaths):
-    return collect(params.collect, paths)
+def run_or_skip(name: str, params: Params, paths: ProjectPaths, force: bool, run: Callable[[], Any]):
+    """Skip the stage (a ``Cached`` state holding its earlier result) when its inputs are unchanged."""
+    logger = get_run_logger()
+    spec = caching.STAGES[name]
+    checked = caching.check(spec, params, paths)
+    if checked.hit and not force:
+        message = f"{name}: inputs unchanged, skipped"
+        logger.info(message)
+        return Completed(data=StageOutcome(checked.result, True, checked.reason), name="Cached", message=message)
+    logger.info("%s: %s, running", name, "forced (force=True)" if force else checked.reason)
+    caching.forget(spec, paths)
+    result = run()
+    caching.record(spec, paths, checked, result)
+    return StageOutcome(result, False, checked.reason)
+
+
+def outcome(value: StageOutcome | State) -> StageOutcome:
+    return value.result() if isinstance(value, State) else value
+
+
+@retried_stage(name="collect")
+def collect_task(config: CollectConfig, paths: ProjectPaths, mode: str = "replace"):
+    return collect(config, paths, mode=mode)
 
 
 @stage(name="clean")
-def clean_task(params: Params, paths: ProjectPaths):
-    return clean(params.clean, paths)
+def clean_task(params: Params, paths: ProjectPaths, force: bool = False):
+    return run_or_skip("clean", params, paths, force, lambda: clean(params.clean, paths))
 
 
 @stage(name="augment")
-def augment_task(params: Params, paths: ProjectPaths):
-    return augment(params.augment, paths, params.seed)
+def augment_task(params: Params, paths: ProjectPaths, force: bool = False):
+    return run_or_skip("augment", params, paths, force, lambda: augment(params.augment, paths, params.seed))
 
 
 @stage(name="train", task_run_name="train-{kind}")
-def train_task(kind: str, params: Params, paths: ProjectPaths, parent_run_id: str):
-    return train_model(kind, params, paths, parent_run_id)
+def train_task(kind: str, params: Params, paths: ProjectPaths, parent_run_id: str, force: bool = False):
+    return run_or_skip(f"train_{kind}", params, paths, force,
+                       lambda: train_model(kind, params, paths, parent_run_id))
 
 
 @stage(name="evaluate")
-def evaluate_task(params: Params, paths: ProjectPaths):
-    return evaluate(params, paths)
+def evaluate_task(params: Params, paths: ProjectPaths, force: bool = False):
+    return run_or_skip("evaluate", params, paths, force, lambda: evaluate(params, paths))
 
 
-@stage(name="export")
-def export_task(params: Params, paths: ProjectPaths):
-    return export(params, paths)
+@retried_stage(name="export")
+def export_task(params: Params, paths: ProjectPaths, force: bool = False):
+    return run_or_skip("export", params, paths, force, lambda: export(params, paths))
 
 
 @stage(name="record-dvc-lock")
@@ -68,33 +104,41 @@ def record_dvc_lock_task(paths: ProjectPaths) -> bool:
     return True
 
 
-@flow(name="genloop-pipeline", log_prints=True)
-def pipeline(project_root: str = ".", params_file: str | None = None,
-             overrides: dict[str, Any] | None = None, source: str | None = None) -> dict[str, Any]:
-    """collect -> clean -> augment -> train (VAE, GAN) -> evaluate -> export, under one MLflow parent run."""
-    logger = get_run_logger()
-    started = time.perf_counter()
+def prepare(project_root: str, params_file: str | None, overrides: dict[str, Any] | None,
+            source: str | None) -> tuple[Params, ProjectPaths]:
     paths = ProjectPaths.at(project_root)
     params = load_params(params_file or paths.params, overrides)
     if source:
         params = params.model_copy(update={"collect": params.collect.model_copy(update={"source": source})})
+    return params, paths
 
-    collected = collect_task(params, paths)
-    cleaned = clean_task(params, paths)
-    augment_task(params, paths)
+
+def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dict[str, Any] | None,
+                  force: bool, runner: str, started: float) -> dict[str, Any]:
+    """clean -> augment -> train (VAE, GAN) -> evaluate -> export, under one MLflow parent run."""
+    logger = get_run_logger()
+    cleaned = outcome(clean_task(params, paths, force))
+    logger.info(cleaned.result.summary())
+    augmented = outcome(augment_task(params, paths, force))
 
     parent_run_id = tracking.start_parent_run(
-        params.mlflow, paths, runner="prefect", run_name=f"pipeline-{flow_run.get_name() or 'local'}"
+        params.mlflow, paths, runner=runner, run_name=f"{runner}-{flow_run.get_name() or 'local'}"
     )
     logger.info("MLflow parent run %s", parent_run_id)
+    tracking.log_data_reports(parent_run_id, [*cleaned.result.reports, augmented.result.preview])
     try:
-        trained = {kind: train_task(kind, params, paths, parent_run_id) for kind in ("vae", "gan")}
-        evaluated = evaluate_task(params, paths)
-        exported = export_task(params, paths)
+        trained = {kind: outcome(train_task(kind, params, paths, parent_run_id, force)) for kind in ("vae", "gan")}
+        evaluated = outcome(evaluate_task(params, paths, force))
+        exported = outcome(export_task(params, paths, force))
     except BaseException:
         tracking.end_run(parent_run_id, "FAILED")
         raise
+    stages = {"clean": cleaned, "augment": augmented, **{f"train_{k}": t for k, t in trained.items()},
+              "evaluate": evaluated, "export": exported}
+    cached = [name for name, o in stages.items() if o.cached]
+    _tag_parent(parent_run_id, cached, trained)
     tracking.end_run(parent_run_id)
+    caching.record_trained_data(paths, caching.data_identity(paths, collected.dvc_hash), parent_run_id)
     if not overrides:
         record_dvc_lock_task(paths)
 
@@ -103,17 +147,67 @@ def pipeline(project_root: str = ".", params_file: str | None = None,
         "rows": collected.rows,
         "image_shape": f"{collected.image_shape[0]}x{collected.image_shape[1]}",
         "dvc_hash": collected.dvc_hash,
-        "quarantined": cleaned.quarantined,
+        "quarantined": cleaned.result.quarantined,
         "parent_run_id": parent_run_id,
-        "child_run_ids": {k: t.run_id for k, t in trained.items()},
-        "metrics": evaluated.metrics,
-        "classifier_accuracy": evaluated.classifier_accuracy,
+        "child_run_ids": {k: t.result.run_id for k, t in trained.items()},
+        "cached_stages": cached,
+        "metrics": evaluated.result.metrics,
+        "classifier_accuracy": evaluated.result.classifier_accuracy,
         "onnx": {
             k: {"path": str(m.path), "max_abs_diff": max(m.max_abs_diff.values()),
-                "registered": f"{m.registered_name} v{m.registered_version}" if m.registered_name else None}
-            for k, m in exported.models.items()
+                "registered": f"{m.registered_name} v{m.registered_version}" if m.registered_name else None,
+                "promotion": m.promotion.summary() if getattr(m, "promotion", None) else None}
+            for k, m in exported.result.models.items()
         },
     }
+
+
+def _tag_parent(parent_run_id: str, cached: list[str], trained: dict[str, StageOutcome]) -> None:
+    """Say on the parent which stages were skipped and which earlier child runs stand for them."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_tag(parent_run_id, "genloop.cached_stages", ",".join(cached) or "none")
+    for kind, t in trained.items():
+        if t.cached:
+            client.set_tag(parent_run_id, f"genloop.reused_run.{kind}", t.result.run_id)
+
+
+@flow(name="genloop-pipeline", log_prints=True)
+def pipeline(project_root: str = ".", params_file: str | None = None,
+             overrides: dict[str, Any] | None = None, source: str | None = None,
+             force: bool = False) -> dict[str, Any]:
+    """collect -> clean -> augment -> train (VAE, GAN) -> evaluate -> export; unchanged stages are
+    skipped unless ``force``."""
+    started = time.perf_counter()
+    params, paths = prepare(project_root, params_file, overrides, source)
+    collected = collect_task(params.collect, paths)
+    return after_collect(params, paths, collected, overrides, force, "prefect", started)
+
+
+@flow(name="genloop-loop", log_prints=True)
+def loop(project_root: str = ".", params_file: str | None = None, overrides: dict[str, Any] | None = None,
+         source: str | None = None, mode: str | None = None, force: bool = False):
+    """One tick of the scheduled loop: collect from ``schedule.source`` (mode ``schedule.mode``); if
+    the data equals what the current models were trained on, stop (Completed); else retrain,
+    evaluate and export (promotion only through export's gate)."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    params, paths = prepare(project_root, params_file, overrides, None)
+    spec = source or params.schedule.source or params.collect.source
+    collected = collect_task(params.collect.model_copy(update={"source": spec}), paths, mode or params.schedule.mode)
+    data_id = caching.data_identity(paths, collected.dvc_hash)
+    last = caching.last_trained_data(paths)
+    if last and last.get("data") == data_id and not force:
+        message = (f"data unchanged ({data_id}, {collected.rows} images from {spec!r}); the models trained "
+                   f"on it in MLflow run {last.get('parent_run_id')} stay; nothing to do")
+        logger.info(message)
+        return Completed(message=message, data={"status": "unchanged", "dvc_hash": collected.dvc_hash,
+                                                 "rows": collected.rows, "parent_run_id": last.get("parent_run_id")})
+    logger.info("data %s: %s (%d images); retraining",
+                "changed" if last else "never trained on", data_id, collected.rows)
+    summary = after_collect(params, paths, collected, overrides, force, "prefect-loop", started)
+    return {"status": "retrained", **summary}
 
 
 if __name__ == "__main__":

@@ -52,9 +52,12 @@ up() {
     done
     [[ $served == yes ]] || { echo "error: genloop-pipeline/local not registered after 60 tries; see $PREFECT_HOME/serve.log" >&2; exit 1; }
   fi
+  served_line="$(grep -m1 '^serving ' "$PREFECT_HOME/serve.log" 2>/dev/null || true)"
   cat <<MSG
 Prefect UI:   http://127.0.0.1:$port
+${served_line:-serving genloop-pipeline/local}
 Run the loop: PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run 'genloop-pipeline/local' --watch
+Sweep:        PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run 'genloop-sweep/local' --watch
 Stop:         make prefect-down
 MSG
 }

@@ -1,7 +1,12 @@
 """Serve the genloop deployments from this process, so `prefect deployment run` has a runner.
 
 Started by `make prefect-up` (see flows/prefect-local.sh); stops when the process stops, which
-pauses the deployments until the next start.
+pauses the deployments until the next start. Deployments:
+
+- genloop-pipeline/local  the whole loop (unchanged stages skipped; -p force=true runs all)
+- genloop-sweep/local     a hyperparameter sweep on Dask (params.yaml `sweep`)
+- genloop-loop/local      one tick of the scheduled loop, on demand
+- genloop-loop/scheduled  the same on params.yaml `schedule.cron`; only when it is set
 """
 from __future__ import annotations
 
@@ -14,16 +19,45 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import serve  # noqa: E402
 
-from pipeline import pipeline  # noqa: E402
+from pipeline import loop, pipeline  # noqa: E402
+from sweep import sweep  # noqa: E402
+
+
+def deployments(root: Path) -> list:
+    from prefect.schedules import Cron
+
+    from genloop.config import load_params
+
+    schedule = load_params(root / "params.yaml").schedule
+    where = {"project_root": str(root)}
+    found = [
+        pipeline.to_deployment(
+            name="local", parameters=where, tags=["genloop"],
+            description="The whole genloop loop on this checkout; override params with "
+                        "-p overrides='{\"train.vae.epochs\": 5}', run every stage with -p force=true",
+        ),
+        sweep.to_deployment(
+            name="local", parameters=where, tags=["genloop"],
+            description="Hyperparameter sweep (params.yaml `sweep`) on a local Dask cluster, or "
+                        "-p dask_address=tcp://HOST:8786; e.g. -p space='{\"train.vae.beta\": [0.5, 1.0]}'",
+        ),
+        loop.to_deployment(
+            name="local", parameters=where, tags=["genloop"],
+            description="One tick of the scheduled loop: collect, stop if the data did not change, "
+                        "else retrain, evaluate, export (promotion through export's gate)",
+        ),
+    ]
+    if schedule.cron:
+        found.append(loop.to_deployment(
+            name="scheduled", parameters=where, tags=["genloop", "scheduled"],
+            schedule=Cron(schedule.cron, timezone=schedule.timezone),
+            description=f"The loop on schedule.cron {schedule.cron!r} ({schedule.timezone}) from params.yaml",
+        ))
+    return found
+
 
 if __name__ == "__main__":
-    root = str(Path(__file__).resolve().parents[1])
-    serve(
-        pipeline.to_deployment(
-            name="local",
-            parameters={"project_root": root},
-            description="The whole genloop loop on this checkout; override params with "
-                        "-p overrides='{\"train.vae.epochs\": 5}'",
-            tags=["genloop"],
-        ),
-    )
+    root = Path(__file__).resolve().parents[1]
+    found = deployments(root)
+    print("serving " + ", ".join(f"{d.flow_name}/{d.name}" for d in found), flush=True)
+    serve(*found)

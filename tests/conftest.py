@@ -129,3 +129,34 @@ def genloop_tiny_project(genloop_prepared_data, genloop_mlflow_env, tmp_path_fac
         return project
 
     return make
+
+
+# ---- DVC projects (test_dvc_*.py) -------------------------------------------------------------
+# One tiny copy of the repository, collected and `dvc repro`-ed once per session with dvc.lock
+# committed, as the lead would. Tests only read it; those that change things work on
+# `project_copy.clone_workspace` copies of it.
+@_genloop_dataclass
+class GenloopReproduced:
+    root: Path
+    first_repro: str  # what the first `dvc repro` printed
+
+
+@pytest.fixture(scope="session")
+def genloop_reproduced(tmp_path_factory) -> GenloopReproduced:
+    from project_copy import TINY_DVC_PARAMS, collect_digits, commit_all, copy_project, reproduce
+
+    root = copy_project(tmp_path_factory.mktemp("dvc-reproduced"), TINY_DVC_PARAMS)
+    collect_digits(root)
+    first = reproduce(root)
+    commit_all(root, "dvc repro")
+    return GenloopReproduced(root, first)
+
+
+# ---- Prefect test harness (flows: caching, loop, retries, sweep) ----------------------------------
+# One temporary Prefect server for the whole session (~16 s to start), shared by the flow tests.
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

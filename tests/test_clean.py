@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -185,3 +186,28 @@ def test_split_fractions_roughly_follow_config():
     assert abs(counts["val"] - 400) < 75
     assert abs(counts["test"] - 200) < 55
     assert abs(counts["train"] - 1400) < 85
+
+
+def test_summary_counts_by_reason_match_the_quarantine_table(tmp_path):
+    paths = ProjectPaths.at(tmp_path)
+    images, labels = random_data()
+    images[3] = 0  # blank
+    images[8] = 9  # blank as well (a different grey, so not a duplicate of row 3)
+    images[5] = images[4]  # duplicate content
+    labels[[7, 8]] = 42  # label out of set; row 8 is blank too
+    write(paths, images, labels)
+
+    result = clean(CleanConfig(), paths)
+
+    quarantine = pd.read_csv(paths.clean / "quarantine.csv")
+    from_table = Counter(r for reasons in quarantine["reason"] for r in reasons.split(";"))
+    assert result.by_reason == dict(from_table) == {"blank_image": 2, "duplicate_content": 1, "label_out_of_set": 2}
+    assert result.quarantined == len(quarantine) == 4
+    report = json.loads(result.report.read_text())
+    assert report["by_reason"] == dict(from_table)
+    assert (report["checked"], report["passed"], report["quarantined"]) == (200, 196, 4)
+    summary = result.summary()
+    assert "checked 200, passed 196, quarantined 4" in summary
+    assert "quarantined by reason: blank_image 2, duplicate_content 1, label_out_of_set 2" in summary
+    assert f"near-duplicates across splits (RMS < 0.03): {result.near_duplicates}" in summary
+    assert str(paths.reports / "data_docs" / "index.html") in summary

@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from genloop.checkpoints import load_sampler
-from genloop.export import INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ParityError, export, session
+from genloop import promotion
+from genloop.evaluate import evaluate
+from genloop.export import (
+    INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ParityError, evaluation_data_hash, export, read_metadata, session,
+)
 from genloop.train import read_run_id
 
 KINDS = tuple(ONNX_FILES)
@@ -21,6 +25,7 @@ KINDS = tuple(ONNX_FILES)
 @pytest.fixture(scope="module")
 def exported(genloop_tiny_project):
     project = genloop_tiny_project("export")
+    evaluate(project.params, project.paths, log_to_mlflow=False)  # the figures the promotion gate compares
     result = export(project.params, project.paths)
     return project, result
 
@@ -89,6 +94,76 @@ def test_registered_model_version_carries_lineage_tags(exported, kind):
     assert version.tags["dvc_data_hash"] == run_tags["dvc_data_hash"]
     assert version.tags["git_commit"] == run_tags["git_commit"]
     assert version.tags["run_id"] == version.run_id
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_file_carries_lineage_metadata(exported, kind):
+    project, _ = exported
+    meta = read_metadata(project.paths.models / ONNX_FILES[kind])
+    run_tags = project.client().get_run(read_run_id(project.paths, kind)).data.tags
+    assert meta["run_id"] == read_run_id(project.paths, kind)
+    assert meta["dvc_data_hash"] == run_tags["dvc_data_hash"] and meta["git_commit"] == run_tags["git_commit"]
+    assert meta["model_kind"] == kind
+    _, latent_dim = load_sampler(project.paths.train(kind) / "model.pt")
+    assert int(meta["latent_dim"]) == latent_dim
+    assert json.loads(meta["params"]) == project.params.model_dump(mode="json")
+    assert meta[promotion.EVAL_HASH_TAG] == evaluation_data_hash(project.params, project.paths)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registered_version_carries_metrics_params_and_parity(exported, kind):
+    project, result = exported
+    m = result.models[kind]
+    tags = project.client().get_model_version(m.registered_name, m.registered_version).tags
+    report = json.loads(project.paths.metrics.read_text())[kind]
+    assert promotion.metrics_from_tags(tags) == pytest.approx({k: float(v) for k, v in report.items()})
+    assert json.loads(tags["params"]) == project.params.model_dump(mode="json")
+    assert tags[promotion.PARITY_TAG] == "true"
+    assert tags[promotion.EVAL_HASH_TAG] == evaluation_data_hash(project.params, project.paths)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_export_makes_champions_whose_onnx_downloads_with_its_lineage(exported, kind, tmp_path):
+    project, result = exported
+    m = result.models[kind]
+    assert m.promotion is not None and m.promotion.promoted, m.promotion
+    client = project.client()
+    assert str(promotion.current_champion(client, m.registered_name).version) == m.registered_version
+    import mlflow
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    downloaded = promotion.download_onnx(f"models:/{m.registered_name}@champion", tmp_path)
+    assert read_metadata(downloaded)["run_id"] == read_run_id(project.paths, kind)
+    written = json.loads((project.paths.models / "export.json").read_text())
+    assert written[kind]["promotion"]["promotion.decision"] == "promoted"
+
+
+def test_exporting_the_same_models_again_keeps_the_champion_with_both_figures(exported):
+    project, first = exported
+    again = export(project.params, project.paths)
+    for kind in KINDS:
+        decision = again.models[kind].promotion
+        assert decision is not None and not decision.promoted, decision
+        assert decision.champion_version == first.models[kind].registered_version
+        assert decision.candidate_value == decision.champion_value  # same model, same data: no improvement
+        assert not decision.rescored
+        champion = promotion.current_champion(project.client(), again.models[kind].registered_name)
+        assert str(champion.version) == first.models[kind].registered_version
+
+
+def test_champion_scored_on_other_evaluation_data_is_rescored_from_its_onnx(exported):
+    project, _ = exported
+    # Other evaluation settings make another evaluation (hash); the gate re-scores the champion with
+    # genloop.evaluate.score_samples on samples drawn from its registered ONNX file.
+    params = project.params_with({"evaluate.kid_subsets": 5})
+    result = export(params, project.paths)
+    decision = result.models["gan"].promotion
+    assert decision.rescored and decision.champion_value is not None, decision
+    # The same generator, sampled from ONNX with evaluate's latent vectors: evaluate's own FID again.
+    assert decision.champion_value == pytest.approx(decision.candidate_value, rel=1e-3)
+    champion_tags = project.client().get_model_version("genloop-gan", decision.champion_version).tags
+    new_hash = evaluation_data_hash(params, project.paths)
+    assert float(champion_tags[f"rescored.{new_hash[:12]}.fid"]) == decision.champion_value
 
 
 def test_impossible_parity_tolerance_raises_and_keeps_previous_models(exported):

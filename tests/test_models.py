@@ -1,4 +1,5 @@
-"""Unit tests for genloop.models: shapes at 8x8 and 28x28, output ranges, size checks and the VAE loss."""
+"""Unit tests for genloop.models: shapes at 8x8 and 28x28, output ranges, size checks, the VAE loss and
+test ELBO, the GAN losses, the generator EMA and spectral norm."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from genloop.models.classifier import DigitClassifier, FeatureExtractor
-from genloop.models.gan import Discriminator, Generator
-from genloop.models.vae import ConvVAE, loss_function
+from torch.nn.utils import parametrize
+
+from genloop.models.gan import (Discriminator, Generator, WeightEMA, discriminator_loss, generator_loss,
+                                init_weights, recalibrate_batch_norm)
+from genloop.models.vae import ConvVAE, MLPVAE, loss_function, negative_elbo_nats
 
 SIZES = [(8, 8), (28, 28)]
 LATENT, CHANNELS, BATCH = 6, 8, 3
@@ -135,3 +139,149 @@ def test_beta_zero_drops_the_kl_term():
 
     assert kl.item() > 1.0  # the KL is still computed and reported ...
     assert loss.item() == pytest.approx(bce.item(), rel=1e-7)  # ... but no longer counted
+
+
+# ---- the pytorch/examples MLP VAE ---------------------------------------------------------------
+
+@pytest.mark.parametrize("height,width", SIZES)
+def test_mlp_vae_is_the_examples_architecture_sized_from_the_image(height, width):
+    vae = MLPVAE(20, 400, height, width)
+    layers = {name: tuple(m.weight.shape) for name, m in vae.named_modules() if isinstance(m, torch.nn.Linear)}
+    pixels = height * width
+    assert layers == {"fc1": (400, pixels), "fc21": (20, 400), "fc22": (20, 400),
+                      "decoder.fc3": (400, 20), "decoder.fc4": (pixels, 400)}
+    x = torch.rand(BATCH, 1, height, width)
+    logits, mu, logvar = vae(x)
+    assert logits.shape == (BATCH, 1, height, width)
+    assert mu.shape == logvar.shape == (BATCH, 20)
+    images = vae.decoder(torch.randn(BATCH, 20) * 5)
+    assert images.shape == (BATCH, 1, height, width)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_mlp_vae_loss_decreases_when_fitting_a_batch():
+    vae = MLPVAE(4, 32, 8, 8)
+    x = torch.zeros(32, 1, 8, 8)
+    x[:16, :, :, :4] = 1.0  # two patterns: left half or right half lit
+    x[16:, :, :, 4:] = 1.0
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        logits, mu, logvar = vae(x)
+        loss = loss_function(logits, x, mu, logvar)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("build", [lambda: MLPVAE(3, 16, 8, 8), lambda: ConvVAE(3, 4, 8, 8)], ids=["mlp", "conv"])
+def test_negative_elbo_is_the_mean_per_image_of_bce_sum_plus_kl_with_one_seeded_sample(build):
+    vae = build()
+    x = torch.rand(7, 1, 8, 8)
+    value = negative_elbo_nats(vae, x, seed=3, batch_size=3)  # batches of 3, 3, 1
+    assert value == pytest.approx(negative_elbo_nats(vae, x, seed=3), rel=1e-6)  # nor does the batch size
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+        z = mu + torch.randn(7, 3, generator=g) * torch.exp(0.5 * logvar)
+        by_hand = (_bce_by_hand(vae.decoder.logits(z), x) + _kl_by_hand(mu, logvar)).item() / 7
+    assert value == pytest.approx(by_hand, rel=1e-5)
+    assert value != negative_elbo_nats(vae, x, seed=4)
+
+
+# ---- GAN losses, EMA, spectral norm -------------------------------------------------------------
+
+def test_hinge_losses_match_their_definition():
+    d_real, d_fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 1.5])
+    # max(0, 1 - real): 0, 0.5, 2 -> mean 5/6; max(0, 1 + fake): 0, 1, 2.5 -> mean 7/6
+    assert discriminator_loss("hinge", d_real, d_fake).item() == pytest.approx(2.0)
+    assert generator_loss("hinge", d_fake).item() == pytest.approx(0.5)  # -mean(-3, 0, 1.5)
+
+
+def test_nonsaturating_losses_are_binary_cross_entropies():
+    d_real, d_fake = torch.tensor([2.0, -1.0]), torch.tensor([0.3, -0.7])
+    expected_d = -(torch.log(torch.sigmoid(d_real)).mean() + torch.log(1 - torch.sigmoid(d_fake)).mean())
+    assert discriminator_loss("nonsaturating", d_real, d_fake).item() == pytest.approx(expected_d.item(), rel=1e-6)
+    assert generator_loss("nonsaturating", d_fake).item() == pytest.approx(
+        -torch.log(torch.sigmoid(d_fake)).mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="wasserstein"):
+        generator_loss("wasserstein", d_fake)
+
+
+def _set_all(module: torch.nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(value)
+
+
+def test_ema_weights_lag_the_raw_weights_and_move_toward_them():
+    gen = Generator(LATENT, CHANNELS, 8, 8)
+    _set_all(gen, 0.0)
+    ema = WeightEMA(gen, decay=0.9)
+    _set_all(gen, 1.0)
+    distances = []
+    for _ in range(10):
+        ema.update(gen)
+        distances.append(max((e - p).abs().max().item() for e, p in zip(ema.module.parameters(), gen.parameters())))
+    assert distances[0] > 0.05  # after one update the average still differs from the raw weights ...
+    assert all(b < a for a, b in zip(distances, distances[1:]))  # ... and gets closer with every update
+    assert distances[-1] < 1e-3
+    # warm-up: the first update uses decay min(0.9, 1/10) = 0.1, the tenth min(0.9, 10/19)
+    first = WeightEMA(gen, decay=0.9)
+    _set_all(first.module, 0.0)
+    first.update(gen)
+    assert next(first.module.parameters()).flatten()[0].item() == pytest.approx(0.9)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_copies_batch_norm_statistics_and_samples_like_a_generator():
+    gen = Generator(LATENT, CHANNELS, 8, 8)
+    ema = WeightEMA(gen, decay=0.99)
+    gen.train()
+    gen(torch.randn(16, LATENT))  # moves the running statistics
+    ema.update(gen)
+    for averaged, current in zip(ema.module.buffers(), gen.buffers()):
+        assert torch.equal(averaged, current)
+    out = ema(torch.randn(BATCH, LATENT))
+    assert out.shape == (BATCH, 1, 8, 8)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
+def test_ema_rejects_a_decay_outside_the_open_unit_interval(decay):
+    with pytest.raises(ValueError, match="decay"):
+        WeightEMA(Generator(LATENT, CHANNELS, 8, 8), decay)
+
+
+@pytest.mark.parametrize("height,width", SIZES)
+def test_spectral_norm_parametrizes_every_discriminator_weight_and_drops_batch_norm(height, width):
+    plain = Discriminator(CHANNELS, height, width)
+    normed = Discriminator(CHANNELS, height, width, spectral_norm=True)
+    weighted = [m for m in normed.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weighted) == 3
+    assert all(parametrize.is_parametrized(m, "weight") for m in weighted)
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in normed.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    normed.apply(init_weights)  # DCGAN init reaches the parametrized weights
+    normed.train()
+    for _ in range(20):  # power iteration converges: the largest singular value becomes ~1
+        normed(torch.rand(BATCH, 1, height, width))
+    top = torch.linalg.matrix_norm(weighted[-1].weight, ord=2).item()
+    assert top == pytest.approx(1.0, rel=0.05)
+    assert normed(torch.rand(BATCH, 1, height, width)).shape == (BATCH,)
+
+
+def test_recalibrate_batch_norm_sets_the_statistics_from_the_generators_own_outputs():
+    gen = Generator(LATENT, CHANNELS, 8, 8).eval()
+    norm = gen.fc[1]
+    with torch.no_grad():
+        norm.running_mean.fill_(5.0)  # statistics that belong to other weights
+    recalibrate_batch_norm(gen, LATENT, seed=7, batches=3, batch_size=10)
+    rng = torch.Generator().manual_seed(7)
+    z = torch.cat([torch.randn(10, LATENT, generator=rng) for _ in range(3)])
+    with torch.no_grad():
+        pre = gen.fc[0](z)
+    assert torch.allclose(norm.running_mean, pre.mean(0), atol=1e-5)  # the average over all 3 batches
+    assert not gen.training and norm.momentum == 0.1

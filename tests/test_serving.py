@@ -533,3 +533,110 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+# ---- the registry's champions ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def champion_store(models_dir, tmp_path_factory):
+    """A project folder whose MLflow registry has genloop-vae v1 (champion), v2, and genloop-gan v1 (champion).
+
+    genloop-vae v2 holds the GAN file, so which file the server loaded shows in its outputs.
+    """
+    from mlflow import MlflowClient
+
+    from genloop import promotion
+
+    root = tmp_path_factory.mktemp("champions")
+    uri = f"sqlite:///{root}/mlflow/mlflow.db"
+    (root / "mlflow").mkdir()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name, files in {VAE: ["vae_decoder.onnx", "gan_generator.onnx"], GAN: ["gan_generator.onnx"]}.items():
+        client.create_registered_model(name)
+        for i, file in enumerate(files, start=1):
+            source = root / "sources" / f"{name}-{i}"
+            source.mkdir(parents=True)
+            shutil.copy(models_dir / file, source / "model.onnx")
+            version = client.create_model_version(name, source=str(source)).version
+            client.set_model_version_tag(name, version, promotion.PARITY_TAG, "true")
+        promotion.set_champion(client, name, "1")
+    return root, uri, client
+
+
+def genloop_serve(root: Path, uri: str, *args: str, port: int | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "genloop.cli", "--root", str(root), "-S", f"mlflow.tracking_uri={uri}", "serve",
+           "--threads", "1", "--log-level", "warning", *args]
+    if port is not None:
+        cmd += ["--port", str(port)]
+    return subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_serve_loads_the_registry_champions_by_default(champion_store, reference):
+    root, uri, client = champion_store
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = genloop_serve(root, uri, port=port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        meta = httpx.get(f"{url}/v2/models/{VAE}")
+        assert meta.status_code == 200, meta.text
+        assert meta.json()["versions"] == ["1"]
+        z = latents(3, 11)
+        got = httpx.post(f"{url}/v2/models/{VAE}/versions/1/infer", json=infer_body(z)).json()
+        np.testing.assert_allclose(np.reshape(got["outputs"][0]["data"], (3, 1, SIDE, SIDE)), reference(VAE, z),
+                                   atol=TOL)
+        assert httpx.post(f"{url}/v2/models/{VAE}/versions/2/infer", json=infer_body(z)).status_code == 404
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"serving the registry champions: {VAE} v1, {GAN} v1" in out
+
+
+def test_champion_with_failed_parity_is_never_served(champion_store, tmp_path):
+    from genloop.config import MlflowConfig
+    from genloop.serving.registry import download_champions
+
+    root, uri, client = champion_store
+    config = MlflowConfig(tracking_uri=uri)
+    found = download_champions(config, root, [VAE, GAN], tmp_path / "ok")
+    assert {n: c.version for n, c in found.items()} == {VAE: "1", GAN: "1"}
+    assert found[VAE].path.read_bytes() == (root / "sources" / f"{VAE}-1" / "model.onnx").read_bytes()
+    client.set_model_version_tag(VAE, "2", "parity_passed", "false")
+    client.set_registered_model_alias(VAE, "champion", "2")  # moved by hand, past `genloop promote`
+    try:
+        with pytest.raises(ServingError, match="parity check did not pass"):
+            download_champions(config, root, [VAE, GAN], tmp_path / "bad")
+    finally:
+        client.set_registered_model_alias(VAE, "champion", "1")
+        client.set_model_version_tag(VAE, "2", "parity_passed", "true")
+
+
+def test_champions_flag_errors(tmp_path, models_dir):
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    result = CliRunner().invoke(serve_command, ["--champions", "--models", str(models_dir)])
+    assert result.exit_code == 2 and "--champions" in result.output
+    proc = genloop_serve(tmp_path, uri, "--champions", port=0)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "no MLflow store" in out and "--files" in out
+    assert not (tmp_path / "mlflow" / "mlflow.db").exists()  # looking did not create a store
+    proc = genloop_serve(tmp_path, uri, port=0)  # default: no store, so models/ files, which are missing
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "genloop export" in out, out
+
+
+def test_serve_section_of_params_is_checked_like_any_other(tmp_path, models_dir):
+    from genloop.cli import main
+
+    result = CliRunner().invoke(main, ["--root", str(tmp_path), "-S", "serve.max_batch_rows=0", "serve",
+                                       "--models", str(models_dir)])
+    assert result.exit_code == 1
+    assert "serve.max_batch_rows" in result.output and "Traceback" not in result.output

@@ -170,3 +170,92 @@ def test_vae_trained_longer_reaches_a_lower_validation_loss(scratch):
     history = pd.read_csv(scratch.paths.train("vae") / "history.csv")
     assert len(history) == 6
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
+
+
+# ---- model variants, EMA sampling, compile fallback, config checks ------------------------------
+
+def test_mlp_vae_trains_and_its_decoder_is_the_sampler(scratch):
+    result = train_model("vae", scratch.params_with({"train.vae.arch": "mlp", "train.vae.hidden": 32}), scratch.paths)
+    state = read_checkpoint(result.checkpoint)
+    assert state["hparams"]["arch"] == "mlp"
+    assert {k: tuple(v.shape) for k, v in state["state_dicts"]["vae"].items() if k.endswith("weight")} == {
+        "fc1.weight": (32, 64), "fc21.weight": (16, 32), "fc22.weight": (16, 32),
+        "decoder.fc3.weight": (32, 16), "decoder.fc4.weight": (64, 32),
+    }
+    sampler, latent_dim = load_sampler(result.checkpoint)
+    with torch.no_grad():
+        images = sampler(torch.randn(5, latent_dim))
+    assert type(sampler).__name__ == "MLPDecoder"
+    assert images.shape == (5, 1, 8, 8) and images.min() >= 0.0 and images.max() <= 1.0
+    assert np.isfinite(result.final_metrics["val_loss"])
+
+
+def test_gan_with_ema_samples_and_exports_the_averaged_generator(project):
+    checkpoint = project.paths.train("gan") / "model.pt"
+    state = read_checkpoint(checkpoint)
+    assert project.params.train.gan.ema_decay > 0  # the default
+    assert state["sampler"] == "generator_ema"
+    raw, averaged = state["state_dicts"]["generator"], state["state_dicts"]["generator_ema"]
+    assert raw.keys() == averaged.keys()
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw if k.endswith("weight"))
+    sampler, _ = load_sampler(checkpoint)
+    for key, value in sampler.state_dict().items():
+        assert torch.equal(value, averaged[key]), key
+
+
+def test_gan_without_ema_samples_the_raw_generator(scratch):
+    result = train_model("gan", scratch.params_with({"train.gan.epochs": 1, "train.gan.ema_decay": 0.0}), scratch.paths)
+    state = read_checkpoint(result.checkpoint)
+    assert state["sampler"] == "generator"
+    assert "generator_ema" not in state["state_dicts"]
+    sampler, _ = load_sampler(result.checkpoint)
+    for key, value in sampler.state_dict().items():
+        assert torch.equal(value, state["state_dicts"]["generator"][key]), key
+
+
+def test_hinge_loss_with_spectral_norm_trains_and_reloads(scratch):
+    from genloop.checkpoints import build_gan
+
+    result = train_model("gan", scratch.params_with({
+        "train.gan.epochs": 1, "train.gan.loss": "hinge", "train.gan.spectral_norm": True,
+    }), scratch.paths)
+    assert all(np.isfinite(v) for v in result.final_metrics.values())
+    logged = scratch.client().get_run(result.run_id).data.params
+    assert logged["loss"] == "hinge" and logged["spectral_norm"] == "True"
+    state = read_checkpoint(result.checkpoint)
+    _, disc = build_gan(state["hparams"], (8, 8))
+    disc.load_state_dict(state["state_dicts"]["discriminator"])  # spectral-norm keys round-trip
+    assert any("parametrizations" in k for k in state["state_dicts"]["discriminator"])
+
+
+def test_compile_off_uses_the_module_itself_and_a_failing_compile_falls_back_with_a_warning():
+    from genloop.models.vae import MLPVAE
+    from genloop.train import compiled_or_eager
+
+    vae = MLPVAE(3, 8, 8, 8)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    x = torch.rand(4, 1, 8, 8)
+    assert compiled_or_eager(vae, x, enabled=False) is vae
+    rng = torch.get_rng_state()
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        assert compiled_or_eager(vae, x, enabled=True, backend="no-such-backend") is vae
+    assert torch.equal(torch.get_rng_state(), rng)  # the failed trial changed nothing
+    assert all(torch.equal(v, before[k]) for k, v in vae.state_dict().items())
+    assert all(p.grad is None for p in vae.parameters())
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.vae.arch", "transformer"),
+    ("train.vae.hidden", 0),
+    ("train.gan.loss", "wasserstein"),
+    ("train.gan.ema_decay", 1.0),
+    ("train.gan.ema_decay", -0.1),
+    ("train.gan.spectral_norm", "sometimes"),
+    ("train.gan.channels", 1),
+    ("train.compile", "later"),
+])
+def test_bad_training_settings_are_rejected_naming_the_field(tmp_path, key, value):
+    from genloop.config import ConfigError, load_params
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_params(tmp_path / "params.yaml", {key: value})

@@ -53,6 +53,18 @@ def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def save_torch(target: str | Path, obj: object) -> None:
+    """``torch.save`` through a temp file, as a file object so the archive's inner folder name does
+    not come from the temp name: the same object always gives the same bytes."""
+    import torch
+
+    def writer(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    write_with(target, writer)
+
+
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Fill a fresh temporary folder; swap it in for ``target`` only if the block succeeds.

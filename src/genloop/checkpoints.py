@@ -1,35 +1,51 @@
-"""Saving and rebuilding trained models from one self-describing checkpoint file."""
+"""Saving and rebuilding trained models from one self-describing checkpoint file, and the
+per-epoch training state that lets a killed training resume."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from genloop.atomic import write_with
+from genloop.atomic import save_torch
 from genloop.models.gan import Discriminator, Generator
-from genloop.models.vae import ConvVAE
+from genloop.models.vae import VAE, ConvVAE, MLPVAE
 
 KINDS = ("vae", "gan")
+TRAINING_STATE_FORMAT = 1
 
 
-def build_vae(hparams: dict[str, Any], shape: tuple[int, int]) -> ConvVAE:
-    return ConvVAE(hparams["latent_dim"], hparams["channels"], *shape)
+def build_vae(hparams: dict[str, Any], shape: tuple[int, int]) -> VAE:
+    arch = hparams.get("arch", "conv")  # checkpoints written before the MLP existed have no arch
+    if arch == "mlp":
+        return MLPVAE(hparams["latent_dim"], hparams["hidden"], *shape)
+    if arch == "conv":
+        return ConvVAE(hparams["latent_dim"], hparams["channels"], *shape)
+    raise ValueError(f"unknown VAE arch {arch!r}; expected 'conv' or 'mlp'")
 
 
 def build_gan(hparams: dict[str, Any], shape: tuple[int, int]) -> tuple[Generator, Discriminator]:
-    return Generator(hparams["latent_dim"], hparams["channels"], *shape), Discriminator(hparams["channels"], *shape)
+    return (Generator(hparams["latent_dim"], hparams["channels"], *shape),
+            Discriminator(hparams["channels"], *shape, spectral_norm=bool(hparams.get("spectral_norm", False))))
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def save_checkpoint(path: Path, kind: str, hparams: dict[str, Any], shape: tuple[int, int],
-                    modules: dict[str, nn.Module], extra: dict[str, Any] | None = None) -> None:
+                    modules: dict[str, nn.Module], extra: dict[str, Any] | None = None,
+                    sampler: str | None = None) -> None:
+    """``sampler`` names the entry of ``modules`` that ``load_sampler`` rebuilds (e.g. the EMA generator)."""
     state = {
         "kind": kind, "hparams": hparams, "shape": list(shape),
-        "state_dicts": {name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in modules.items()},
+        "state_dicts": {name: _cpu_state(m) for name, m in modules.items()},
+        **({"sampler": sampler} if sampler else {}),
         **(extra or {}),
     }
-    write_with(path, lambda tmp: torch.save(state, tmp))
+    save_torch(path, state)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -42,7 +58,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_sampler(path: Path) -> tuple[nn.Module, int]:
-    """The part that turns latent vectors into images (VAE decoder or GAN generator), in eval mode."""
+    """The part that turns latent vectors into images (VAE decoder or GAN generator, the EMA one when
+    training kept one), in eval mode, with its latent size."""
     state = read_checkpoint(path)
     shape = tuple(state["shape"])
     if state["kind"] == "vae":
@@ -51,6 +68,64 @@ def load_sampler(path: Path) -> tuple[nn.Module, int]:
         sampler: nn.Module = vae.decoder
     else:
         generator, _ = build_gan(state["hparams"], shape)
-        generator.load_state_dict(state["state_dicts"]["generator"])
+        generator.load_state_dict(state["state_dicts"][state.get("sampler", "generator")])
         sampler = generator
     return sampler.eval(), int(state["hparams"]["latent_dim"])
+
+
+def save_training_state(path: Path, fingerprint: str, epoch: int, run_id: str, history: list[dict[str, float]],
+                        modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                        batch_generator: torch.Generator) -> None:
+    """Everything needed to continue after ``epoch`` as if never stopped: weights, optimizer moments,
+    the global and batch-order RNG states, the history so far and the MLflow run."""
+    state = {
+        "format": TRAINING_STATE_FORMAT, "fingerprint": fingerprint, "epoch": epoch, "run_id": run_id,
+        "history": history,
+        "modules": {name: _cpu_state(m) for name, m in modules.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batch_rng": batch_generator.get_state(),
+    }
+    save_torch(path, state)
+
+
+def load_training_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The saved state if it was written by a training with the same ``fingerprint``, else None.
+
+    An unreadable or foreign file is reported and ignored: training then starts fresh.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a kill during a write
+        stale.unlink(missing_ok=True)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file must not block training
+        warnings.warn(f"{path}: unreadable training state ({exc}); starting fresh", stacklevel=2)
+        return None
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        return None
+    return state if state.get("fingerprint") == fingerprint else None
+
+
+def restore_training_state(state: dict[str, Any], modules: dict[str, nn.Module],
+                           optimizers: dict[str, torch.optim.Optimizer], batch_generator: torch.Generator) -> None:
+    for name, module in modules.items():
+        module.load_state_dict(state["modules"][name])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    batch_generator.set_state(state["batch_rng"])
+
+
+def load_vae(path: Path) -> VAE:
+    """The whole VAE (encoder and decoder) of a VAE checkpoint, in eval mode: likelihood metrics need q(z|x)."""
+    state = read_checkpoint(path)
+    if state["kind"] != "vae":
+        raise ValueError(f"{path}: a {state['kind']} checkpoint, not a VAE")
+    vae = build_vae(state["hparams"], tuple(state["shape"]))
+    vae.load_state_dict(state["state_dicts"]["vae"])
+    return vae.eval()

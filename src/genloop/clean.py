@@ -1,9 +1,14 @@
-"""Stage 2, clean: validate the collected images, quarantine bad rows, split deterministically."""
+"""Stage 2, clean: validate the collected images, quarantine bad rows, split deterministically.
+
+Besides the split it writes what a person needs to trust the data: ``reports/validation.json``
+(counts, reasons, near-duplicates), GE's Data Docs (``reports/data_docs/index.html``) and
+``reports/near_duplicates.csv``. It logs nothing itself; callers send ``CleanResult.reports`` to MLflow.
+"""
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ from genloop import atomic
 from genloop.arrays import load_npz, save_npz
 from genloop.collect import content_hash, read_dataset
 from genloop.config import CleanConfig
+from genloop.near_duplicates import find_near_duplicates
 from genloop.paths import ProjectPaths
 from genloop.validation import validate_table
 
@@ -23,6 +29,19 @@ class DataValidationError(RuntimeError):
     """The data set as a whole is unusable; the message names the report to read."""
 
 
+def data_docs_dir(paths: ProjectPaths) -> Path:
+    return paths.reports / "data_docs"
+
+
+def near_duplicates_csv(paths: ProjectPaths) -> Path:
+    return paths.reports / "near_duplicates.csv"
+
+
+def report_files(paths: ProjectPaths) -> tuple[Path, ...]:
+    """What clean writes for people (also after a failed validation): the files to log to MLflow."""
+    return (paths.reports / "validation.json", near_duplicates_csv(paths), data_docs_dir(paths))
+
+
 @dataclass(frozen=True)
 class CleanResult:
     checked: int
@@ -31,6 +50,25 @@ class CleanResult:
     by_reason: dict[str, int]
     split_sizes: dict[str, int]
     report: Path
+    near_duplicates: int = 0
+    near_duplicates_by_split: dict[str, int] = field(default_factory=dict)
+    near_duplicate_distance: float = 0.0
+    near_duplicates_report: Path | None = None
+    data_docs: Path | None = None  # index.html
+    reports: tuple[Path, ...] = ()
+
+    def summary(self) -> str:
+        """A few lines for the terminal and the flow log."""
+        reasons = ", ".join(f"{k} {v}" for k, v in self.by_reason.items()) or "none"
+        by_split = ", ".join(f"{k} {v}" for k, v in self.near_duplicates_by_split.items())
+        return "\n".join([
+            f"validation: checked {self.checked}, passed {self.passed}, quarantined {self.quarantined}",
+            f"  quarantined by reason: {reasons}",
+            f"  near-duplicates across splits (RMS < {self.near_duplicate_distance:g}): "
+            f"{self.near_duplicates} ({by_split}) -> {self.near_duplicates_report}",
+            f"  splits: {', '.join(f'{k} {v}' for k, v in self.split_sizes.items())}",
+            f"  report {self.report}; Data Docs {self.data_docs}",
+        ])
 
 
 def image_table(images: np.ndarray, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +105,11 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     images, manifest = read_dataset(paths)
     table = image_table(images, manifest)
     expected_shape = (int(images.shape[1]), int(images.shape[2]))
-    outcome = validate_table(table, config, expected_shape)
+    docs = data_docs_dir(paths)
+    with atomic.atomic_dir(docs) as building:  # a failed build leaves the previous docs in place
+        outcome = validate_table(table, config, expected_shape, docs_dir=building)
+        if not (building / "index.html").is_file():
+            raise RuntimeError(f"Great Expectations wrote no index.html for {docs}")
 
     reasons = outcome.row_reasons
     quarantined_ids = set(reasons)
@@ -82,6 +124,15 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     keep = ~table["id"].isin(quarantined_ids)
     table["split"] = [split_of(h, config.split.val, config.split.test) for h in table["content_hash"]]
     split_sizes = {s: int(((table["split"] == s) & keep).sum()) for s in SPLITS}
+    kept = keep.to_numpy()
+    near = find_near_duplicates(
+        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
+        table["split"].to_numpy()[kept], config.near_duplicate_distance,
+    )
+    near_by_split = {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
+    near_path = near_duplicates_csv(paths)
+    atomic.write_with(near_path, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
+
     report_path = paths.reports / "validation.json"
     report = {
         "checked": int(len(table)),
@@ -90,18 +141,27 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
         "by_reason": dict(sorted(by_reason.items())),
         "dataset_failures": failures,
         "split_sizes": split_sizes,
+        "near_duplicates": {
+            "count": int(len(near)),
+            "by_split": near_by_split,
+            "distance_threshold": config.near_duplicate_distance,
+            "metric": "rms pixel difference, pixels in [0, 1]",
+            "report": str(near_path.relative_to(paths.root)),
+        },
+        "data_docs": str((docs / "index.html").relative_to(paths.root)),
         "expectations": outcome.expectations,
     }
     atomic.write_json(report_path, report)
     if failures:
         raise DataValidationError(
-            "data set failed validation: " + "; ".join(failures) + f". See {report_path}"
+            "data set failed validation: " + "; ".join(failures)
+            + f". See {report_path} and {docs / 'index.html'}"
         )
 
     with atomic.atomic_dir(paths.clean) as out:
         row_index = np.arange(len(table))
         for split in SPLITS:
-            rows = row_index[(table["split"] == split).to_numpy() & keep.to_numpy()]
+            rows = row_index[(table["split"] == split).to_numpy() & kept]
             save_npz(
                 out / f"{split}.npz",
                 images=images[rows],
@@ -115,6 +175,9 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     return CleanResult(
         checked=report["checked"], passed=report["passed"], quarantined=report["quarantined"],
         by_reason=report["by_reason"], split_sizes=split_sizes, report=report_path,
+        near_duplicates=len(near), near_duplicates_by_split=near_by_split,
+        near_duplicate_distance=config.near_duplicate_distance, near_duplicates_report=near_path,
+        data_docs=docs / "index.html", reports=report_files(paths),
     )
 
 

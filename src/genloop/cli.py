@@ -119,60 +119,92 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
                    f"(dvc md5 {result.dvc_hash})")
 
 
+def _log_data_reports(obj: Context, reports) -> None:
+    """The DVC route's data reports go to the run ``genloop train`` nests under (one per data hash and commit)."""
+    from genloop import tracking
+
+    run_id = tracking.parent_for_dvc(obj.params().mlflow, obj.paths)
+    logged = tracking.log_data_reports(run_id, list(reports))
+    click.echo(f"logged {', '.join(p.name for p in logged) or 'nothing'} to MLflow run {run_id}")
+
+
 @main.command()
+@click.option("--no-mlflow", is_flag=True, help="Do not log the validation report and Data Docs to MLflow.")
 @click.pass_obj
 @_handled
-def clean(obj: Context) -> None:
-    """Validate data/ with Great Expectations, quarantine bad rows, split into train/val/test."""
+def clean(obj: Context, no_mlflow: bool) -> None:
+    """Validate data/ with Great Expectations, quarantine bad rows, split into train/val/test.
+
+    Also writes Data Docs (reports/data_docs/index.html) and near-duplicates across splits
+    (reports/near_duplicates.csv); all three reports are logged to MLflow.
+    """
+    from genloop.clean import DataValidationError, report_files
     from genloop.clean import clean as run
 
-    r = run(obj.params().clean, obj.paths)
-    reasons = ", ".join(f"{k}: {v}" for k, v in r.by_reason.items()) or "none"
-    click.echo(f"checked {r.checked}, passed {r.passed}, quarantined {r.quarantined} ({reasons}); "
-               f"split {r.split_sizes}; report {r.report}")
+    try:
+        r = run(obj.params().clean, obj.paths)
+    except DataValidationError:
+        if not no_mlflow:  # the reports say why: keep them with the run
+            _log_data_reports(obj, report_files(obj.paths))
+        raise
+    click.echo(r.summary())
+    if not no_mlflow:
+        _log_data_reports(obj, r.reports)
 
 
 @main.command()
+@click.option("--no-mlflow", is_flag=True, help="Do not log the preview grid to MLflow.")
 @click.pass_obj
 @_handled
-def augment(obj: Context) -> None:
-    """Add seeded rotated/scaled/cropped copies of the training split (outputs/augment/train.npz)."""
+def augment(obj: Context, no_mlflow: bool) -> None:
+    """Add seeded rotated/scaled/cropped/shifted (optionally elastically warped) copies of the training
+    split (outputs/augment/train.npz) and a preview grid of originals beside their copies (preview.png)."""
     from genloop.augment import augment as run
 
     params = obj.params()
     r = run(params.augment, obj.paths, params.seed)
-    click.echo(f"{r.originals} training images + {r.augmented} augmented -> {r.output}")
+    click.echo(f"{r.originals} training images + {r.augmented} augmented -> {r.output}; preview {r.preview}")
+    if not no_mlflow:
+        _log_data_reports(obj, [r.preview])
 
 
 @main.command()
 @click.option("--model", type=click.Choice(["vae", "gan", "all"]), default="all", show_default=True)
 @click.option("--parent-run-id", default=None, help="MLflow run to nest under (default: one per data hash and commit).")
+@click.option("--fresh", is_flag=True, help="Ignore a checkpoint left by an interrupted training with the same "
+                                            "config and data (default: resume from it).")
 @click.pass_obj
 @_handled
-def train(obj: Context, model: str, parent_run_id: str | None) -> None:
-    """Train the VAE and/or the GAN; each is an MLflow child run with losses, throughput and samples."""
+def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> None:
+    """Train the VAE and/or the GAN; each is an MLflow child run with losses, throughput and samples.
+
+    Training state is saved after every epoch under outputs/checkpoints/; an interrupted training
+    started again with the same config and data continues from its last finished epoch.
+    """
     from genloop.train import train_model
 
     params = obj.params()
     for kind in (["vae", "gan"] if model == "all" else [model]):
-        r = train_model(kind, params, obj.paths, parent_run_id)
+        r = train_model(kind, params, obj.paths, parent_run_id, resume=not fresh)
         parent_run_id = r.parent_run_id
-        click.echo(f"{kind}: {r.epochs} epochs, {r.images_per_second:,.0f} images/s, "
+        resumed = f" (resumed from epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else ""
+        click.echo(f"{kind}: {r.epochs} epochs{resumed}, {r.images_per_second:,.0f} images/s, "
                    f"final {', '.join(f'{k}={v:.4g}' for k, v in r.final_metrics.items())}; run {r.run_id}")
 
 
 @main.command()
-@click.option("--no-mlflow", is_flag=True, help="Only write reports/metrics.json.")
+@click.option("--no-mlflow", is_flag=True, help="Only write reports/metrics.json and reports/index.html.")
 @click.pass_obj
 @_handled
 def evaluate(obj: Context, no_mlflow: bool) -> None:
-    """Score both models (FID, KID on classifier features) beside the real-vs-real floor."""
+    """Score both models (FID, KID, IS, precision/recall, density/coverage, class mix, memorisation;
+    the VAE's test ELBO, IWAE NLL and SSIM) beside the real-vs-real floor; write the HTML report."""
     from genloop.evaluate import evaluate as run
     from genloop.summary import metrics_table
 
     r = run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow)
     click.echo(metrics_table(r.metrics))
-    click.echo(f"held-out classifier accuracy {r.classifier_accuracy:.3f}; written to {r.report}")
+    click.echo(f"held-out classifier accuracy {r.classifier_accuracy:.3f}; written to {r.report} and {r.html}")
 
 
 @main.command(name="export")
@@ -187,21 +219,99 @@ def export_cmd(obj: Context, no_register: bool) -> None:
     for m in r.models.values():
         reg = f", registered {m.registered_name} v{m.registered_version}" if m.registered_name else ""
         click.echo(f"{m.kind}: {m.path} (max |ort - torch| {max(m.max_abs_diff.values()):.1e}{reg})")
+        if m.promotion is not None:
+            click.echo(f"  {m.promotion.summary()}")
+
+
+def _registry_client(obj: Context):
+    from mlflow import MlflowClient
+
+    from genloop import tracking
+
+    tracking.setup(obj.params().mlflow, obj.paths)
+    return MlflowClient()
+
+
+@main.command()
+@click.argument("name")
+@click.argument("version")
+@click.pass_obj
+@_handled
+def promote(obj: Context, name: str, version: str) -> None:
+    """Make VERSION of registered model NAME the champion by hand, skipping the metric gate.
+
+    A version whose ONNX parity check did not pass is refused all the same.
+    """
+    from genloop import promotion
+
+    before = promotion.promote(_registry_client(obj), name, version, reason="genloop promote")
+    click.echo(f"{name}: champion is now v{version}" + (f" (was v{before})" if before else ""))
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+@_handled
+def rollback(obj: Context, name: str) -> None:
+    """Give registered model NAME's champion alias back to the previous champion."""
+    from genloop import promotion
+
+    previous, restored = promotion.rollback(_registry_client(obj), name)
+    click.echo(f"{name}: champion rolled back from v{previous} to v{restored}")
 
 
 @main.command()
 @click.option("--source", default=None, help="Override collect.source for this run.")
+@click.option("--force", "--no-cache", "force", is_flag=True,
+              help="Run every stage, even those whose params, inputs and code are unchanged since their last run.")
 @click.pass_obj
 @_handled
-def run(obj: Context, source: str | None) -> None:
-    """Run the whole loop as the Prefect flow `genloop-pipeline` (flows/pipeline.py) and summarise it."""
+def run(obj: Context, source: str | None, force: bool) -> None:
+    """Run the whole loop as the Prefect flow `genloop-pipeline` (flows/pipeline.py) and summarise it.
+
+    Stages whose inputs did not change since their last run are skipped (Prefect state Cached).
+    """
     from genloop.flowload import load_pipeline_flow
     from genloop.summary import run_summary
 
     flow = load_pipeline_flow(obj.paths.root)
     result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
-                  overrides=obj.overrides or None, source=source)
+                  overrides=obj.overrides or None, source=source, force=force)
     click.echo(run_summary(result, obj.paths))
+    if result.get("cached_stages"):
+        click.echo(f"skipped (inputs unchanged): {', '.join(result['cached_stages'])}; --force runs them again")
+
+
+@main.command()
+@click.option("--method", type=click.Choice(["grid", "random"]), default=None, help="Default: sweep.method.")
+@click.option("--n-trials", type=int, default=None, help="random: how many; grid: at most this many.")
+@click.option("--space", "space_items", multiple=True, metavar="KEY=VALUES",
+              help="Replace sweep.space, one key per option: a YAML list (train.vae.beta=[0.5,1.0]) or range "
+                   "(train.vae.lr={low: 1e-4, high: 1e-2, log: true}).")
+@click.option("--metric", default=None, help="MODEL.METRIC to rank trials by, e.g. vae.fid (default: sweep.metric).")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default=None)
+@click.option("--dask-address", default=None, metavar="tcp://HOST:PORT",
+              help="Run the trials on this existing Dask cluster instead of a local one.")
+@click.option("--workers", type=int, default=None, help="Local Dask worker processes (default: sweep.workers).")
+@click.pass_obj
+@_handled
+def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: tuple[str, ...], metric: str | None,
+          direction: str | None, dask_address: str | None, workers: int | None) -> None:
+    """Search params (Prefect flow `genloop-sweep`, trials on Dask), one MLflow run per configuration.
+
+    Needs the prepared data of a `genloop run`; trials train in their own folders under outputs/sweeps/.
+    """
+    from genloop.flowload import load_flows_module
+
+    module = load_flows_module(obj.paths.root, "sweep")
+    space = _parse_overrides(space_items) if space_items else None
+    with module.prefect_api():
+        result = module.sweep(project_root=str(obj.paths.root), params_file=str(obj.params_file),
+                              overrides=obj.overrides or None, method=method, n_trials=n_trials, space=space,
+                              metric=metric, direction=direction, dask_address=dask_address, workers=workers)
+    click.echo(f"best {result['metric']} = {result['best_score']:.4g} with {result['best_params']} "
+               f"(run {result['best_run_id']}, sweep parent {result['parent_run_id']}, "
+               f"{len(result['workers'])} worker process(es), {result['seconds']:.0f} s)")
 
 
 @main.group()

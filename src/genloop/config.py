@@ -39,6 +39,11 @@ class CleanConfig(Strict):
     pixel_max: int = 255
     min_pixel_std: float = Field(1.0, ge=0.0, description="below this an image counts as blank")
     max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)
+    near_duplicate_distance: float = Field(
+        0.03, ge=0.0, le=1.0,
+        description="RMS pixel difference (pixels in [0, 1]) under which a val/test image is reported "
+                    "as a near-duplicate of its nearest training image",
+    )
     split: SplitConfig = SplitConfig()
 
 
@@ -48,6 +53,11 @@ class AugmentConfig(Strict):
     scale_min: float = Field(0.9, gt=0.0)
     scale_max: float = Field(1.1, gt=0.0)
     crop_min: float = Field(0.85, gt=0.0, le=1.0, description="smallest side fraction kept by a crop")
+    translate_max: float = Field(0.08, ge=0.0, le=0.5, description="largest shift, as a fraction of the side")
+    elastic: bool = Field(False, description="add an elastic warp (Simard et al. 2003) in the same pass")
+    elastic_alpha: float = Field(34.0, ge=0.0, description="elastic displacement scale, in pixels")
+    elastic_sigma: float = Field(4.0, gt=0.0, description="smoothness of the elastic field (Gaussian sd, pixels)")
+    preview_images: int = Field(32, ge=0, description="training images shown with their copies in preview.png")
     batch_size: int = Field(4096, ge=1)
 
     @model_validator(mode="after")
@@ -58,28 +68,34 @@ class AugmentConfig(Strict):
 
 
 class VAEConfig(Strict):
+    arch: Literal["conv", "mlp"] = Field("conv", description="conv, or the pytorch/examples MLP")
     epochs: int = Field(60, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     latent_dim: int = Field(16, ge=1)
     beta: float = Field(1.0, ge=0.0)
-    channels: int = Field(32, ge=1)
+    channels: int = Field(32, ge=1, description="conv arch: base channel count")
+    hidden: int = Field(400, ge=1, description="mlp arch: hidden units (400 in pytorch/examples)")
 
 
 class GANConfig(Strict):
     epochs: int = Field(60, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(64, ge=2, description="64 trains steadier than 128 on the 8x8 digits")
     lr_g: float = Field(2e-4, gt=0.0)
     lr_d: float = Field(2e-4, gt=0.0)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     latent_dim: int = Field(32, ge=1)
-    channels: int = Field(64, ge=1)
+    channels: int = Field(64, ge=2)
+    loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="generator weight EMA; 0 turns it off")
+    spectral_norm: bool = Field(False, description="spectral norm on the discriminator (drops its batch norm)")
 
 
 class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 means one per core")
     sample_grid: int = Field(64, ge=1)
+    compile: bool = Field(False, description="torch.compile the training step (falls back to eager on failure)")
     vae: VAEConfig = VAEConfig()
     gan: GANConfig = GANConfig()
 
@@ -87,8 +103,29 @@ class TrainConfig(Strict):
 class EvaluateConfig(Strict):
     classifier_epochs: int = Field(15, ge=1)
     feature_dim: int = Field(64, ge=2)
-    kid_subset_size: int = Field(100, ge=2)
+    kid_subset_size: int = Field(500, ge=2, description="images per KID subset (at most the sample count); 100 left a subset spread ~60% of the mean")
     kid_subsets: int = Field(50, ge=1)
+    is_splits: int = Field(10, ge=1, description="groups the Inception-Score analogue is averaged over")
+    nearest_k: int = Field(5, ge=1, description="k of the k-NN precision/recall/density/coverage (Naeem et al.: 5)")
+    manifold_max_reference: int = Field(
+        5000, ge=2, description="training images (a seeded subset) the k-NN metrics compare with; cost grows with its square")
+    copy_percentile: float = Field(
+        1.0, gt=0.0, lt=100.0,
+        description="a sample nearer a training image than this percentile of held-out real images counts as a copy")
+    iwae_samples: int = Field(64, ge=1, description="importance samples per test image of the VAE's IWAE NLL estimate")
+    batch_size: int = Field(1024, ge=1, description="rows per forward pass (images x IWAE samples included)")
+    report_samples: int = Field(64, ge=1, description="samples per model in the report's grids")
+    interpolation_rows: int = Field(6, ge=1, description="latent interpolations per model in the report")
+    interpolation_steps: int = Field(10, ge=2, description="images per interpolation, both ends included")
+
+
+class PromotionConfig(Strict):
+    """The gate that moves a registered model's ``champion`` alias (genloop.promotion)."""
+
+    enabled: bool = Field(True, description="false: register versions but never move the champion alias")
+    metric: str = Field("fid", description="key of reports/metrics.json[MODEL] compared, e.g. fid, kid_mean")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    margin: float = Field(0.0, ge=0.0, description="how much better than the champion a version must score")
 
 
 class ExportConfig(Strict):
@@ -97,12 +134,91 @@ class ExportConfig(Strict):
     register_models: bool = True
     vae_model_name: str = "genloop-vae"
     gan_model_name: str = "genloop-gan"
+    promotion: PromotionConfig = PromotionConfig()
+
+
+class ServeConfig(Strict):
+    """Defaults of ``genloop serve``; its command-line options override them."""
+
+    max_batch_rows: int = Field(256, ge=1, description="rows the dynamic batcher merges into one onnxruntime run")
+    max_batch_delay_ms: float = Field(5.0, ge=0.0, le=10_000.0, description="longest wait for requests to batch with")
+    max_rows_per_request: int = Field(1024, ge=1)
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per model; 0: one per core")
 
 
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow/mlflow.db"
     artifact_root: str = "mlflow/artifacts"
     experiment: str = "genloop"
+
+
+class ScheduleConfig(Strict):
+    """The scheduled loop (deployment ``genloop-loop/scheduled``); ``cron: null`` serves no schedule."""
+
+    cron: str | None = Field(None, description="5-field cron, e.g. '0 3 * * *' (daily 03:00)")
+    timezone: str = "UTC"
+    source: str | None = Field(None, description="source to collect from; null: collect.source")
+    mode: Literal["replace", "append"] = Field(
+        "replace", description="replace: data/ mirrors the source; append: each tick adds the source as a batch")
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> "ScheduleConfig":
+        if self.cron is not None:
+            from prefect._vendor.croniter import croniter  # only when a schedule is set: prefect is heavy
+
+            if len(self.cron.split()) != 5 or not croniter.is_valid(self.cron):
+                raise ValueError(f"schedule.cron {self.cron!r} is not a 5-field cron expression like '0 3 * * *'")
+        return self
+
+
+class SweepRange(Strict):
+    """A numeric range: sampled by ``random`` (log-uniform with ``log``), or ``num`` points for ``grid``."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    num: int | None = Field(None, ge=2, description="grid points (grid only)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SweepRange":
+        if self.low > self.high:
+            raise ValueError(f"sweep range low={self.low} exceeds high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log sweep range needs low > 0")
+        return self
+
+
+class SweepConfig(Strict):
+    """Hyperparameter search run by the ``genloop-sweep`` flow; ``space`` maps dotted params keys to
+    a list of values or a range."""
+
+    method: Literal["grid", "random"] = "grid"
+    n_trials: int | None = Field(None, ge=1, description="random: how many; grid: at most this many (null: all)")
+    seed: int = 0
+    space: dict[str, list[Any] | SweepRange] = Field(
+        default_factory=lambda: {"train.vae.latent_dim": [8, 16], "train.vae.beta": [0.5, 1.0]})
+    metric: str = Field("vae.fid", description="MODEL.METRIC scored per trial, e.g. vae.fid, gan.kid_mean")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    workers: int = Field(2, ge=1, description="Dask LocalCluster worker processes (ignored with dask_address)")
+    threads_per_trial: int = Field(1, ge=1, description="torch threads inside each trial")
+    dask_address: str | None = Field(None, description="tcp://host:port of an existing Dask scheduler")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SweepConfig":
+        if not self.space:
+            raise ValueError("sweep.space is empty; give at least one dotted key, e.g. train.vae.beta: [0.5, 1.0]")
+        if self.method == "random" and self.n_trials is None:
+            raise ValueError("sweep.method random needs sweep.n_trials")
+        for key, dim in self.space.items():
+            if isinstance(dim, list) and not dim:
+                raise ValueError(f"sweep.space.{key} is an empty list")
+            if self.method == "grid" and isinstance(dim, SweepRange) and dim.num is None:
+                raise ValueError(f"sweep.space.{key}: a range in a grid sweep needs num (how many points)")
+        model, _, name = self.metric.partition(".")
+        if model not in ("vae", "gan") or not name:
+            raise ValueError(f"sweep.metric {self.metric!r}: expected MODEL.METRIC with MODEL vae or gan, e.g. vae.fid")
+        return self
 
 
 class Params(Strict):
@@ -113,7 +229,10 @@ class Params(Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    serve: ServeConfig = ServeConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
 class ConfigError(ValueError):

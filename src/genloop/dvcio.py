@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -13,9 +14,9 @@ class DvcError(RuntimeError):
     pass
 
 
-def dvc_env() -> dict[str, str]:
+def dvc_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """DVC reports analytics unless told not to; offline that fails noisily."""
-    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return {**(os.environ if base is None else base), "DVC_NO_ANALYTICS": "1"}
 
 
 def _dvc_exe() -> str:
@@ -23,8 +24,10 @@ def _dvc_exe() -> str:
     return str(beside) if beside.exists() else "dvc"
 
 
-def run_dvc(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([_dvc_exe(), *args], cwd=cwd, env=dvc_env(), capture_output=True, text=True)
+def run_dvc(args: list[str], cwd: Path, check: bool = True,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``dvc ARGS`` in ``cwd`` (environment ``env``, default this process's); raise DvcError on failure."""
+    proc = subprocess.run([_dvc_exe(), *args], cwd=cwd, env=dvc_env(env), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise DvcError(f"`dvc {' '.join(args)}` failed in {cwd}:\n{proc.stdout}{proc.stderr}")
     return proc

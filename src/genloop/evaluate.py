@@ -1,126 +1,272 @@
-"""Stage 5, evaluate: score both generators with the same metrics, beside the real-vs-real floor.
+"""Stage 5, evaluate: score both generators with the same metrics, beside the real-vs-real floor,
+and write the HTML report.
 
-Features come from a small classifier trained here on the clean real training split, standing in
-for Inception (no download, native resolution).
+Features and class probabilities come from a small classifier trained here on the clean real
+training split, standing in for Inception (no download, native resolution); it is saved under
+``outputs/evaluate/`` and reused while the training split and settings are unchanged. Every metric
+of ``GENERATOR_METRICS`` is also computed for the held-out real images (val + test) against the
+same training images: that is its ``*_real_floor``, what a perfect generator would score.
 """
 from __future__ import annotations
 
-import warnings
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from genloop import atomic, tracking
-from genloop.checkpoints import load_sampler
+from genloop import atomic, quality, tracking
+from genloop.checkpoints import load_sampler, load_vae
 from genloop.clean import load_split
 from genloop.config import EvaluateConfig, Params
-from genloop.models.classifier import DigitClassifier, FeatureExtractor
+from genloop.models.classifier import (DigitClassifier, classifier_key, embed, load_classifier, save_classifier,
+                                       train_classifier)
 from genloop.paths import ProjectPaths
 from genloop.train import read_run_id, to_tensor
 
+if TYPE_CHECKING:
+    from genloop.report import HtmlReport
+
 MODELS = ("vae", "gan")
+# Scores of a set of samples; lower is better for fid, kid_*, class_tvd and train_copy_share, higher for
+# is_*, precision, recall, density (about 1 for real data) and coverage; nn_train_distance_ratio is
+# about 1 for real data and well below 1 when samples copy training images.
+GENERATOR_METRICS = (
+    "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "density", "coverage",
+    "class_tvd", "nn_train_distance_median", "nn_train_distance_ratio", "train_copy_share",
+)
+FLOOR_SUFFIX = "_real_floor"
 # The metric names every model run carries, so `mlflow ui` compares them column by column.
-EVAL_METRICS = ("fid", "kid_mean", "kid_std", "fid_real_floor", "kid_mean_real_floor",
-                "kid_std_real_floor", "classifier_accuracy")
+EVAL_METRICS = (*GENERATOR_METRICS, *(m + FLOOR_SUFFIX for m in GENERATOR_METRICS), "classifier_accuracy")
+# On the VAE run only, in nats per test image (BCE summed over pixels + KL), and SSIM in [0, 1].
+VAE_METRICS = ("test_neg_elbo", "test_nll_iwae", "test_recon_ssim")
 
 
 @dataclass(frozen=True)
 class EvaluateResult:
-    metrics: dict[str, dict[str, float]]
+    metrics: dict[str, dict[str, float]]  # kind -> EVAL_METRICS (+ VAE_METRICS for the VAE)
     classifier_accuracy: float
-    report: Path
+    report: Path  # reports/metrics.json
+    html: Path | None = None  # reports/index.html
+    seconds: float = 0.0
 
 
-def train_classifier(config: EvaluateConfig, images: torch.Tensor, labels: torch.Tensor,
-                     seed: int) -> DigitClassifier:
-    torch.manual_seed(seed)
-    model = DigitClassifier(images.shape[2], images.shape[3], config.feature_dim)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(config.classifier_epochs):
-        for idx in torch.randperm(len(images), generator=gen).split(128):
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
+@dataclass(frozen=True)
+class EvaluationData:
+    """The real images samples are scored against, their classifier and what is computed from them once."""
+
+    reference: torch.Tensor  # clean training split, (N, 1, H, W) in [0, 1]
+    reference_labels: np.ndarray
+    held_out: torch.Tensor  # val + test: the real-vs-real floor, and as many samples are drawn per model
+    test: torch.Tensor  # the VAE's likelihood is scored on this split
+    classifier: DigitClassifier
+    classifier_reused: bool
+    classifier_accuracy: float  # on the held-out images
+    num_classes: int
+    reference_features: torch.Tensor
+    manifold_reference: np.ndarray  # a seeded subset of reference_features for the k-NN metrics
+    held_out_nn: np.ndarray  # RMS pixel distance of each held-out image to its nearest training image
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return int(self.reference.shape[2]), int(self.reference.shape[3])
 
 
-@torch.no_grad()
-def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((model(images).argmax(1) == labels).float().mean())
+def classifier_file(paths: ProjectPaths) -> Path:
+    return paths.root / "outputs" / "evaluate" / "classifier.pt"
 
 
-def distribution_scores(extractor: FeatureExtractor, reference: torch.Tensor, candidate: torch.Tensor,
-                        config: EvaluateConfig) -> dict[str, float]:
-    """FID and KID of ``candidate`` against ``reference`` images, both in [0, 1]."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
+def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
+    """Read the clean splits, load (or train and save) the classifier, precompute the reference side."""
+    config = params.evaluate
+    train_images, train_labels = load_split(paths, "train")
+    splits = {s: load_split(paths, s) for s in ("val", "test")}
+    reference = to_tensor(train_images)
+    held_out = to_tensor(np.concatenate([splits[s][0] for s in ("val", "test")]))
+    held_out_labels = torch.from_numpy(np.concatenate([splits[s][1] for s in ("val", "test")]))
+    test = to_tensor(splits["test"][0])
+    if len(held_out) < 2 or len(test) < 1 or len(reference) < 2:
+        raise ValueError(f"evaluation needs at least 2 training, 2 held-out and 1 test image in {paths.clean} "
+                         f"(got {len(reference)}, {len(held_out)}, {len(test)}); lower clean.split or collect more data")
 
-    subset = min(config.kid_subset_size, len(reference), len(candidate))
-    fid = FrechetInceptionDistance(feature=extractor)
-    with warnings.catch_warnings():  # KID warns that it keeps all features; ours are small
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=extractor, subsets=config.kid_subsets, subset_size=subset)
-    for metric in (fid, kid):
-        metric.update(reference, real=True)
-        metric.update(candidate, real=False)
-    kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
+    num_classes = max(params.clean.labels) + 1
+    labels = torch.from_numpy(train_labels.astype(np.int64))
+    settings = {"feature_dim": config.feature_dim, "epochs": config.classifier_epochs, "seed": params.seed,
+                "num_classes": num_classes}
+    key = classifier_key(reference, labels, settings)
+    file = classifier_file(paths)
+    classifier = load_classifier(file, key)
+    reused = classifier is not None
+    if classifier is None:
+        classifier = train_classifier(reference, labels, config.feature_dim, num_classes,
+                                      config.classifier_epochs, params.seed)
+        save_classifier(file, classifier, key)
+
+    reference_features, _ = embed(classifier, reference, config.batch_size)
+    _, held_out_logits = embed(classifier, held_out, config.batch_size)
+    accuracy = float((held_out_logits.argmax(1) == held_out_labels).float().mean())
+    pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
+    manifold_reference = reference_features[pick[:config.manifold_max_reference]].numpy()
+    return EvaluationData(
+        reference=reference, reference_labels=train_labels, held_out=held_out, test=test,
+        classifier=classifier, classifier_reused=reused, classifier_accuracy=accuracy, num_classes=num_classes,
+        reference_features=reference_features, manifold_reference=manifold_reference,
+        held_out_nn=quality.nearest_distances(held_out, reference, config.batch_size),
+    )
+
+
+def _as_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float()
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.ndim != 4 or images.shape[1] != 1 or tuple(images.shape[2:]) != shape:
+        raise ValueError(f"samples shaped {tuple(images.shape)}; expected (N, 1, {shape[0]}, {shape[1]}) "
+                         "like the evaluation data")
+    if len(images) < 2:
+        raise ValueError("scoring needs at least 2 samples")
+    if not torch.isfinite(images).all():
+        raise ValueError("samples contain NaN or infinite pixels")
+    return images.clamp(0, 1)
+
+
+def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: EvaluateConfig,
+          seed: int) -> tuple[dict[str, float], np.ndarray]:
+    """``GENERATOR_METRICS`` of ``images`` in [0, 1] (N, 1, H, W) against the training images, and
+    the share of samples the classifier puts in each class."""
+    images = _as_images(images, data.image_shape)
+    features, logits = embed(data.classifier, images, config.batch_size)
+    kid_mean, kid_std = quality.kid(data.reference_features, features, config.kid_subsets,
+                                    config.kid_subset_size, seed)
+    is_mean, is_std = quality.inception_score(logits, config.is_splits, seed)
+    shares = quality.class_shares(logits, data.num_classes)
+    metrics = {
+        "fid": quality.fid(data.reference_features, features),
+        "kid_mean": kid_mean, "kid_std": kid_std, "is_mean": is_mean, "is_std": is_std,
+        **quality.manifold(data.manifold_reference, features.numpy(), config.nearest_k),
+        "class_tvd": quality.total_variation(shares, quality.label_shares(data.reference_labels, data.num_classes)),
+        **quality.memorisation(quality.nearest_distances(images, data.reference, config.batch_size),
+                               data.held_out_nn, config.copy_percentile),
+    }
+    return {k: metrics[k] for k in GENERATOR_METRICS}, shares
+
+
+def score_samples(params: Params, paths: ProjectPaths, images: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """Score generated images in [0, 1] shaped (N, 1, H, W) (numpy or torch) on today's evaluation data.
+
+    Returns the ``EVAL_METRICS`` names, as ``reports/metrics.json`` carries them per model, so a
+    registered model can be re-scored and compared with a new one (the promotion gate). Draw as many
+    samples as evaluate does (the held-out count) for comparable numbers. Reuses the saved
+    classifier when the training split and settings are unchanged.
+    """
+    torch.set_num_threads(params.train.threads or torch.get_num_threads())
+    data = load_evaluation_data(params, paths)
+    floor, _ = score(data, data.held_out, params.evaluate, params.seed)
+    scores, _ = score(data, images, params.evaluate, params.seed)
+    return _with_floor(scores, floor, data.classifier_accuracy)
+
+
+def _with_floor(scores: dict[str, float], floor: dict[str, float], accuracy: float) -> dict[str, float]:
+    return {**scores, **{k + FLOOR_SUFFIX: v for k, v in floor.items()}, "classifier_accuracy": accuracy}
 
 
 @torch.no_grad()
 def sample(checkpoint: Path, n: int, seed: int) -> torch.Tensor:
+    """``n`` images from a checkpoint's sampler; z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``."""
     sampler, latent_dim = load_sampler(checkpoint)
     z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
     return sampler(z).clamp(0, 1)
 
 
+@torch.no_grad()
+def interpolate(checkpoint: Path, rows: int, steps: int, seed: int) -> torch.Tensor:
+    """``rows`` walks of ``steps`` images each between random pairs of latent vectors (row-major).
+
+    Spherical interpolation (slerp), so the path stays where N(0, I) puts its mass instead of
+    cutting through the low-norm middle that a straight line crosses.
+    """
+    sampler, latent_dim = load_sampler(checkpoint)
+    z0, z1 = torch.randn(2, rows, 1, latent_dim, generator=torch.Generator().manual_seed(seed))
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    cos = torch.nn.functional.cosine_similarity(z0, z1, dim=-1).clamp(-1, 1).unsqueeze(-1)
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    straight = sin.abs() < 1e-6
+    w0 = torch.where(straight, 1 - t, torch.sin((1 - t) * omega) / torch.where(straight, 1.0, sin))
+    w1 = torch.where(straight, t, torch.sin(t * omega) / torch.where(straight, 1.0, sin))
+    return sampler((w0 * z0 + w1 * z1).reshape(-1, latent_dim)).clamp(0, 1)
+
+
+def vae_likelihood(checkpoint: Path, test: torch.Tensor, config: EvaluateConfig, seed: int) -> dict[str, float]:
+    """``VAE_METRICS``: test negative ELBO and IWAE NLL (nats per image) and reconstruction SSIM."""
+    from genloop.models.vae import negative_elbo_nats
+
+    vae = load_vae(checkpoint)
+    return {
+        "test_neg_elbo": negative_elbo_nats(vae, test, seed=seed, batch_size=config.batch_size),
+        "test_nll_iwae": quality.iwae_nll(vae, test, config.iwae_samples, seed, config.batch_size),
+        "test_recon_ssim": quality.reconstruction_ssim(vae, test, config.batch_size),
+    }
+
+
 def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) -> EvaluateResult:
+    from genloop import report as html_report
+
+    started = time.perf_counter()
     config = params.evaluate
     torch.set_num_threads(params.train.threads or torch.get_num_threads())
-    train_images, train_labels = load_split(paths, "train")
-    held_out = [load_split(paths, s) for s in ("val", "test")]
-    reference = to_tensor(train_images)
-    real = to_tensor(np.concatenate([h[0] for h in held_out]))
-    real_labels = torch.from_numpy(np.concatenate([h[1] for h in held_out]))
-    if len(real) < 2:
-        raise ValueError("evaluation needs at least 2 held-out images; lower clean.split or collect more data")
+    data = load_evaluation_data(params, paths)
 
-    classifier = train_classifier(config, reference, torch.from_numpy(train_labels), params.seed)
-    clf_accuracy = accuracy(classifier, real, real_labels)
-    extractor = FeatureExtractor(classifier, config.feature_dim)
-
-    floor = distribution_scores(extractor, reference, real, config)
-    floor_named = {f"{k}_real_floor": v for k, v in floor.items()}
+    floor, held_out_shares = score(data, data.held_out, config, params.seed)
     metrics: dict[str, dict[str, float]] = {}
+    shares: dict[str, np.ndarray] = {
+        "real_train": quality.label_shares(data.reference_labels, data.num_classes),
+        "real_held_out": held_out_shares,
+    }
+    samples: dict[str, np.ndarray] = {}
+    walks: dict[str, np.ndarray] = {}
     for kind in MODELS:
-        fake = sample(paths.train(kind) / "model.pt", len(real), params.seed + 1)
-        metrics[kind] = {**distribution_scores(extractor, reference, fake, config), **floor_named,
-                         "classifier_accuracy": clf_accuracy}
+        checkpoint = paths.train(kind) / "model.pt"
+        fake = sample(checkpoint, len(data.held_out), params.seed + 1)
+        scores, shares[kind] = score(data, fake, config, params.seed)
+        metrics[kind] = _with_floor(scores, floor, data.classifier_accuracy)
+        if kind == "vae":
+            metrics[kind].update(vae_likelihood(checkpoint, data.test, config, params.seed))
+        samples[kind] = fake[:config.report_samples].numpy()
+        walks[kind] = interpolate(checkpoint, config.interpolation_rows, config.interpolation_steps,
+                                  params.seed + 2).numpy()
 
     report = {
         **metrics,
         "real_floor": floor,
-        "classifier": {"held_out_accuracy": clf_accuracy, "feature_dim": config.feature_dim},
-        "samples_per_model": len(real),
+        "classifier": {"held_out_accuracy": data.classifier_accuracy, "feature_dim": config.feature_dim,
+                       "num_classes": data.num_classes, "reused": data.classifier_reused},
+        "class_shares": {name: {str(c): float(s) for c, s in enumerate(v)} for name, v in shares.items()},
+        "samples_per_model": len(data.held_out),
+        "test_images": len(data.test),
     }
     atomic.write_json(paths.metrics, report)
+    html = html_report.write_report(params, paths, report, samples, walks,
+                                    data.held_out[:config.report_samples].numpy())
 
     if log_to_mlflow:
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric
-        import time
+        _log_to_mlflow(params, paths, metrics, html)
+    return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
+                          html=html.index, seconds=time.perf_counter() - started)
 
-        tracking.setup(params.mlflow, paths)
-        client = MlflowClient()
-        stamp = int(time.time() * 1000)
-        for kind in MODELS:
-            run_id = read_run_id(paths, kind)
-            client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metrics[kind].items()])
-            client.log_artifact(run_id, str(paths.metrics))
-    return EvaluateResult(metrics=metrics, classifier_accuracy=clf_accuracy, report=paths.metrics)
+
+def _log_to_mlflow(params: Params, paths: ProjectPaths, metrics: dict[str, dict[str, float]],
+                   html: HtmlReport) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    tracking.setup(params.mlflow, paths)
+    client = MlflowClient()
+    stamp = int(time.time() * 1000)
+    for kind in MODELS:
+        run_id = read_run_id(paths, kind)
+        client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metrics[kind].items()])
+        client.log_artifact(run_id, str(paths.metrics))
+        client.log_artifact(run_id, str(html.index), artifact_path="report")
+        client.log_artifacts(run_id, str(html.figures), artifact_path="report/figures")

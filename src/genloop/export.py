@@ -1,7 +1,9 @@
 """Stage 6, deploy (export): the VAE decoder and GAN generator as ONNX graphs, checked and registered.
 
 A graph whose ONNX Runtime output differs from PyTorch by more than the tolerance is never
-published: the stage fails and ``models/`` keeps what it had.
+published: the stage fails and ``models/`` keeps what it had. Each file carries its lineage in
+``metadata_props`` (data hash, commit, run, params); each registered version the same as tags, plus
+its evaluation figures, and it becomes ``champion`` only through the gate in genloop.promotion.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genloop import atomic, tracking
+from genloop import atomic, promotion, tracking
 from genloop.checkpoints import load_sampler
 from genloop.config import ExportConfig, Params
 from genloop.paths import ProjectPaths
@@ -33,6 +35,7 @@ class ExportedModel:
     max_abs_diff: dict[int, float]
     registered_name: str | None
     registered_version: str | None
+    promotion: promotion.PromotionDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,62 @@ def session(path: Path, providers: list[str] | None = None, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
+EVAL_SPLITS = ("train", "val", "test")  # what genloop.evaluate scores against
+
+
+def evaluation_data_hash(params: Params, paths: ProjectPaths) -> str:
+    """What makes two evaluations comparable: the clean splits evaluate reads, its settings and seed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"seed": params.seed, "evaluate": params.evaluate.model_dump(mode="json")},
+                             sort_keys=True).encode())
+    for split in EVAL_SPLITS:
+        file = paths.clean / f"{split}.npz"
+        digest.update(split.encode())
+        digest.update(file.read_bytes() if file.exists() else b"missing")
+    return digest.hexdigest()
+
+
+def evaluation_metrics(paths: ProjectPaths, kind: str) -> dict[str, float]:
+    """This model's figures in reports/metrics.json; empty when evaluate has not run."""
+    if not paths.metrics.exists():
+        return {}
+    report = json.loads(paths.metrics.read_text())
+    return {k: float(v) for k, v in report.get(kind, {}).items() if isinstance(v, (int, float))}
+
+
+def lineage_metadata(kind: str, latent_dim: int, params: Params, paths: ProjectPaths) -> dict[str, str]:
+    """Written into the ONNX file and onto the registry version, so either one says where it came from."""
+    try:
+        run_id = read_run_id(paths, kind)
+    except FileNotFoundError:
+        run_id = "unknown"
+    return {
+        **tracking.lineage_tags(paths), "run_id": run_id, "model_kind": kind, "latent_dim": str(latent_dim),
+        promotion.EVAL_HASH_TAG: evaluation_data_hash(params, paths),
+        "params": json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
+    }
+
+
+def write_metadata(onnx_path: Path, metadata: dict[str, str]) -> None:
+    """Set ModelProto.metadata_props (replacing keys already there), atomically."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props} | metadata
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    atomic.write_bytes(onnx_path, model.SerializeToString())
+
+
+def read_metadata(onnx_path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+
+
 @torch.no_grad()
 def parity(module: torch.nn.Module, latent_dim: int, onnx_path: Path, batch_sizes: list[int], seed: int) -> dict[int, float]:
     """Max |ONNX Runtime - PyTorch| per batch size, on the same latent vectors."""
@@ -103,6 +162,7 @@ def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
     module, latent_dim = load_sampler(paths.train(kind) / "model.pt")
     staged = paths.models / f".{ONNX_FILES[kind]}.staged"
     export_onnx(module, latent_dim, staged)
+    write_metadata(staged, lineage_metadata(kind, latent_dim, params, paths))  # before parity: check what ships
     diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed)
     worst = max(diffs.values())
     if worst > config.parity_tolerance:
@@ -125,7 +185,7 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
     z = np.random.default_rng(params.seed).standard_normal((2, latent_dim)).astype(np.float32)
     with torch.no_grad():
         out = module(torch.from_numpy(z)).numpy()
-    lineage = tracking.lineage_tags(paths)
+    lineage = read_metadata(onnx_path)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metric("onnx_max_abs_diff", max(diffs.values()))
         info = mlflow.onnx.log_model(
@@ -135,9 +195,45 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}"}.items():
+    tags = {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}",
+            promotion.PARITY_TAG: "true", **promotion.metric_tags(evaluation_metrics(paths, kind))}
+    for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version
+
+
+def champion_rescorer(params: Params, paths: ProjectPaths) -> promotion.Rescorer:
+    """Score a registered version on today's evaluation data: samples from its ONNX file, as evaluate draws them."""
+
+    def rescore(name: str, version: str) -> dict[str, float]:
+        import tempfile
+
+        from genloop.evaluate import score_samples
+
+        with tempfile.TemporaryDirectory(prefix="genloop-rescore-") as tmp:
+            onnx_file = promotion.download_onnx(f"models:/{name}/{version}", Path(tmp))
+            images = onnx_samples(onnx_file, _evaluation_sample_count(paths), params.seed + 1)
+        try:
+            return dict(score_samples(params, paths, images))
+        except (ValueError, RuntimeError) as exc:  # e.g. a champion drawing another image size
+            raise promotion.PromotionError(f"scoring its samples failed: {exc}") from None
+
+    return rescore
+
+
+def _evaluation_sample_count(paths: ProjectPaths) -> int:
+    """As many samples as evaluate draws: the held-out (val + test) images."""
+    from genloop.clean import load_split
+
+    return sum(len(load_split(paths, split)[0]) for split in ("val", "test"))
+
+
+def onnx_samples(onnx_path: Path, n: int, seed: int) -> np.ndarray:
+    """``n`` images in [0, 1] from the same latent vectors genloop.evaluate.sample draws for ``seed``."""
+    sess = session(onnx_path)
+    latent_dim = int(sess.get_inputs()[0].shape[1])
+    z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.clip(sess.run([OUTPUT_NAME], {INPUT_NAME: z})[0], 0.0, 1.0)
 
 
 def export(params: Params, paths: ProjectPaths, register: bool | None = None) -> ExportResult:
@@ -155,15 +251,27 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
 
     models: dict[str, ExportedModel] = {}
     for item in staged:
-        name = version = None
+        name = version = decision = None
         if register:
             name = params.export.vae_model_name if item.kind == "vae" else params.export.gan_model_name
             version = _log_and_register(item.kind, name, item.target, item.module, item.latent_dim,
                                         item.diffs, params, paths)
-        models[item.kind] = ExportedModel(item.kind, item.target, item.diffs, name, version)
+            decision = promote_if_better(item.kind, name, version, params, paths)
+        models[item.kind] = ExportedModel(item.kind, item.target, item.diffs, name, version, decision)
     atomic.write_json(paths.models / "export.json", {
         kind: {"path": str(m.path.relative_to(paths.root)), "max_abs_diff": {str(k): v for k, v in m.max_abs_diff.items()},
-               "registered_name": m.registered_name, "registered_version": m.registered_version}
+               "registered_name": m.registered_name, "registered_version": m.registered_version,
+               "promotion": m.promotion.tags() if m.promotion else None}
         for kind, m in models.items()
     })
     return ExportResult(models)
+
+
+def promote_if_better(kind: str, name: str, version: str, params: Params, paths: ProjectPaths
+                      ) -> promotion.PromotionDecision:
+    """The promotion gate on a freshly registered version (both the Prefect flow and `dvc repro` pass here)."""
+    from mlflow import MlflowClient
+
+    tracking.setup(params.mlflow, paths)
+    return promotion.gate(MlflowClient(), name, version, params.export.promotion, evaluation_metrics(paths, kind),
+                          evaluation_data_hash(params, paths), champion_rescorer(params, paths))

@@ -121,3 +121,23 @@ def log_data_input(run_id: str, paths: ProjectPaths, context: str = "training") 
     MlflowClient().log_inputs(run_id, datasets=[DatasetInput(
         dataset=dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)],
     )])
+
+
+def log_data_reports(run_id: str, reports: list[Path | None] | tuple[Path | None, ...],
+                     artifact_path: str = "data") -> list[Path]:
+    """Attach the data reports (files, or folders such as the Data Docs) to ``run_id`` under
+    ``artifact_path``; missing ones are skipped, so callers can pass what a stage may have written."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    logged: list[Path] = []
+    for report in reports:
+        if report is None or not Path(report).exists():
+            continue
+        report = Path(report)
+        if report.is_dir():
+            client.log_artifacts(run_id, str(report), artifact_path=f"{artifact_path}/{report.name}")
+        else:
+            client.log_artifact(run_id, str(report), artifact_path=artifact_path)
+        logged.append(report)
+    return logged

@@ -1,11 +1,15 @@
 """The Great Expectations adapter: a suite over the image table, row- and data-set-level results.
 
 Row-level expectations mark single images for quarantine (with the reason); data-set-level ones
-stop the run. Each expectation carries the quarantine reason in its ``meta``.
+stop the run. Each expectation carries the quarantine reason in its ``meta``. The suite runs
+through a Checkpoint so the same run can also render GE's Data Docs (static HTML) into a folder.
 """
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,6 +17,7 @@ import pandas as pd
 from genloop.config import CleanConfig
 
 ROW_ID = "id"
+DOCS_SITE = "genloop"
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,25 @@ def _suite(config: CleanConfig, expected_shape: tuple[int, int]):
     ]
 
 
-def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int]) -> ValidationOutcome:
-    """Run the suite on ``table`` (one row per image, see ``clean.image_table``)."""
+def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int],
+                   docs_dir: Path | None = None) -> ValidationOutcome:
+    """Run the suite on ``table`` (one row per image, see ``clean.image_table``).
+
+    With ``docs_dir``, GE's Data Docs for this run are built there (``index.html`` at the top).
+    """
     import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name=DOCS_SITE, site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(Path(docs_dir).resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
     batch = (
         context.data_sources.add_pandas("genloop")
         .add_dataframe_asset("images")
@@ -69,10 +86,15 @@ def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tup
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="genloop_images", data=batch, suite=suite)
     )
-    result = definition.run(
-        batch_parameters={"dataframe": table},
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name="genloop_clean", validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs_dir is not None else [],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
-    )
+    ))
+    (result,) = checkpoint.run(batch_parameters={"dataframe": table}).run_results.values()
+    if docs_dir is not None:
+        context.build_data_docs(site_names=[DOCS_SITE])
+        link_pages_offline(Path(docs_dir))
 
     row_reasons: dict[int, list[str]] = {}
     dataset_failures: list[str] = []
@@ -102,6 +124,24 @@ def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tup
         success=bool(result.success), row_reasons=row_reasons,
         dataset_failures=dataset_failures, expectations=summary,
     )
+
+
+def link_pages_offline(docs_dir: Path) -> None:
+    """Put plain links to the site's pages at the top of ``index.html``.
+
+    GE's index lists its pages in tables that scripts from a CDN fill in; offline (the usual case
+    here) the index shows no links. The pages themselves render readably without those scripts.
+    """
+    index = docs_dir / "index.html"
+    pages = sorted(p.relative_to(docs_dir).as_posix()
+                   for folder in ("validations", "expectations") for p in (docs_dir / folder).rglob("*.html"))
+    items = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>' for p in pages)
+    block = (f'<section id="genloop-pages" style="margin:1em;font-family:sans-serif">'
+             f"<h2>genloop data validation</h2><ul>{items}</ul></section>")
+    text = index.read_text(encoding="utf-8")
+    body = re.search(r"<body[^>]*>", text)
+    at = body.end() if body else 0
+    index.write_text(text[:at] + block + text[at:], encoding="utf-8")
 
 
 def _plain(value: Any) -> Any:

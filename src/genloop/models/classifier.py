@@ -1,12 +1,23 @@
-"""A small CNN trained on the clean real data; its penultimate layer is the feature space of FID/KID.
+"""A small CNN trained on the clean real data; its penultimate layer is the feature space of the
+evaluation metrics (FID, KID, precision/recall, density/coverage) and its softmax gives the
+Inception-Score analogue and the class distribution of generated images.
 
-Standing in for Inception, which would need a download and 299x299 inputs.
+Standing in for Inception, which would need a download and 299x299 inputs. Trained once per
+(training split, evaluate config, seed) and saved, so re-scoring samples does not retrain it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from genloop.atomic import write_with
 from genloop.models.shapes import base_grid
 
 
@@ -14,6 +25,7 @@ class DigitClassifier(nn.Module):
     def __init__(self, height: int, width: int, feature_dim: int = 64, num_classes: int = 10):
         super().__init__()
         gh, gw = base_grid(height, width)
+        self.height, self.width, self.feature_dim, self.num_classes = height, width, feature_dim, num_classes
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
@@ -27,8 +39,18 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+def normalise_features(features: torch.Tensor) -> torch.Tensor:
+    """Rescale each feature vector to L2 norm sqrt(d) (RMS 1 per coordinate).
+
+    Raw ReLU activations have whatever scale a training run gave them, which made KID (a cubic
+    kernel of x.y/d) large and noisy and FID incomparable across classifier retrains. On this scale
+    x.y/d is the cosine similarity, so KID's kernel is (cos + 1)^3 and KID lies in [0, 14].
+    """
+    return F.normalize(features, dim=1) * math.sqrt(features.shape[1])
+
+
 class FeatureExtractor(nn.Module):
-    """What torchmetrics calls ``feature``: images in [0, 1] -> features (torchmetrics casts to float64).
+    """What torchmetrics calls ``feature``: images in [0, 1] -> normalised features.
 
     ``num_features`` spares torchmetrics its dummy 299x299 RGB forward at construction.
     """
@@ -40,4 +62,64 @@ class FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(x.float())
+        return normalise_features(self.classifier.features(x.float()))
+
+
+@torch.no_grad()
+def embed(classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised features, logits) of images in [0, 1], in batches; one pass gives both."""
+    classifier.eval()
+    feats, logits = [], []
+    for x in images.float().split(batch_size):
+        h = classifier.features(x)
+        feats.append(normalise_features(h))
+        logits.append(classifier.head(h))
+    return torch.cat(feats), torch.cat(logits)
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, feature_dim: int, num_classes: int,
+                     epochs: int, seed: int, batch_size: int = 128, lr: float = 1e-3) -> DigitClassifier:
+    """Cross-entropy on the clean real training split (images in [0, 1], shaped (N, 1, H, W))."""
+    torch.manual_seed(seed)
+    model = DigitClassifier(images.shape[2], images.shape[3], feature_dim, num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(images), generator=gen).split(batch_size):
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def classifier_key(images: torch.Tensor, labels: torch.Tensor, settings: dict[str, Any]) -> str:
+    """What a saved classifier was trained from: the training split, the settings and this file's code."""
+    h = hashlib.sha256()
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(images.numpy().tobytes())
+    h.update(labels.numpy().tobytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def save_classifier(path: Path, model: DigitClassifier, key: str) -> None:
+    state = {"key": key, "shape": [model.height, model.width], "feature_dim": model.feature_dim,
+             "num_classes": model.num_classes, "state_dict": model.state_dict()}
+    write_with(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_classifier(path: Path, key: str) -> DigitClassifier | None:
+    """The classifier saved at ``path`` if it was trained from ``key``; None if absent, stale or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != key:
+            return None
+        model = DigitClassifier(*state["shape"], state["feature_dim"], state["num_classes"])
+        model.load_state_dict(state["state_dict"])
+    except Exception:  # a file from another version of this module: retrain rather than fail
+        return None
+    return model.eval()

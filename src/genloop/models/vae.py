@@ -1,4 +1,5 @@
-"""A convolutional VAE with a Bernoulli likelihood on [0, 1] pixels (as in pytorch/examples)."""
+"""VAEs with a Bernoulli likelihood on [0, 1] pixels (as in pytorch/examples): a convolutional one
+and the examples' MLP (784-400-20 on 28x28). Both decoders are z -> image modules, exported alone."""
 from __future__ import annotations
 
 import torch
@@ -63,9 +64,75 @@ class ConvVAE(nn.Module):
         return self.decoder.logits(self.reparameterize(mu, logvar)), mu, logvar
 
 
+class MLPDecoder(nn.Module):
+    """z -> hidden -> H*W pixels, reshaped to (N, 1, H, W) so it exports and serves like the conv decoder."""
+
+    def __init__(self, latent_dim: int, hidden: int, height: int, width: int):
+        super().__init__()
+        self.latent_dim, self.height, self.width = latent_dim, height, width
+        self.fc3 = nn.Linear(latent_dim, hidden)
+        self.fc4 = nn.Linear(hidden, height * width)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc4(F.relu(self.fc3(z))).view(-1, 1, self.height, self.width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(z))
+
+
+class MLPVAE(nn.Module):
+    """The pytorch/examples VAE (fc1, fc21, fc22 | fc3, fc4), sized from the image instead of 784."""
+
+    def __init__(self, latent_dim: int, hidden: int, height: int, width: int):
+        super().__init__()
+        if height < 1 or width < 1:
+            raise ValueError(f"image sides must be positive (got {height}x{width})")
+        self.latent_dim, self.pixels = latent_dim, height * width
+        self.fc1 = nn.Linear(self.pixels, hidden)
+        self.fc21 = nn.Linear(hidden, latent_dim)
+        self.fc22 = nn.Linear(hidden, latent_dim)
+        self.decoder = MLPDecoder(latent_dim, hidden, height, width)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1 = F.relu(self.fc1(x.reshape(-1, self.pixels)))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        return self.decoder.logits(self.reparameterize(mu, logvar)), mu, logvar
+
+
+VAE = ConvVAE | MLPVAE
+
+
 def loss_function(recon_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                   beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Negative ELBO summed over the batch: BCE(x, x̂) + β·KL(q(z|x) || N(0, I)); returns (loss, bce, kl)."""
     bce = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="sum")
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return bce + beta * kl, bce, kl
+
+
+@torch.no_grad()
+def negative_elbo_nats(vae: VAE, images: torch.Tensor, seed: int = 0, batch_size: int = 1000) -> float:
+    """The pytorch/examples "test set loss": mean over images of BCE-sum + KL (β = 1), one z per image.
+
+    A negative ELBO in nats per image (lower is better); the noise comes from its own seeded generator,
+    drawn for all images at once, so the result depends on neither the global RNG nor ``batch_size``.
+    """
+    if len(images) == 0:
+        raise ValueError("negative_elbo_nats needs at least one image")
+    was_training = vae.training
+    vae.eval()
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    noise = torch.randn(len(images), vae.latent_dim, generator=generator, device=images.device)
+    total = 0.0
+    for x, eps in zip(images.split(batch_size), noise.split(batch_size)):
+        mu, logvar = vae.encode(x)
+        logits = vae.decoder.logits(mu + eps * torch.exp(0.5 * logvar))
+        total += float(loss_function(logits, x, mu, logvar, beta=1.0)[0])
+    vae.train(was_training)
+    return total / len(images)

@@ -29,12 +29,26 @@ def _default_models_dir(ctx: click.Context) -> Path:
     return Path(paths.models) if paths is not None else Path("models")
 
 
+def _project(ctx: click.Context):
+    """(params, project root) of ``genloop --root ROOT [--params F] [-S ...]``, or of ./params.yaml when run alone."""
+    from genloop.config import load_params
+
+    obj = ctx.find_root().obj
+    if obj is not None and hasattr(obj, "params"):
+        return obj.params(), Path(obj.paths.root)
+    return load_params(Path("params.yaml")), Path(".").resolve()
+
+
 @click.command(name="serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with vae_decoder.onnx and gan_generator.onnx (served as genloop-vae and genloop-gan). "
                    "Default: ROOT/models.")
 @click.option("--model", "model_specs", multiple=True, metavar="NAME=PATH",
               help="Serve this ONNX file under NAME instead (repeatable; replaces the --models defaults).")
+@click.option("--champions/--files", "champions", default=None,
+              help="Serve the registry's champions (models:/genloop-vae@champion, models:/genloop-gan@champion from "
+                   "the MLflow store in params), or the ONNX files in --models. Default: the champions when the "
+                   "store has both, else the files; --models/--model mean files.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", envvar=TOKEN_ENV, default=None, metavar="TOKEN",
@@ -42,21 +56,24 @@ def _default_models_dir(ctx: click.Context) -> Path:
                    f"Prefer the {TOKEN_ENV} environment variable: options show in the process list.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="onnxruntime execution provider; cuda fails at start if onnxruntime has no CUDA provider.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="onnxruntime intra-op threads per model (0: onnxruntime's default, one per core).")
-@click.option("--max-batch-rows", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Rows the dynamic batcher merges into one onnxruntime run.")
-@click.option("--max-batch-delay-ms", type=click.FloatRange(0, 10_000), default=5.0, show_default=True,
-              help="Longest a request waits for others to batch with.")
-@click.option("--max-rows-per-request", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="onnxruntime intra-op threads per model (0: onnxruntime's default, one per core). "
+                   "Default: serve.threads in params.yaml.")
+@click.option("--max-batch-rows", type=click.IntRange(min=1), default=None,
+              help="Rows the dynamic batcher merges into one onnxruntime run. Default: serve.max_batch_rows (256).")
+@click.option("--max-batch-delay-ms", type=click.FloatRange(0, 10_000), default=None,
+              help="Longest a request waits for others to batch with. Default: serve.max_batch_delay_ms (5).")
+@click.option("--max-rows-per-request", type=click.IntRange(min=1), default=None,
+              help="Default: serve.max_rows_per_request (1024).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True)
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 @click.pass_context
-def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tuple[str, ...], host: str, port: int,
-                  token: str | None, device: str, threads: int, max_batch_rows: int, max_batch_delay_ms: float,
-                  max_rows_per_request: int, max_body_bytes: int, log_level: str) -> None:
-    """Serve the exported ONNX generators over the Open Inference Protocol (KServe V2 REST).
+def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tuple[str, ...], champions: bool | None,
+                  host: str, port: int, token: str | None, device: str, threads: int | None,
+                  max_batch_rows: int | None, max_batch_delay_ms: float | None, max_rows_per_request: int | None,
+                  max_body_bytes: int, log_level: str) -> None:
+    """Serve the ONNX generators (registry champions, or files) over the Open Inference Protocol (KServe V2 REST).
 
     \b
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready
@@ -64,24 +81,55 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     GET  /v2/models/NAME/generate?n=16&seed=1   a PNG grid of samples
     GET  /metrics                         Prometheus metrics
     """
+    import tempfile
+
     from pydantic import ValidationError
 
-    from genloop.serving.settings import ServeSettings, ServingError, default_model_paths
+    from genloop.config import ConfigError
+    from genloop.serving.settings import DEFAULT_MODEL_FILES, ServeSettings, ServingError, default_model_paths
 
+    by_path = bool(model_specs) or models_dir is not None
+    if champions and by_path:
+        raise click.UsageError("--champions serves the registry; leave out --models/--model (or use --files)")
     models = _parse_models(model_specs) if model_specs else default_model_paths(models_dir or _default_models_dir(ctx))
     try:
+        params, root = _project(ctx)
+    except ConfigError as exc:
+        _fail(str(exc))
+    config = params.serve
+    versions: dict[str, str] = {}
+    downloads = None  # holds the champions' folder until the server stops
+    try:
+        if champions is None and not by_path:
+            from genloop.serving.registry import has_champions
+
+            champions = has_champions(params.mlflow, root, list(DEFAULT_MODEL_FILES))
+        if champions:
+            from genloop.serving.registry import download_champions
+
+            downloads = tempfile.TemporaryDirectory(prefix="genloop-champions-")
+            found = download_champions(params.mlflow, root, list(DEFAULT_MODEL_FILES), Path(downloads.name))
+            models = {name: c.path for name, c in found.items()}
+            versions = {name: c.version for name, c in found.items()}
+            click.echo("serving the registry champions: "
+                       + ", ".join(f"{n} v{c.version}" for n, c in found.items()) + " (--files serves models/)")
         settings = ServeSettings(
-            host=host, port=port, token=token, models=models, providers=device, intra_op_threads=threads,
-            max_batch_rows=max_batch_rows, max_batch_delay_ms=max_batch_delay_ms,
-            max_rows_per_request=max_rows_per_request, max_body_bytes=max_body_bytes,
+            host=host, port=port, token=token, models=models, versions=versions, providers=device,
+            intra_op_threads=config.threads if threads is None else threads,
+            max_batch_rows=config.max_batch_rows if max_batch_rows is None else max_batch_rows,
+            max_batch_delay_ms=config.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms,
+            max_rows_per_request=config.max_rows_per_request if max_rows_per_request is None else max_rows_per_request,
+            max_body_bytes=max_body_bytes,
         )
+        run_server(settings, log_level=log_level, echo=click.echo)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         _fail(f"invalid serve settings: {problems}")
-    try:
-        run_server(settings, log_level=log_level, echo=click.echo)
     except ServingError as exc:
         _fail(str(exc))
+    finally:
+        if downloads is not None:
+            downloads.cleanup()
 
 
 def _fail(message: str) -> None:

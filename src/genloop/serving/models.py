@@ -163,7 +163,8 @@ class ModelHolder:
                         f"{name}: --device cuda, but onnxruntime fell back to {session.get_providers()} "
                         "(the CUDA/cuDNN libraries did not load; see onnxruntime's CUDA requirements)"
                     )
-                model = ServedModel(name, self.settings.model_version, Path(path), session)
+                version = self.settings.versions.get(name, self.settings.model_version)
+                model = ServedModel(name, version, Path(path), session)
                 model.warm_up(self.settings.warmup_rows)
                 log.info("loaded %s from %s on %s", name, path, session.get_providers()[0])
                 models[name] = model

@@ -27,6 +27,7 @@ class ServeSettings(BaseModel):
     token: SecretStr | None = Field(None, description="bearer token required on /v2 (health excepted) when set")
     models: dict[str, Path] = Field(default_factory=default_model_paths, description="model name -> ONNX file")
     model_version: str = "1"
+    versions: dict[str, str] = Field(default_factory=dict, description="model name -> version (else model_version)")
     providers: Literal["cpu", "cuda"] = "cpu"
     cuda_device_id: int = Field(0, ge=0)
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")

@@ -1,0 +1,61 @@
+"""Wall and CPU time of the evaluate stage (`genloop evaluate`, MLflow logging included) for two
+versions of the code, run alternately so both see the same load.
+
+    git archive HEAD src | tar -x -C /tmp/genloop-old      # the baseline code (git state untouched)
+    .venv/bin/python benchmarks/evaluate_timing.py --baseline /tmp/genloop-old/src /tmp/proj-old \\
+        --candidate src /tmp/proj-new --repeats 3
+
+Each project holds the same trained models (outputs/train/{vae,gan}, copied) with their MLflow
+store, and a params.yaml its code accepts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run_once(project: Path, src: Path) -> tuple[float, float]:
+    """(wall s, user+sys CPU s) of one `genloop evaluate` in a fresh process importing ``src``."""
+    env = {**os.environ, "PYTHONPATH": str(src.resolve()), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "genloop.cli", "--root", str(project), "evaluate"], env=env,
+                   check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, nargs=2, required=True, metavar=("SRC", "PROJECT"))
+    parser.add_argument("--candidate", type=Path, nargs=2, required=True, metavar=("SRC", "PROJECT"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cold", action="store_true",
+                        help="delete the candidate's saved classifier before each run (the baseline always trains one)")
+    args = parser.parse_args()
+    times: dict[str, list[tuple[float, float]]] = {"baseline": [], "candidate": []}
+    for i in range(args.repeats):
+        for name in ("baseline", "candidate"):
+            src, project = getattr(args, name)
+            if args.cold:
+                (project / "outputs" / "evaluate" / "classifier.pt").unlink(missing_ok=True)
+            times[name].append(run_once(project, src))
+            print(f"run {i + 1} {name}: wall {times[name][-1][0]:.1f} s, cpu {times[name][-1][1]:.1f} s", flush=True)
+    for name, rows in times.items():
+        print(f"{name}: median wall {statistics.median(r[0] for r in rows):.1f} s, "
+              f"median cpu {statistics.median(r[1] for r in rows):.1f} s over {len(rows)} runs")
+    ratio_wall = statistics.median(r[0] for r in times["candidate"]) / statistics.median(r[0] for r in times["baseline"])
+    ratio_cpu = statistics.median(r[1] for r in times["candidate"]) / statistics.median(r[1] for r in times["baseline"])
+    print(f"candidate / baseline: wall x{ratio_wall:.2f}, cpu x{ratio_cpu:.2f}")
+
+
+if __name__ == "__main__":
+    main()

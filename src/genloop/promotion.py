@@ -1,0 +1,250 @@
+"""The promotion gate: which registered version serves as ``champion``, and its history.
+
+A new version takes the ``champion`` alias only when its primary metric beats the champion's by the
+margin, both scored on the same evaluation data (a tag on each version records that data's hash;
+a champion scored on other data is re-scored on today's first). A version whose ONNX parity check
+failed never becomes champion, not even by hand. Every move is appended to a registered-model tag,
+so ``rollback`` can restore the previous champion.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from genloop.config import PromotionConfig
+
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of versions, oldest first, last = champion
+PARITY_TAG = "parity_passed"
+EVAL_HASH_TAG = "eval_data_hash"
+METRIC_PREFIX = "metric."
+DECISION_PREFIX = "promotion."
+
+# Re-scores a registered version on today's evaluation data: (name, version) -> {metric: value}.
+Rescorer = Callable[[str, str], dict[str, float]]
+
+
+class PromotionError(ValueError):
+    """A promotion or rollback that cannot happen; the message says why."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    name: str
+    version: str
+    promoted: bool
+    metric: str
+    direction: str
+    margin: float
+    candidate_value: float | None
+    champion_version: str | None
+    champion_value: float | None
+    rescored: bool
+    reason: str
+
+    def tags(self) -> dict[str, str]:
+        def fmt(value: float | None) -> str:
+            return "none" if value is None else repr(value)
+
+        return {f"{DECISION_PREFIX}{k}": v for k, v in {
+            "decision": "promoted" if self.promoted else "kept",
+            "metric": self.metric, "direction": self.direction, "margin": repr(self.margin),
+            "candidate_value": fmt(self.candidate_value), "champion_value": fmt(self.champion_value),
+            "champion_version": self.champion_version or "none", "rescored": str(self.rescored).lower(),
+            "reason": self.reason,
+        }.items()}
+
+    def summary(self) -> str:
+        verb = "promoted to champion" if self.promoted else "not promoted"
+        return f"{self.name} v{self.version} {verb}: {self.reason}"
+
+
+def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
+    return {f"{METRIC_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()}
+
+
+def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
+    return {k[len(METRIC_PREFIX):]: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)}
+
+
+def beats(candidate: float, champion: float, config: PromotionConfig) -> bool:
+    """Strictly better than the champion by more than the margin, in the configured direction."""
+    if config.direction == "minimize":
+        return candidate < champion - config.margin
+    return candidate > champion + config.margin
+
+
+# ---- registry access (MlflowClient) ---------------------------------------------------------------
+def _version(client, name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    _registered(client, name)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise PromotionError(f"{name} has no version {version!r} (it has {versions or 'none'})") from None
+
+
+def _registered(client, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise PromotionError(f"no registered model {name!r} in this MLflow store (it has {names or 'none'}); "
+                             "run `genloop export` first") from None
+
+
+def download_onnx(model_uri: str, dst: Path) -> Path:
+    """The ONNX file of a registered model (``models:/NAME@champion``, ``models:/NAME/3``), downloaded into ``dst``."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    except MlflowException as exc:
+        raise PromotionError(f"{model_uri}: cannot download from the MLflow registry "
+                             f"({mlflow.get_tracking_uri()}): {exc.message}") from None
+    found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    if not found or found[0].suffix != ".onnx":
+        raise PromotionError(f"{model_uri}: no .onnx file among its artifacts ({local})")
+    return found[0]
+
+
+def current_champion(client, name: str):
+    """The version holding the ``champion`` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    _registered(client, name)
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def champion_history(client, name: str) -> list[str]:
+    raw = _registered(client, name).tags.get(HISTORY_TAG)
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _require_parity(version) -> None:
+    if version.tags.get(PARITY_TAG) != "true":
+        raise PromotionError(
+            f"{version.name} v{version.version} cannot be champion: its ONNX parity check did not pass or was "
+            f"not recorded (tag {PARITY_TAG}={version.tags.get(PARITY_TAG, 'missing')!r})")
+
+
+def set_champion(client, name: str, version: str) -> None:
+    """Move the alias and append the version to the history (the one place both change)."""
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    history = champion_history(client, name)
+    if not history or history[-1] != str(version):
+        history.append(str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+
+
+def promote(client, name: str, version: str, reason: str = "promoted by hand") -> str | None:
+    """Make ``version`` champion regardless of metrics (still refusing a failed parity check).
+
+    Returns the version that was champion before, if any.
+    """
+    target = _version(client, name, version)
+    _require_parity(target)
+    before = current_champion(client, name)
+    set_champion(client, name, str(target.version))
+    client.set_model_version_tag(name, str(target.version), f"{DECISION_PREFIX}forced", reason)
+    return str(before.version) if before is not None else None
+
+
+def rollback(client, name: str) -> tuple[str, str]:
+    """Give ``champion`` back to the version that held it before; returns (from, to)."""
+    current = current_champion(client, name)
+    if current is None:
+        raise PromotionError(f"{name} has no champion to roll back from")
+    history = champion_history(client, name)
+    if history and history[-1] == str(current.version):
+        history = history[:-1]
+    # Skip earlier champions that were deleted since, or that never passed parity.
+    while history:
+        candidate = history[-1]
+        try:
+            previous = _version(client, name, candidate)
+            _require_parity(previous)
+        except PromotionError:
+            history.pop()
+            continue
+        client.set_registered_model_alias(name, CHAMPION, str(previous.version))
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        client.set_model_version_tag(name, str(current.version), f"{DECISION_PREFIX}rolled_back", "true")
+        return str(current.version), str(previous.version)
+    raise PromotionError(f"{name}: nothing to roll back to; v{current.version} is the only champion on record")
+
+
+def gate(client, name: str, version: str, config: PromotionConfig, candidate_metrics: dict[str, float],
+         eval_hash: str, rescore: Rescorer | None = None) -> PromotionDecision:
+    """Decide whether ``version`` (already registered and tagged) replaces the champion; apply and record it.
+
+    ``rescore`` scores the champion on today's evaluation data when its ``eval_data_hash`` differs;
+    without one such a champion is kept, since figures from different data do not compare.
+    """
+    candidate = _version(client, name, version)
+    _require_parity(candidate)
+    value = candidate_metrics.get(config.metric)
+    champion = current_champion(client, name)
+
+    def decide(promoted: bool, reason: str, champion_value: float | None = None,
+               rescored: bool = False) -> PromotionDecision:
+        decision = PromotionDecision(
+            name, str(candidate.version), promoted, config.metric, config.direction, config.margin,
+            None if value is None else float(value), str(champion.version) if champion else None,
+            champion_value, rescored, reason)
+        if promoted:
+            set_champion(client, name, str(candidate.version))
+        for key, tag in decision.tags().items():
+            client.set_model_version_tag(name, str(candidate.version), key, tag)
+        return decision
+
+    if not config.enabled:
+        return decide(False, "export.promotion.enabled is false")
+    if champion is None:
+        return decide(True, "no champion yet; the first version that passed parity becomes champion")
+    if str(champion.version) == str(candidate.version):
+        return decide(False, "already champion")
+    if value is None:
+        return decide(False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)")
+
+    rescored = False
+    if champion.tags.get(EVAL_HASH_TAG) == eval_hash:
+        champion_value = metrics_from_tags(champion.tags).get(config.metric)
+    elif rescore is None:
+        return decide(False, f"champion v{champion.version} was scored on other evaluation data "
+                             f"({champion.tags.get(EVAL_HASH_TAG, 'unknown')} != {eval_hash}) and no re-scorer "
+                             "is available")
+    else:
+        try:
+            champion_value = rescore(name, str(champion.version)).get(config.metric)
+        except PromotionError as exc:
+            return decide(False, f"champion v{champion.version} was scored on other evaluation data and could not "
+                                 f"be re-scored ({exc}); `genloop promote {name} {candidate.version}` decides by hand")
+        rescored = True
+        if champion_value is not None:
+            client.set_model_version_tag(name, str(champion.version), f"rescored.{eval_hash[:12]}.{config.metric}",
+                                         repr(float(champion_value)))
+    if champion_value is None:
+        return decide(True, f"champion v{champion.version} has no {config.metric!r} to compare with", None, rescored)
+
+    champion_value = float(champion_value)
+    better = "lower" if config.direction == "minimize" else "higher"
+    rescored_note = " (re-scored on this evaluation data)" if rescored else ""
+    figures = (f"{config.metric} {float(value):.6g} vs champion v{champion.version} {champion_value:.6g}{rescored_note}, "
+               f"margin {config.margin:g}, {better} is better")
+    if beats(float(value), champion_value, config):
+        return decide(True, f"beats the champion: {figures}", champion_value, rescored)
+    return decide(False, f"does not beat the champion: {figures}", champion_value, rescored)

@@ -1,0 +1,183 @@
+"""Sample-quality metrics of a generator, as pure functions of features, logits, pixels and models.
+
+Sample metrics compare a candidate set with the real training images: FID and KID (torchmetrics),
+the Inception-Score analogue (torchmetrics, on our classifier's logits), k-NN precision, recall,
+density and coverage (``prdc``, Naeem et al. 2020), the class distribution, and a memorisation
+check in pixel space. Likelihood metrics score a VAE on held-out images: the IWAE bound (Burda et
+al. 2016) and the SSIM of reconstructions. No I/O here; ``genloop.evaluate`` feeds these.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Given(nn.Module):
+    """Hands precomputed features to torchmetrics, which otherwise wants a network to run itself."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def fid(reference: torch.Tensor, candidate: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, d)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=_Given(reference.shape[1]))
+    metric.update(reference, real=True)
+    metric.update(candidate, real=False)
+    return float(metric.compute())
+
+
+def kid(reference: torch.Tensor, candidate: torch.Tensor, subsets: int, subset_size: int,
+        seed: int) -> tuple[float, float]:
+    """Kernel Inception Distance (cubic polynomial MMD², unbiased): mean and spread over random subsets."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, len(reference), len(candidate))
+    with warnings.catch_warnings():  # KID warns that it keeps all features; ours are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Given(reference.shape[1]), subsets=subsets, subset_size=size)
+    metric.update(reference, real=True)
+    metric.update(candidate, real=False)
+    with torch.random.fork_rng(devices=[]):  # subsets come from the global RNG
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def inception_score(logits: torch.Tensor, splits: int, seed: int) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) from classifier logits, mean and std over ``splits`` groups.
+
+    1 when every sample gets the same class distribution, the number of classes at best.
+    """
+    from torchmetrics.image.inception import InceptionScore
+
+    with warnings.catch_warnings():  # it warns that it keeps all features; ours are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = InceptionScore(feature=_Given(logits.shape[1]), splits=max(1, min(splits, len(logits))))
+    metric.update(logits.double())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std) if math.isfinite(float(std)) else 0.0
+
+
+def manifold(reference: np.ndarray, candidate: np.ndarray, nearest_k: int) -> dict[str, float]:
+    """k-NN precision, recall, density and coverage of ``candidate`` features against ``reference``.
+
+    Precision/density: how much of the candidate set lies on the real manifold (density counts how
+    many real neighbourhoods hold each sample, about 1 for real data); recall/coverage: how much of
+    the real manifold the candidates reach.
+    """
+    from prdc import compute_prdc
+
+    k = max(1, min(nearest_k, len(reference) - 1, len(candidate) - 1))
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        scores = compute_prdc(np.asarray(reference, np.float32), np.asarray(candidate, np.float32), k)
+    return {name: float(value) for name, value in scores.items()}
+
+
+def class_shares(logits: torch.Tensor, num_classes: int) -> np.ndarray:
+    """The share of samples the classifier assigns to each class."""
+    counts = torch.bincount(logits.argmax(1), minlength=num_classes)[:num_classes]
+    return (counts.double() / max(len(logits), 1)).numpy()
+
+
+def label_shares(labels: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)[:num_classes]
+    return counts / max(counts.sum(), 1)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Half the L1 distance between two distributions: 0 when equal, 1 when disjoint."""
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+@torch.no_grad()
+def nearest_distances(candidate: torch.Tensor, reference: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """RMS pixel distance from each candidate image to its nearest reference image (images in [0, 1])."""
+    cand = candidate.reshape(len(candidate), -1).float()
+    ref = reference.reshape(len(reference), -1).float()
+    rows = max(1, batch_size * 256 // max(len(ref), 1))  # distance blocks of about batch_size * 256 entries
+    best = [torch.cdist(chunk, ref).min(1).values for chunk in cand.split(rows)]
+    return (torch.cat(best) / math.sqrt(cand.shape[1])).numpy()
+
+
+def memorisation(candidate_nn: np.ndarray, real_nn: np.ndarray, percentile: float) -> dict[str, float]:
+    """Whether samples sit closer to training images than fresh real images do.
+
+    ``candidate_nn`` and ``real_nn`` are nearest-training-image distances of the samples and of
+    held-out real images. A ratio of medians well below 1, or a copy share well above
+    ``percentile``/100 (what real images show), points at copied training images.
+    """
+    real_median = float(np.median(real_nn))
+    candidate_median = float(np.median(candidate_nn))
+    threshold = float(np.percentile(real_nn, percentile))
+    return {
+        "nn_train_distance_median": candidate_median,
+        "nn_train_distance_ratio": candidate_median / real_median if real_median > 0 else float("inf"),
+        "train_copy_share": float(np.mean(candidate_nn < threshold)),
+    }
+
+
+# ---- VAE likelihood and reconstruction -----------------------------------------------------------
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@torch.no_grad()
+def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batch_size: int = 4096) -> float:
+    """Importance-weighted estimate of -log p(x) in nats per image, with ``samples`` draws from q(z|x).
+
+    -log (1/k sum_i p(x|z_i) p(z_i) / q(z_i|x)), the IWAE bound: an upper bound on the NLL that
+    tightens as k grows; with k = 1 it is a one-sample negative ELBO. ``vae`` needs ``encode`` and
+    ``decoder.logits`` (both genloop VAEs have them). Draws ``samples`` x images rows in blocks of
+    about ``batch_size``.
+    """
+    if len(images) == 0:
+        raise ValueError("iwae_nll needs at least one image")
+    was_training = vae.training
+    vae.eval()
+    generator = torch.Generator().manual_seed(seed)
+    per_block = max(1, batch_size // samples)
+    total = 0.0
+    for x in images.float().split(per_block):
+        mu, logvar = vae.encode(x)
+        eps = torch.randn((samples, *mu.shape), generator=generator, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)  # (k, n, d)
+        logits = vae.decoder.logits(z.reshape(-1, mu.shape[1]))
+        target = x.unsqueeze(0).expand(samples, *x.shape).reshape(logits.shape)
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
+        log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+        log_qz_x = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
+        log_w = log_px_z.view(samples, -1) + log_pz - log_qz_x
+        total += float((math.log(samples) - torch.logsumexp(log_w, dim=0)).sum())
+    vae.train(was_training)
+    return total / len(images)
+
+
+@torch.no_grad()
+def reconstruction_ssim(vae: nn.Module, images: torch.Tensor, batch_size: int = 4096) -> float:
+    """Mean SSIM between images and their reconstructions through the posterior mean (torchmetrics)."""
+    from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+    was_training = vae.training
+    vae.eval()
+    metric = StructuralSimilarityIndexMeasure(data_range=1.0)
+    for x in images.float().split(batch_size):
+        mu, _ = vae.encode(x)
+        metric.update(torch.sigmoid(vae.decoder.logits(mu)), x)
+    vae.train(was_training)
+    return float(metric.compute())

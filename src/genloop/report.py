@@ -1,0 +1,229 @@
+"""reports/index.html: what evaluate found, readable offline (PNG files beside it, no scripts, no CDN).
+
+Sample grids and latent interpolations of both models, their loss curves (from each training's
+``history.csv``), the class distribution of samples against the real one, and the metrics table
+with the real-vs-real floor. Figures are written into a fresh ``reports/figures/`` swapped in whole,
+then ``index.html``; both atomically.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genloop import atomic
+from genloop.config import Params
+from genloop.imaging import grid_image
+from genloop.paths import ProjectPaths
+
+MODELS = ("vae", "gan")
+TITLES = {"vae": "VAE", "gan": "GAN"}
+LOSS_COLUMNS = {"vae": ("train_loss", "val_loss"), "gan": ("d_loss", "g_loss")}
+LOSS_TITLES = {"vae": "VAE loss (negative ELBO per image, nats)", "gan": "GAN losses"}
+# How to read each metric in the table: which way is better, or what real data scores.
+READING = {
+    "fid": "lower is better", "kid_mean": "lower is better", "kid_std": "spread over subsets",
+    "is_mean": "higher is better (at most the class count)", "is_std": "spread over splits",
+    "precision": "higher: samples look real", "recall": "higher: samples cover the real variety",
+    "density": "about 1 for real data", "coverage": "higher: more real neighbourhoods reached",
+    "class_tvd": "lower: class mix like the training data",
+    "nn_train_distance_median": "RMS pixel distance to nearest training image",
+    "nn_train_distance_ratio": "about 1 for real data; well below 1: copying",
+    "train_copy_share": "share nearer a training image than real images' 1st percentile",
+}
+VAE_READING = {
+    "test_neg_elbo": "nats per test image (BCE summed + KL), lower is better",
+    "test_nll_iwae": "nats per test image, importance-weighted; at most the negative ELBO",
+    "test_recon_ssim": "reconstruction SSIM in [0, 1], higher is better",
+}
+
+
+@dataclass(frozen=True)
+class HtmlReport:
+    index: Path
+    figures: Path
+    files: tuple[str, ...]  # figure file names, relative to ``figures``
+
+
+def _png(fig: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """Columns of a training ``history.csv`` as float lists (empty when the file is missing)."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                continue
+    return columns
+
+
+def loss_curve_png(history: dict[str, list[float]], columns: tuple[str, ...], title: str) -> bytes:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(5.5, 3.2))
+    ax = fig.add_subplot()
+    epochs = history.get("epoch") or list(range(1, len(next(iter(history.values()), [])) + 1))
+    for column in columns:
+        if column in history:
+            ax.plot(epochs, history[column], marker="." if len(epochs) < 30 else None, label=column)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def class_distribution_png(shares: dict[str, dict[str, float]]) -> bytes:
+    from matplotlib.figure import Figure
+
+    names = [n for n in ("real_train", "real_held_out", *MODELS) if n in shares]
+    labels = {"real_train": "real (train labels)", "real_held_out": "real held-out (classified)",
+              "vae": "VAE samples", "gan": "GAN samples"}
+    classes = sorted(shares[names[0]], key=int)
+    x = np.arange(len(classes))
+    width = 0.8 / len(names)
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.add_subplot()
+    for i, name in enumerate(names):
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, [shares[name][c] for c in classes], width, label=labels[name])
+    ax.set_xticks(x, classes)
+    ax.set_xlabel("class (classifier's argmax for samples)")
+    ax.set_ylabel("share")
+    ax.set_title("Class distribution", fontsize=10)
+    ax.legend(fontsize=8, ncols=2)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _fmt(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "–"
+    return f"{value:.4g}"
+
+
+def _metrics_table(report: dict[str, Any]) -> str:
+    from genloop.evaluate import FLOOR_SUFFIX, GENERATOR_METRICS
+
+    rows = []
+    for name in GENERATOR_METRICS:
+        cells = "".join(f"<td>{_fmt(report.get(k, {}).get(name))}</td>" for k in MODELS)
+        floor = report.get("real_floor", {}).get(name, report.get("vae", {}).get(name + FLOOR_SUFFIX))
+        rows.append(f"<tr><th>{name}</th>{cells}<td class=floor>{_fmt(floor)}</td>"
+                    f"<td class=note>{html.escape(READING.get(name, ''))}</td></tr>")
+    head = "<tr><th>metric</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in MODELS)
+    return (f"<table>{head}<th>real vs real</th><th>reading</th></tr>" + "".join(rows) + "</table>")
+
+
+def _vae_table(report: dict[str, Any]) -> str:
+    vae = report.get("vae", {})
+    rows = [f"<tr><th>{k}</th><td>{_fmt(vae.get(k))}</td><td class=note>{html.escape(v)}</td></tr>"
+            for k, v in VAE_READING.items() if k in vae]
+    return "<table><tr><th>metric</th><th>VAE</th><th>reading</th></tr>" + "".join(rows) + "</table>" if rows else ""
+
+
+def _img(name: str, alt: str) -> str:
+    return f'<figure><img src="figures/{name}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th:first-child,th:last-child{text-align:left}td.floor{background:#f3f6fa}td.note{text-align:left;color:#666}
+.row{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}figure{margin:0}
+img{image-rendering:pixelated;max-width:100%}figcaption{font-size:.85em;color:#555}
+p.small{font-size:.85em;color:#555;max-width:60em}
+"""
+
+
+def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: dict[str, str]) -> str:
+    """The page: metrics first, then every figure; ``figures`` are (file name, caption) pairs."""
+    by_group: dict[str, list[str]] = {}
+    for name, caption in figures:
+        by_group.setdefault(name.split("_")[0].removesuffix(".png"), []).append(_img(name, caption))
+    section = lambda key: '<div class=row>' + "".join(by_group.get(key, [])) + "</div>"  # noqa: E731
+    classifier = report.get("classifier", {})
+    info = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in meta.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>genloop evaluation</title><style>{STYLE}</style></head>
+<body>
+<h1>genloop evaluation: VAE vs GAN</h1>
+<ul class=small>{info}</ul>
+<h2>Metrics</h2>
+<p class=small>{report.get("samples_per_model", "?")} samples per model against the clean training split; the
+<em>real vs real</em> column scores the held-out real images (val + test) the same way, i.e. what a perfect
+generator would get. Features are the penultimate layer of a classifier trained on the training split
+(held-out accuracy {_fmt(classifier.get("held_out_accuracy"))}), each vector rescaled to L2 norm &radic;d so KID's
+kernel is (cos + 1)<sup>3</sup> and KID lies in [0, 14]. Precision, recall, density and coverage: k-NN manifolds
+(Naeem et al. 2020). Nearest-neighbour distances are RMS pixel distances in [0, 1].</p>
+{_metrics_table(report)}
+<h2>VAE likelihood ({report.get("test_images", "?")} test images)</h2>
+{_vae_table(report)}
+<h2>Samples</h2>
+{section("samples")}
+<h2>Latent interpolations</h2>
+<p class=small>Each row walks (slerp) between two random latent vectors.</p>
+{section("interpolation")}
+<h2>Class distribution</h2>
+{section("classes")}
+<h2>Training losses</h2>
+{section("losses")}
+</body></html>
+"""
+
+
+def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], samples: dict[str, np.ndarray],
+                 interpolations: dict[str, np.ndarray], real: np.ndarray) -> HtmlReport:
+    """Write ``reports/figures/*.png`` and ``reports/index.html`` from evaluate's results."""
+    from genloop import dvcio
+
+    config = params.evaluate
+    figures: list[tuple[str, str, bytes]] = [("samples_real.png", "Real held-out images", grid_image(real))]
+    for kind in MODELS:
+        if kind in samples:
+            figures.append((f"samples_{kind}.png", f"{TITLES[kind]} samples", grid_image(samples[kind])))
+    for kind in MODELS:
+        if kind in interpolations:
+            figures.append((f"interpolation_{kind}.png", f"{TITLES[kind]} latent interpolations",
+                            grid_image(interpolations[kind], ncols=config.interpolation_steps)))
+    if "class_shares" in report:
+        figures.append(("classes.png", "Class distribution of samples vs real",
+                        class_distribution_png(report["class_shares"])))
+    for kind in MODELS:
+        history = read_history(paths.train(kind) / "history.csv")
+        if history:
+            figures.append((f"losses_{kind}.png", LOSS_TITLES[kind],
+                            loss_curve_png(history, LOSS_COLUMNS[kind], LOSS_TITLES[kind])))
+
+    figures_dir = paths.reports / "figures"
+    with atomic.atomic_dir(figures_dir) as tmp:
+        for name, _, data in figures:
+            (tmp / name).write_bytes(data)
+    try:
+        data_hash = dvcio.read_dvc_hash(paths.data_dvc)
+    except Exception:  # a project without data.dvc still gets its report
+        data_hash = "untracked"
+    meta = {"written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "data (dvc md5)": data_hash,
+            "seed": str(params.seed)}
+    index = paths.reports / "index.html"
+    atomic.write_text(index, render_html(report, [(n, c) for n, c, _ in figures], meta))
+    return HtmlReport(index=index, figures=figures_dir, files=tuple(n for n, _, _ in figures))

@@ -1,0 +1,86 @@
+"""Champions from the MLflow Model Registry as ONNX files for ``genloop serve``.
+
+``models:/genloop-vae@champion`` and ``models:/genloop-gan@champion`` are downloaded from the
+store in params (``mlflow.tracking_uri``) into a folder that lives as long as the server.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from genloop.config import MlflowConfig
+from genloop.serving.settings import ServingError
+
+
+@dataclass(frozen=True)
+class Champion:
+    name: str
+    version: str
+    path: Path
+
+
+def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:
+    """The SQLite file behind the tracking URI, or None for a server URI."""
+    prefix = "sqlite:///"
+    uri = config.tracking_uri
+    if not uri.startswith(prefix):
+        return None
+    db = Path(uri[len(prefix):])
+    return db if db.is_absolute() else (root / db).resolve()  # as genloop.tracking resolves it, minus the mkdir
+
+
+def _client(config: MlflowConfig, root: Path):
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    from genloop.tracking import tracking_uri
+
+    uri = tracking_uri(config, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def has_champions(config: MlflowConfig, root: Path, names: list[str]) -> bool:
+    """True when the store exists and every name has a ``champion``; never creates a store."""
+    from genloop import promotion
+
+    store = sqlite_store(config, root)
+    if store is not None and not store.is_file():
+        return False
+    client = _client(config, root)
+    try:
+        return all(promotion.current_champion(client, name) is not None for name in names)
+    except promotion.PromotionError:
+        return False
+
+
+def download_champions(config: MlflowConfig, root: Path, names: list[str], dst: Path) -> dict[str, Champion]:
+    """Each name's champion ONNX file (refusing a version whose parity check did not pass)."""
+    from genloop import promotion
+
+    store = sqlite_store(config, root)
+    if store is not None and not store.is_file():
+        raise ServingError(f"no MLflow store at {store}; run `genloop run` (or `genloop export`) first, "
+                           "or serve files with --files")
+    client = _client(config, root)
+    champions = {}
+    for name in names:
+        try:
+            version = promotion.current_champion(client, name)
+        except promotion.PromotionError as exc:
+            raise ServingError(str(exc)) from None
+        if version is None:
+            raise ServingError(f"{name} has no champion in {config.tracking_uri}; "
+                               f"`genloop promote {name} VERSION` sets one, or serve files with --files")
+        if version.tags.get(promotion.PARITY_TAG) != "true":
+            raise ServingError(f"{name}@champion is v{version.version}, whose ONNX parity check did not pass")
+        try:
+            path = promotion.download_onnx(f"models:/{name}/{version.version}", dst / name)
+        except promotion.PromotionError as exc:
+            raise ServingError(str(exc)) from None
+        champions[name] = Champion(name, str(version.version), path)
+    return champions

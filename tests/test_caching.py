@@ -1,0 +1,91 @@
+"""Stage stamps (genloop.caching): what makes a stage run again, and agreement with dvc.yaml."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genloop import caching
+from genloop.config import Params, load_params
+from genloop.paths import ProjectPaths
+
+from conftest import REPO_ROOT
+
+SPEC = caching.StageSpec("toy", ("augment",), ("inputs",), ("outputs/toy",), ("genloop.augment",))
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "a.txt").write_text("one")
+    return ProjectPaths.at(tmp_path)
+
+
+def _run(paths: ProjectPaths, params: Params, result: str = "done") -> caching.CacheCheck:
+    checked = caching.check(SPEC, params, paths)
+    if not checked.hit:
+        caching.forget(SPEC, paths)
+        out = paths.root / "outputs" / "toy"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.txt").write_text(result)
+        caching.record(SPEC, paths, checked, {"result": result})
+    return checked
+
+
+def test_unchanged_inputs_hit_with_the_stored_result(project):
+    assert _run(project, Params()).reason == "no earlier run recorded"
+    again = caching.check(SPEC, Params(), project)
+    assert again.hit and again.result == {"result": "done"} and again.reason == "inputs unchanged"
+
+
+def test_a_params_change_names_the_section(project):
+    _run(project, Params())
+    changed = caching.check(SPEC, load_params(project.root / "none.yaml", {"augment.copies": 3}), project)
+    assert not changed.hit and changed.reason == "changed: params augment"
+    other = caching.check(SPEC, load_params(project.root / "none.yaml", {"train.vae.epochs": 3}), project)
+    assert other.hit  # a section the stage does not read
+
+
+def test_a_changed_dependency_misses(project):
+    _run(project, Params())
+    (project.root / "inputs" / "b.txt").write_text("two")
+    assert caching.check(SPEC, Params(), project).reason == "changed: inputs"
+
+
+def test_a_deleted_or_edited_output_misses(project):
+    _run(project, Params())
+    out = project.root / "outputs" / "toy" / "result.txt"
+    out.write_text("edited by hand")
+    assert caching.check(SPEC, Params(), project).reason == "output(s) changed on disk: outputs/toy"
+    out.parent.joinpath("result.txt").unlink()
+    out.parent.rmdir()
+    assert caching.check(SPEC, Params(), project).reason == "output(s) missing: outputs/toy"
+
+
+def test_code_fingerprint_follows_genloop_imports():
+    closure = caching.code_fingerprint(("genloop.train",))
+    assert closure != caching.code_fingerprint(("genloop.models.vae",))
+    assert caching._module_file("genloop.models.vae") == Path(caching.__file__).parent / "models" / "vae.py"
+    assert caching._module_file("genloop.train.train_model") is None
+
+
+def _dvc_entries(items) -> set[str]:
+    return {next(iter(i)) if isinstance(i, dict) else i for i in items or []}
+
+
+@pytest.mark.parametrize("name", list(caching.STAGES))
+def test_stage_keys_cover_what_dvc_yaml_declares(name):
+    """The flow's skip decision must not be looser than `dvc repro`'s for the same stage."""
+    stage = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"][name]
+    spec = caching.STAGES[name]
+    params = _dvc_entries(stage.get("params"))
+    assert params <= set(spec.params), f"params in dvc.yaml but not in the cache key: {params - set(spec.params)}"
+    deps = _dvc_entries(stage.get("deps"))
+    code = {d for d in deps if d.startswith("src/")}
+    assert deps - code <= set(spec.deps), f"deps missing from the cache key: {deps - code - set(spec.deps)}"
+    seen = caching.code_files(spec.code)
+    missing = {c for c in code if (REPO_ROOT / c).resolve() not in seen}
+    assert not missing, f"source files dvc.yaml lists that the cache key does not hash: {missing}"
+    outs = _dvc_entries(stage.get("outs")) | _dvc_entries(stage.get("metrics"))
+    assert outs <= set(spec.outs), f"outputs not checked on disk: {outs - set(spec.outs)}"
