@@ -52,8 +52,9 @@ def main() -> None:
     for name, rows in times.items():
         print(f"{name}: median wall {statistics.median(r[0] for r in rows):.1f} s, "
               f"median cpu {statistics.median(r[1] for r in rows):.1f} s over {len(rows)} runs")
-    ratio_wall = statistics.median(r[0] for r in times["candidate"]) / statistics.median(r[0] for r in times["baseline"])
-    ratio_cpu = statistics.median(r[1] for r in times["candidate"]) / statistics.median(r[1] for r in times["baseline"])
+    median = {name: [statistics.median(r[i] for r in rows) for i in (0, 1)] for name, rows in times.items()}
+    ratio_wall = median["candidate"][0] / median["baseline"][0]
+    ratio_cpu = median["candidate"][1] / median["baseline"][1]
     print(f"candidate / baseline: wall x{ratio_wall:.2f}, cpu x{ratio_cpu:.2f}")
 
 

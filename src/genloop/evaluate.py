@@ -21,8 +21,8 @@ from genloop import atomic, quality, tracking
 from genloop.checkpoints import load_sampler, load_vae
 from genloop.clean import load_split
 from genloop.config import EvaluateConfig, Params
-from genloop.models.classifier import (DigitClassifier, classifier_key, embed, load_classifier, save_classifier,
-                                       train_classifier)
+from genloop.models.classifier import (DigitClassifier, classifier_key, embed, load_classifier,
+                                       normalise_features, save_classifier, train_classifier)
 from genloop.paths import ProjectPaths
 from genloop.train import read_run_id, to_tensor
 
@@ -65,7 +65,8 @@ class EvaluationData:
     classifier_reused: bool
     classifier_accuracy: float  # on the held-out images
     num_classes: int
-    reference_features: torch.Tensor
+    reference_features: torch.Tensor  # normalised (kernel and k-NN metrics)
+    reference_raw: torch.Tensor  # raw penultimate features (FID)
     manifold_reference: np.ndarray  # a seeded subset of reference_features for the k-NN metrics
     held_out_nn: np.ndarray  # RMS pixel distance of each held-out image to its nearest training image
 
@@ -89,7 +90,8 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
     test = to_tensor(splits["test"][0])
     if len(held_out) < 2 or len(test) < 1 or len(reference) < 2:
         raise ValueError(f"evaluation needs at least 2 training, 2 held-out and 1 test image in {paths.clean} "
-                         f"(got {len(reference)}, {len(held_out)}, {len(test)}); lower clean.split or collect more data")
+                         f"(got {len(reference)}, {len(held_out)}, {len(test)}); "
+                         "lower clean.split or collect more data")
 
     num_classes = max(params.clean.labels) + 1
     labels = torch.from_numpy(train_labels.astype(np.int64))
@@ -104,7 +106,8 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
                                       config.classifier_epochs, params.seed)
         save_classifier(file, classifier, key)
 
-    reference_features, _ = embed(classifier, reference, config.batch_size)
+    reference_raw, _ = embed(classifier, reference, config.batch_size)
+    reference_features = normalise_features(reference_raw)
     _, held_out_logits = embed(classifier, held_out, config.batch_size)
     accuracy = float((held_out_logits.argmax(1) == held_out_labels).float().mean())
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
@@ -112,7 +115,7 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
     return EvaluationData(
         reference=reference, reference_labels=train_labels, held_out=held_out, test=test,
         classifier=classifier, classifier_reused=reused, classifier_accuracy=accuracy, num_classes=num_classes,
-        reference_features=reference_features, manifold_reference=manifold_reference,
+        reference_features=reference_features, reference_raw=reference_raw, manifold_reference=manifold_reference,
         held_out_nn=quality.nearest_distances(held_out, reference, config.batch_size),
     )
 
@@ -136,13 +139,14 @@ def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: Evalu
     """``GENERATOR_METRICS`` of ``images`` in [0, 1] (N, 1, H, W) against the training images, and
     the share of samples the classifier puts in each class."""
     images = _as_images(images, data.image_shape)
-    features, logits = embed(data.classifier, images, config.batch_size)
+    raw, logits = embed(data.classifier, images, config.batch_size)
+    features = normalise_features(raw)
     kid_mean, kid_std = quality.kid(data.reference_features, features, config.kid_subsets,
                                     config.kid_subset_size, seed)
     is_mean, is_std = quality.inception_score(logits, config.is_splits, seed)
     shares = quality.class_shares(logits, data.num_classes)
     metrics = {
-        "fid": quality.fid(data.reference_features, features),
+        "fid": quality.fid(data.reference_raw, raw),
         "kid_mean": kid_mean, "kid_std": kid_std, "is_mean": is_mean, "is_std": is_std,
         **quality.manifold(data.manifold_reference, features.numpy(), config.nearest_k),
         "class_tvd": quality.total_variation(shares, quality.label_shares(data.reference_labels, data.num_classes)),

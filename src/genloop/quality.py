@@ -106,7 +106,7 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def nearest_distances(candidate: torch.Tensor, reference: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+def nearest_distances(candidate: torch.Tensor, reference: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """RMS pixel distance from each candidate image to its nearest reference image (images in [0, 1])."""
     cand = candidate.reshape(len(candidate), -1).float()
     ref = reference.reshape(len(reference), -1).float()
@@ -138,7 +138,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 @torch.no_grad()
-def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batch_size: int = 4096) -> float:
+def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batch_size: int = 1024) -> float:
     """Importance-weighted estimate of -log p(x) in nats per image, with ``samples`` draws from q(z|x).
 
     -log (1/k sum_i p(x|z_i) p(z_i) / q(z_i|x)), the IWAE bound: an upper bound on the NLL that
@@ -169,7 +169,7 @@ def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batc
 
 
 @torch.no_grad()
-def reconstruction_ssim(vae: nn.Module, images: torch.Tensor, batch_size: int = 4096) -> float:
+def reconstruction_ssim(vae: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> float:
     """Mean SSIM between images and their reconstructions through the posterior mean (torchmetrics)."""
     from torchmetrics.image import StructuralSimilarityIndexMeasure
 

@@ -141,7 +141,8 @@ def _vae_table(report: dict[str, Any]) -> str:
 
 
 def _img(name: str, alt: str) -> str:
-    return f'<figure><img src="figures/{name}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    alt = html.escape(alt)
+    return f'<figure><img src="figures/{name}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
 
 
 STYLE = """

@@ -5,16 +5,17 @@ from typing import Any
 
 from genloop.paths import ProjectPaths
 
-SHOWN = ("fid", "kid_mean", "kid_std")
+SHOWN = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage", "class_tvd",
+         "nn_train_distance_ratio")
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     models = [m for m in ("vae", "gan") if m in metrics]
     floor = next(iter(metrics.values()), {})
-    header = f"{'metric':<12}" + "".join(f"{m:>12}" for m in models) + f"{'real floor':>12}"
+    header = f"{'metric':<24}" + "".join(f"{m:>12}" for m in models) + f"{'real floor':>12}"
     rows = [header, "-" * len(header)]
-    for name in SHOWN:
-        row = f"{name:<12}" + "".join(f"{metrics[m][name]:>12.4g}" for m in models)
+    for name in (n for n in SHOWN if all(n in metrics[m] for m in models)):
+        row = f"{name:<24}" + "".join(f"{metrics[m][name]:>12.4g}" for m in models)
         rows.append(row + f"{floor.get(name + '_real_floor', float('nan')):>12.4g}")
     return "\n".join(rows)
 
@@ -38,7 +39,10 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths) -> str:
         *(f"  {kind}: {info['path']}  (max |ort - torch| {info['max_abs_diff']:.1e}"
           + (f", registered {info['registered']})" if info.get("registered") else ")")
           for kind, info in result["onnx"].items()),
+        *(f"  {kind}: {info['promotion']}" for kind, info in result["onnx"].items() if info.get("promotion")),
+        *([f"stages skipped (inputs unchanged): {', '.join(result['cached_stages'])}"] if result.get("cached_stages") else []),
         f"metrics: {paths.metrics}",
+        f"report: {paths.root / 'reports' / 'index.html'}",
         f"MLflow store: {paths.mlflow_dir} (parent run {result['parent_run_id']})",
         "compare the runs:",
         f"  {mlflow_ui_command(paths)}",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genloop.atomic import write_with
+from genloop.atomic import save_torch
 from genloop.models.shapes import base_grid
 
 
@@ -66,13 +66,18 @@ class FeatureExtractor(nn.Module):
 
 
 @torch.no_grad()
-def embed(classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised features, logits) of images in [0, 1], in batches; one pass gives both."""
+def embed(classifier: DigitClassifier, images: torch.Tensor,
+          batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw penultimate features, logits) of images in [0, 1], in batches; one pass gives both.
+
+    Raw, as FID is conventionally computed on Inception's raw pool features (so its figures stay on
+    the familiar scale); the kernel and k-NN metrics normalise them with ``normalise_features``.
+    """
     classifier.eval()
     feats, logits = [], []
     for x in images.float().split(batch_size):
         h = classifier.features(x)
-        feats.append(normalise_features(h))
+        feats.append(h)
         logits.append(classifier.head(h))
     return torch.cat(feats), torch.cat(logits)
 
@@ -107,7 +112,7 @@ def classifier_key(images: torch.Tensor, labels: torch.Tensor, settings: dict[st
 def save_classifier(path: Path, model: DigitClassifier, key: str) -> None:
     state = {"key": key, "shape": [model.height, model.width], "feature_dim": model.feature_dim,
              "num_classes": model.num_classes, "state_dict": model.state_dict()}
-    write_with(path, lambda tmp: torch.save(state, tmp))
+    save_torch(path, state)
 
 
 def load_classifier(path: Path, key: str) -> DigitClassifier | None:
