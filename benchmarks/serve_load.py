@@ -137,7 +137,8 @@ def run_once(url: str, args, headers: dict[str, str]) -> dict:
 HEY_WORKER_RATE = 5  # requests/s per hey worker: a worker falls behind only past 200 ms of latency
 
 
-def run_hey(url: str, model: str, body: Path, headers: dict[str, str], rate: int, seconds: float) -> dict:
+def run_hey(url: str, model: str, body: Path, headers: dict[str, str], rate: int, seconds: float,
+            worker_rate: float = HEY_WORKER_RATE) -> dict:
     """One hey run at ``rate`` requests/s; its summary parsed, with the load average sampled meanwhile."""
     import re
     import shutil
@@ -146,7 +147,7 @@ def run_hey(url: str, model: str, body: Path, headers: dict[str, str], rate: int
     hey = shutil.which("hey")
     if hey is None:
         raise SystemExit("hey is not installed (Debian: apt-get install hey)")
-    workers = max(1, round(rate / HEY_WORKER_RATE))
+    workers = max(1, round(rate / worker_rate))
     cmd = [hey, "-z", f"{seconds:g}s", "-c", str(workers), "-q", f"{rate / workers:g}", "-m", "POST", "-D", str(body),
            "-t", "10"]
     for key, value in headers.items():
@@ -200,8 +201,8 @@ def fixed_rates(url: str, args, headers: dict[str, str]) -> list[dict]:
         if not args.binary:
             extra["Content-Type"] = "application/json"
         for rate in args.rates:
-            run_hey(url, args.model, body, extra, rate, args.warmup)
-            results.append(run_hey(url, args.model, body, extra, rate, args.duration))
+            run_hey(url, args.model, body, extra, rate, args.warmup, args.hey_worker_rate)
+            results.append(run_hey(url, args.model, body, extra, rate, args.duration, args.hey_worker_rate))
     return results
 
 
@@ -252,6 +253,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--token", default=os.environ.get("GENLOOP_SERVE_TOKEN"))
     parser.add_argument("--rates", type=int, nargs="+", help="fixed request rates (req/s) sent by hey instead")
+    parser.add_argument("--hey-worker-rate", type=float, default=HEY_WORKER_RATE,
+                        help="requests/s per hey worker (hey's workers tick together: N workers send bursts of N)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds at each rate before the measured run")
     parser.add_argument("--batch-delay-ms", type=float, default=None,
                         help="max-batch-delay-ms of the server started for --rates (default: serve's own)")

@@ -53,7 +53,7 @@ class AugmentConfig(Strict):
     scale_min: float = Field(0.9, gt=0.0)
     scale_max: float = Field(1.1, gt=0.0)
     crop_min: float = Field(0.85, gt=0.0, le=1.0, description="smallest side fraction kept by a crop")
-    translate_max: float = Field(0.08, ge=0.0, le=0.5, description="largest shift, as a fraction of the side")
+    translate_max: float = Field(0.0, ge=0.0, le=0.5, description="largest shift, as a fraction of the side")
     elastic: bool = Field(False, description="add an elastic warp (Simard et al. 2003) in the same pass")
     elastic_alpha: float = Field(34.0, ge=0.0, description="elastic displacement scale, in pixels")
     elastic_sigma: float = Field(4.0, gt=0.0, description="smoothness of the elastic field (Gaussian sd, pixels)")

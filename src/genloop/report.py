@@ -173,8 +173,9 @@ def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: di
 <p class=small>{report.get("samples_per_model", "?")} samples per model against the clean training split; the
 <em>real vs real</em> column scores the held-out real images (val + test) the same way, i.e. what a perfect
 generator would get. Features are the penultimate layer of a classifier trained on the training split
-(held-out accuracy {_fmt(classifier.get("held_out_accuracy"))}), each vector rescaled to L2 norm &radic;d so KID's
-kernel is (cos + 1)<sup>3</sup> and KID lies in [0, 14]. Precision, recall, density and coverage: k-NN manifolds
+(held-out accuracy {_fmt(classifier.get("held_out_accuracy"))}). FID uses them raw, as FID uses Inception's raw
+features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic;d, so KID's kernel is
+(cos + 1)<sup>3</sup> and KID lies in [0, 14]. Precision, recall, density and coverage: k-NN manifolds
 (Naeem et al. 2020). Nearest-neighbour distances are RMS pixel distances in [0, 1].</p>
 {_metrics_table(report)}
 <h2>VAE likelihood ({report.get("test_images", "?")} test images)</h2>

@@ -39,7 +39,9 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths) -> str:
         *(f"  {kind}: {info['path']}  (max |ort - torch| {info['max_abs_diff']:.1e}"
           + (f", registered {info['registered']})" if info.get("registered") else ")")
           for kind, info in result["onnx"].items()),
-        *(f"  {kind}: {info['promotion']}" for kind, info in result["onnx"].items() if info.get("promotion")),
+        *(f"  {kind}: {info['promotion']}" + (" (export skipped: the earlier run's decision)"
+                                              if "export" in (result.get("cached_stages") or []) else "")
+          for kind, info in result["onnx"].items() if info.get("promotion")),
         *([f"stages skipped (inputs unchanged): {', '.join(result['cached_stages'])}"] if result.get("cached_stages") else []),
         f"metrics: {paths.metrics}",
         f"report: {paths.root / 'reports' / 'index.html'}",
