@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from genloop import sweep as sweeping  # noqa: E402
-from genloop.config import SweepConfig, load_params  # noqa: E402
+from genloop.config import load_params  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
 from genloop.transient import retry_if_transient  # noqa: E402
 
@@ -110,9 +110,7 @@ def sweep(project_root: str = ".", params_file: str | None = None, overrides: di
     params = load_params(params_path, overrides)
     given = {"method": method, "n_trials": n_trials, "space": space, "metric": metric, "direction": direction,
              "dask_address": dask_address, "workers": workers}
-    config = SweepConfig.model_validate({**params.sweep.model_dump(), **{k: v for k, v in given.items()
-                                                                          if v is not None}})
-    sweeping.check_space(config)
+    config = sweeping.resolve_config(params, given)
     trials = sweeping.expand(config)
     for trial in trials:  # a bad value fails here, before any worker starts
         sweeping.trial_params(Path(params_path), overrides, trial, paths.root)

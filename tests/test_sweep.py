@@ -136,3 +136,16 @@ def test_trials_leave_the_project_outputs_alone(swept):
     assert not (root / "outputs" / "train").exists()
     assert list((root / "outputs" / "sweeps").iterdir()) == []
     assert all(line.split()[0].isdigit() for line in result["table"].splitlines()[2:])
+
+
+@pytest.mark.parametrize("space, field", [("train.vae.beta=", "sweep.space.train.vae.beta"),
+                                          ("clean.min_rows=[1, 2]", "sweep.space.clean.min_rows")])
+def test_genloop_sweep_rejects_a_bad_space_before_starting_anything(tmp_path, space, field):
+    from click.testing import CliRunner
+
+    from genloop.cli import main
+
+    result = CliRunner().invoke(main, ["--root", str(tmp_path), "sweep", "--space", space])
+    assert result.exit_code == 1
+    assert field in result.output
+    assert not (tmp_path / "outputs").exists()

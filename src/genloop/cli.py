@@ -302,9 +302,12 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
     Needs the prepared data of a `genloop run`; trials train in their own folders under outputs/sweeps/.
     """
     from genloop.flowload import load_flows_module
+    from genloop.sweep import resolve_config
 
-    module = load_flows_module(obj.paths.root, "sweep")
     space = _parse_overrides(space_items) if space_items else None
+    resolve_config(obj.params(), {"method": method, "n_trials": n_trials, "space": space, "metric": metric,
+                                  "direction": direction, "dask_address": dask_address, "workers": workers})
+    module = load_flows_module(obj.paths.root, "sweep")
     with module.prefect_api():
         result = module.sweep(project_root=str(obj.paths.root), params_file=str(obj.params_file),
                               overrides=obj.overrides or None, method=method, n_trials=n_trials, space=space,

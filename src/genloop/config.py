@@ -261,14 +261,18 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def describe_errors(exc: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors as one line of ``field.path: message`` items (no URLs, no input dumps)."""
+    return "; ".join(
+        f"{prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )
+
+
 def params_from_dict(raw: dict[str, Any], origin: str = "<params>") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{origin}: invalid parameters: {problems}") from None
+        raise ConfigError(f"{origin}: invalid parameters: {describe_errors(exc)}") from None
 
 
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:

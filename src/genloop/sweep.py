@@ -95,6 +95,22 @@ def expand(config: SweepConfig) -> list[Trial]:
     return [Trial(i, {k: _random_point(config.space[k], rng) for k in keys}) for i in range(n_trials)]
 
 
+def resolve_config(params: Params, given: dict[str, Any]) -> SweepConfig:
+    """params.yaml ``sweep`` with the non-None ``given`` fields replacing its own, validated, so a bad
+    command-line space fails as a ConfigError naming the field, before any server or worker starts."""
+    from pydantic import ValidationError
+
+    from genloop.config import describe_errors
+
+    merged = {**params.sweep.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    try:
+        config = SweepConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid sweep settings: {describe_errors(exc, 'sweep.')}") from None
+    check_space(config)
+    return config
+
+
 def check_space(config: SweepConfig) -> None:
     """Only knobs a trial can change in its own workspace: training, augmentation, evaluation, seed."""
     for key in config.space:
