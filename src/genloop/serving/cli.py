@@ -172,7 +172,6 @@ def run_server(settings, log_level: str = "info", echo=print, source=None) -> No
     import uvicorn
 
     from genloop.serving.app import create_app
-    from genloop.serving.connections import IdleClosingH11Protocol
 
     app = create_app(settings, source=source)
     app.state.holder.load()
@@ -185,7 +184,14 @@ def run_server(settings, log_level: str = "info", echo=print, source=None) -> No
     follow = (f"; following the registry's champions every {settings.poll_seconds:g} s"
               if source is not None and source.registry and settings.poll_seconds > 0 else "")
     echo(f"serving the Open Inference Protocol on http://{settings.host}:{settings.port}/v2 ({auth}{follow})")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, server_header=False,
-                timeout_graceful_shutdown=10, http=IdleClosingH11Protocol,
-                timeout_keep_alive=settings.timeout_keep_alive, limit_concurrency=settings.limit_concurrency,
-                h11_max_incomplete_event_size=settings.h11_max_incomplete_event_size)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings) -> dict:
+    """How uvicorn guards its connections (params `serve:`): idle and half-sent ones are closed, their number capped."""
+    from genloop.serving.connections import IdleClosingH11Protocol
+
+    return {"http": IdleClosingH11Protocol, "timeout_keep_alive": settings.timeout_keep_alive,
+            "limit_concurrency": settings.limit_concurrency,
+            "h11_max_incomplete_event_size": settings.h11_max_incomplete_event_size,
+            "server_header": False, "timeout_graceful_shutdown": 10}
