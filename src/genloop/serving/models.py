@@ -62,6 +62,12 @@ def providers_for(settings: ServeSettings) -> list:
             "Install onnxruntime-gpu built for this machine's CUDA (in place of onnxruntime: see the README's "
             "`genloop[gpu]`), or serve with --device cpu."
         )
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from pip's nvidia-* wheels
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # the libraries may be on the system path instead; the session says if not
+            log.debug("onnxruntime.preload_dlls() failed: %s", exc)
     return [(CUDA, {"device_id": settings.cuda_device_id}), CPU]
 
 
