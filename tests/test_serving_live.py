@@ -154,7 +154,7 @@ def test_idle_and_half_sent_connections_are_closed_after_the_keep_alive_timeout(
             assert data == b"", data  # the server hung up
             sock.close()
         elapsed = time.monotonic() - opened
-        assert 0.8 <= elapsed < 4.0, f"connections closed after {elapsed:.1f} s, keep-alive timeout 1 s"
+        assert 0.8 <= elapsed < 8.0, f"connections closed after {elapsed:.1f} s, keep-alive timeout 1 s"
         assert httpx.get(f"{live.url}/v2/health/live").status_code == 200  # and it still serves
 
 
@@ -163,7 +163,9 @@ def test_connections_beyond_the_cap_get_503_until_idle_ones_are_dropped(models_d
         held = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(4)]
         time.sleep(0.2)
         assert httpx.get(f"{live.url}/v2/health/live").status_code == 503
-        time.sleep(1.5)  # the held ones are closed by the keep-alive timeout
+        deadline = time.monotonic() + 8  # the held ones are closed by the keep-alive timeout (1 s)
+        while httpx.get(f"{live.url}/v2/health/live").status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert httpx.get(f"{live.url}/v2/health/live").status_code == 200
         for sock in held:
             sock.close()
