@@ -127,6 +127,8 @@ class LiveModels:
             try:
                 version = await asyncio.to_thread(self.source.latest, name)
                 if current is not None and version == previous and not force:
+                    self.errors.pop(name, None)  # the champion is what is served: an older failure is moot
+                    self._failed_version.pop(name, None)
                     return LoadOutcome(name, version, False, previous)
                 if polled and self._failed_version.get(name) == version:
                     return LoadOutcome(name, previous or version, False, previous)  # said why once already
