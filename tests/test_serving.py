@@ -338,7 +338,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(server, refe
         return count, solo
 
     count_before, solo_before = batch_histogram()
-    batcher = server.app.state.batchers[VAE]
+    batcher = server.app.state.live.slots[VAE].batcher
     largest_before = batcher.stats.largest_batch_requests
     inputs = [latents(1 + i % 3, seed=100 + i) for i in range(16)]
 

@@ -144,6 +144,34 @@ class ServeConfig(Strict):
     max_batch_delay_ms: float = Field(5.0, ge=0.0, le=10_000.0, description="longest wait for requests to batch with")
     max_rows_per_request: int = Field(1024, ge=1)
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per model; 0: one per core")
+    poll_seconds: float = Field(10.0, ge=0.0, description="how often a server of the registry's champions checks "
+                                                          "the alias; 0: only on load requests")
+    public_metrics: bool = Field(False, description="with a token: leave /metrics, /docs, /openapi.json open")
+    timeout_keep_alive: float = Field(5.0, gt=0.0, description="seconds before an idle connection, or one that "
+                                                               "has not sent its request head, is closed")
+    limit_concurrency: int | None = Field(1000, ge=1, description="connections + tasks before new ones get 503")
+    h11_max_incomplete_event_size: int = Field(65536, ge=1024, description="largest request line + headers, bytes")
+
+
+class TritonConfig(Strict):
+    """The Triton model repository `genloop export` writes beside the ONNX files (models/triton)."""
+
+    write: bool = True
+    max_batch_size: int = Field(256, ge=1, le=4096, description="Triton batches up to this (the ONNX graph: 4096)")
+    max_queue_delay_microseconds: int = Field(5000, ge=0, description="dynamic_batching wait for more requests")
+    instance_kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU"] = Field(
+        "KIND_AUTO", description="KIND_AUTO: on the GPU(s) when Triton has them, else on the CPU")
+    instance_count: int = Field(1, ge=1)
+
+
+class DeployConfig(Strict):
+    """Where a promotion goes live: servers told to load the new champion, and the Triton repository."""
+
+    servers: list[str] = Field(default_factory=list, description="base URLs of `genloop serve` (or Triton) servers "
+                                                                 "notified after a promotion")
+    token_env: str = Field("GENLOOP_SERVE_TOKEN", description="environment variable holding their bearer token")
+    timeout_seconds: float = Field(30.0, gt=0.0, description="per server; a load downloads and warms up the model")
+    triton: TritonConfig = TritonConfig()
 
 
 class MlflowConfig(Strict):
@@ -230,6 +258,7 @@ class Params(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     serve: ServeConfig = ServeConfig()
+    deploy: DeployConfig = DeployConfig()
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     sweep: SweepConfig = SweepConfig()

@@ -264,6 +264,11 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
                "promotion": m.promotion.tags() if m.promotion else None}
         for kind, m in models.items()
     })
+    from genloop import deploy, triton
+
+    triton.write_exported(params, paths, models)  # models/triton: the same graphs as a Triton model repository
+    moved = [m.registered_name for m in models.values() if m.promotion is not None and m.promotion.promoted]
+    deploy.notify_servers(params.deploy, moved)  # only servers in deploy.servers; failures are warnings
     return ExportResult(models)
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -24,17 +25,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from genloop.serving.batching import DynamicBatcher, QueueFull, ShuttingDown
+from genloop.serving.live import LiveModels, ModelSource, Slot
 from genloop.serving.metrics import MetricsMiddleware, ServingMetrics
 from genloop.serving.models import ModelHolder, ServedModel
 from genloop.serving.protocol import (
     HEADER_LENGTH, ApiError, InferRequest, decompress, encode_infer_response, parse_infer_request,
 )
-from genloop.serving.settings import ServeSettings
+from genloop.serving.registry import FileSource
+from genloop.serving.settings import ServeSettings, ServingError
 
 log = logging.getLogger("genloop.serving")
 
 SERVER_NAME = "genloop"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 PARSE_IN_THREAD_BYTES = 64 * 1024  # bodies above this are parsed off the event loop
 DRAIN_CAP_BYTES = 16 * 1024 * 1024  # an oversized body up to this is read and dropped, so the 413 arrives
 
@@ -69,6 +72,21 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    genloop_registry_version: str | None = None
+
+
+class RepositoryEntry(BaseModel):
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+class LoadResult(BaseModel):
+    name: str
+    version: str
+    changed: bool
+    previous: str | None = None
 
 
 class Live(BaseModel):
@@ -158,38 +176,46 @@ async def read_body(request: Request, limit: int) -> bytes:
     return decompress(b"".join(chunks), request.headers.get("content-encoding", ""), limit)
 
 
-def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> FastAPI:
-    """The app; checks model files and providers now, loads and warms up the sessions at start-up."""
+def create_app(settings: ServeSettings, holder: ModelHolder | None = None, source: ModelSource | None = None) -> FastAPI:
+    """The app; checks model files and providers now, loads and warms up the sessions at start-up.
+
+    ``source`` says where new versions come from (genloop.serving.registry.ChampionSource follows the
+    registry's champions; the default re-reads the files); the app closes it at shutdown.
+    """
     holder = holder or ModelHolder(settings)
+    source = source or FileSource(settings.models, settings.versions, settings.model_version)
     metrics = ServingMetrics()
-    batchers: dict[str, DynamicBatcher] = {}
+    served_models = LiveModels(settings, holder, metrics, source)
     token = settings.token_value()
+    guard_docs = token is not None and not settings.public_metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.to_thread(holder.load)
-        for name, model in holder.models.items():
-            batcher = DynamicBatcher(model, settings.max_batch_rows, settings.max_batch_delay_ms,
-                                     settings.max_queue_rows, metrics.observe_batch)
-            batcher.start()
-            batchers[name] = batcher
-        holder.mark_ready()
-        metrics.ready.set(1)
-        log.info("ready: %s", ", ".join(f"{n} ({m.path})" for n, m in holder.models.items()))
+        poller = None
         try:
+            await asyncio.to_thread(holder.load)
+            served_models.start()
+            holder.mark_ready()
+            metrics.ready.set(1)
+            log.info("ready: %s", ", ".join(f"{n} v{m.version} ({m.path})" for n, m in holder.models.items()))
+            if source.registry and settings.poll_seconds > 0:
+                poller = asyncio.get_running_loop().create_task(served_models.poll_forever(settings.poll_seconds),
+                                                                name="champion-poller")
             yield
-        finally:
+        finally:  # runs on SIGTERM too (uvicorn's graceful shutdown), unlike code after server.run()
+            if poller is not None:
+                poller.cancel()
             holder.mark_not_ready()
             metrics.ready.set(0)
-            for batcher in batchers.values():
-                await batcher.stop()
-            batchers.clear()
+            await served_models.stop()
+            source.close()
 
     app = FastAPI(
         title="genloop serve", version=_version(), lifespan=lifespan, redoc_url=None,
+        docs_url=None if guard_docs else "/docs", openapi_url=None if guard_docs else "/openapi.json",
         description="Open Inference Protocol (KServe V2) REST endpoints for the genloop ONNX generators.",
     )
-    app.state.settings, app.state.holder, app.state.metrics, app.state.batchers = settings, holder, metrics, batchers
+    app.state.settings, app.state.holder, app.state.metrics, app.state.live = settings, holder, metrics, served_models
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     # ---- errors: always {"error": "..."} -----------------------------------------------------
@@ -223,16 +249,20 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> Fa
                            headers={"WWW-Authenticate": "Bearer"})
 
     protected = [Depends(authorize)] if token is not None else []
+    # /metrics, /docs and /openapi.json: behind the token too, unless --public-metrics
+    guarded = protected if guard_docs else []
 
-    def served(name: str, version: str | None = None) -> tuple[ServedModel, DynamicBatcher]:
+    def served(name: str, version: str | None = None) -> Slot:
         if not holder.ready:
             raise ApiError(503, "the server is not ready (models loading, or the server is stopping)")
-        model = holder.get(name)
-        if model is None:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(holder.models)}")
-        if version is not None and version != model.version:
-            raise ApiError(404, f"model {name!r} has no version {version!r}; it has [{model.version!r}]")
-        return model, batchers[name]
+        slot = served_models.slots.get(name)
+        if slot is None:
+            if name in settings.models:
+                raise ApiError(404, f"model {name!r} is unloaded; POST /v2/repository/models/{name}/load serves it")
+            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(settings.models)}")
+        if version is not None and version != slot.model.version:
+            raise ApiError(404, f"model {name!r} has no version {version!r}; it has [{slot.model.version!r}]")
+        return slot
 
     async def run_batched(model: ServedModel, batcher: DynamicBatcher, feeds: dict[str, np.ndarray],
                           rows: int) -> dict[str, np.ndarray]:
@@ -262,8 +292,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> Fa
 
     # ---- models --------------------------------------------------------------------------------
     async def model_metadata(name: str, version: str | None = None):
-        model, _ = served(name, version)
-        return JSONResponse(model.metadata())
+        return JSONResponse(served(name, version).model.metadata())
 
     async def model_ready(name: str, version: str | None = None):
         if not holder.ready:
@@ -272,13 +301,14 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> Fa
         return JSONResponse({"name": name, "ready": True})
 
     async def infer(request: Request, name: str, version: str | None = None):
-        model, batcher = served(name, version)
-        body = await read_body(request, settings.max_body_bytes)
-        args = (body, request.headers.get(HEADER_LENGTH), model, settings.max_rows_per_request)
-        parsed: InferRequest = (await asyncio.to_thread(parse_infer_request, *args)
-                                if len(body) > PARSE_IN_THREAD_BYTES else parse_infer_request(*args))
-        results = await run_batched(model, batcher, parsed.feeds, parsed.rows)
-        content, headers, media_type = encode_infer_response(model, parsed, results)
+        async with served_models.hold(served(name, version)) as slot:  # a swap meanwhile: this request stays on slot
+            model, batcher = slot.model, slot.batcher
+            body = await read_body(request, settings.max_body_bytes)
+            args = (body, request.headers.get(HEADER_LENGTH), model, settings.max_rows_per_request)
+            parsed: InferRequest = (await asyncio.to_thread(parse_infer_request, *args)
+                                    if len(body) > PARSE_IN_THREAD_BYTES else parse_infer_request(*args))
+            results = await run_batched(model, batcher, parsed.feeds, parsed.rows)
+            content, headers, media_type = encode_infer_response(model, parsed, results)
         return Response(content, media_type=media_type, headers=headers)
 
     Name = Annotated[str, Path(description="model name", examples=sorted(settings.models))]
@@ -325,10 +355,11 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> Fa
     ):
         from genloop.imaging import grid_image
 
-        model, batcher = served(name)
-        rng = np.random.default_rng(seed)
-        feeds = {s.name: rng.standard_normal((n, *s.shape[1:])).astype(np.float32) for s in model.inputs}
-        images = (await run_batched(model, batcher, feeds, n))[model.output_names[0]]
+        async with served_models.hold(served(name)) as slot:
+            model = slot.model
+            rng = np.random.default_rng(seed)
+            feeds = {s.name: rng.standard_normal((n, *s.shape[1:])).astype(np.float32) for s in model.inputs}
+            images = (await run_batched(model, slot.batcher, feeds, n))[model.output_names[0]]
         if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] == 1)):
             raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not one-channel images")
         png = await asyncio.to_thread(grid_image, images, cols)
@@ -336,9 +367,47 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None) -> Fa
         return Response(png, media_type="image/png", headers=headers)
 
     # ---- metrics ---------------------------------------------------------------------------------
-    @app.get("/metrics", response_class=Response, tags=["metrics"],
+    @app.get("/metrics", response_class=Response, tags=["metrics"], dependencies=guarded,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def prometheus_metrics():
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    if guard_docs:
+        @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+        async def openapi_schema():
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=guarded)
+        async def swagger_ui():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="genloop serve")
+
+    # ---- model repository extension (as Triton and MLServer have it) ----------------------------------
+    def known(name: str) -> str:
+        if name not in settings.models:
+            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(settings.models)}")
+        return name
+
+    @app.post("/v2/repository/index", response_model=list[RepositoryEntry], responses=ERRORS, dependencies=protected,
+              tags=["repository"])
+    async def repository_index():
+        """Every model this server can serve, its version and state (READY or UNAVAILABLE, with why)."""
+        return JSONResponse(served_models.index())
+
+    @app.post("/v2/repository/models/{name}/load", response_model=LoadResult, responses=ERRORS,
+              dependencies=protected, tags=["repository"])
+    async def repository_load(name: Name):
+        """Serve the registry's champion now (the files: re-read them); the old version serves meanwhile."""
+        force = not source.registry or name not in served_models.slots
+        try:
+            outcome = await served_models.load(known(name), force=force)
+        except ServingError as exc:
+            raise ApiError(400, str(exc)) from None
+        return JSONResponse({"name": outcome.name, "version": outcome.version, "changed": outcome.changed,
+                             "previous": outcome.previous})
+
+    @app.post("/v2/repository/models/{name}/unload", responses=ERRORS, dependencies=protected, tags=["repository"])
+    async def repository_unload(name: Name):
+        await served_models.unload(known(name))
+        return JSONResponse({})
 
     return app

@@ -52,10 +52,18 @@ def _project(ctx: click.Context):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", envvar=TOKEN_ENV, default=None, metavar="TOKEN",
-              help=f"Require 'Authorization: Bearer TOKEN' on /v2 (health endpoints excepted). "
-                   f"Prefer the {TOKEN_ENV} environment variable: options show in the process list.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="onnxruntime execution provider; cuda fails at start if onnxruntime has no CUDA provider.")
+              help=f"Require 'Authorization: Bearer TOKEN' on /v2 (/v2/health/* excepted, for probes), /metrics, "
+                   f"/docs and /openapi.json. Prefer the {TOKEN_ENV} environment variable: options show in the "
+                   "process list. An empty token is an error.")
+@click.option("--public-metrics/--no-public-metrics", default=None,
+              help="With a token: leave /metrics, /docs and /openapi.json open (e.g. for a Prometheus without "
+                   "credentials). Default: serve.public_metrics (false: protected).")
+@click.option("--poll-seconds", type=click.FloatRange(min=0), default=None,
+              help="Check the registry's champion alias this often and swap a moved champion in (0: only on "
+                   "POST /v2/repository/models/NAME/load). Default: serve.poll_seconds (10).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="onnxruntime execution provider: auto takes CUDA when onnxruntime offers it (onnxruntime-gpu, "
+                   "`genloop[gpu]`), else the CPU; cuda fails at start without it.")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="onnxruntime intra-op threads per model (0: onnxruntime's default, one per core). "
                    "Default: serve.threads in params.yaml.")
@@ -70,7 +78,8 @@ def _project(ctx: click.Context):
               show_default=True)
 @click.pass_context
 def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tuple[str, ...], champions: bool | None,
-                  host: str, port: int, token: str | None, device: str, threads: int | None,
+                  host: str, port: int, token: str | None, public_metrics: bool | None, poll_seconds: float | None,
+                  device: str, threads: int | None,
                   max_batch_rows: int | None, max_batch_delay_ms: float | None, max_rows_per_request: int | None,
                   max_body_bytes: int, log_level: str) -> None:
     """Serve the ONNX generators (registry champions, or files) over the Open Inference Protocol (KServe V2 REST).
@@ -80,14 +89,24 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     POST /v2/models/NAME/infer            {"inputs": [{"name": "z", "shape": [n, d], "datatype": "FP32", "data": [...]}]}
     GET  /v2/models/NAME/generate?n=16&seed=1   a PNG grid of samples
     GET  /metrics                         Prometheus metrics
+    POST /v2/repository/index, /v2/repository/models/NAME/load|unload   live (re)loading
+
+    Serving the registry's champions, the server follows the champion alias: a moved champion is
+    loaded, warmed up and swapped in without failing a request (see --poll-seconds).
     """
-    import tempfile
+    import os
+    import signal
 
     from pydantic import ValidationError
 
     from genloop.config import ConfigError
     from genloop.serving.settings import DEFAULT_MODEL_FILES, ServeSettings, ServingError, default_model_paths
 
+    # click treats an empty environment variable as unset, which would silently serve without a token.
+    if (token is not None and not token.strip()) or (token is None and TOKEN_ENV in os.environ
+                                                      and not os.environ[TOKEN_ENV].strip()):
+        _fail(f"empty token: {TOKEN_ENV} (or --token) is set but empty; give a token, or unset {TOKEN_ENV} "
+              "to serve without one")
     by_path = bool(model_specs) or models_dir is not None
     if champions and by_path:
         raise click.UsageError("--champions serves the registry; leave out --models/--model (or use --files)")
@@ -98,38 +117,49 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
         _fail(str(exc))
     config = params.serve
     versions: dict[str, str] = {}
-    downloads = None  # holds the champions' folder until the server stops
+    source = None  # the registry's champions: its download folder lives until the server stops
+    # SIGTERM before uvicorn takes over (e.g. during downloads) still runs the `finally` below.
+    previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if champions is None and not by_path:
             from genloop.serving.registry import has_champions
 
             champions = has_champions(params.mlflow, root, list(DEFAULT_MODEL_FILES))
         if champions:
-            from genloop.serving.registry import download_champions
+            from genloop.serving.registry import ChampionSource
 
-            downloads = tempfile.TemporaryDirectory(prefix="genloop-champions-")
-            found = download_champions(params.mlflow, root, list(DEFAULT_MODEL_FILES), Path(downloads.name))
+            source = ChampionSource(params.mlflow, root, list(DEFAULT_MODEL_FILES))
+            found = source.champions()
             models = {name: c.path for name, c in found.items()}
             versions = {name: c.version for name, c in found.items()}
             click.echo("serving the registry champions: "
                        + ", ".join(f"{n} v{c.version}" for n, c in found.items()) + " (--files serves models/)")
         settings = ServeSettings(
             host=host, port=port, token=token, models=models, versions=versions, providers=device,
+            public_metrics=config.public_metrics if public_metrics is None else public_metrics,
+            poll_seconds=config.poll_seconds if poll_seconds is None else poll_seconds,
+            timeout_keep_alive=config.timeout_keep_alive, limit_concurrency=config.limit_concurrency,
+            h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
             intra_op_threads=config.threads if threads is None else threads,
             max_batch_rows=config.max_batch_rows if max_batch_rows is None else max_batch_rows,
             max_batch_delay_ms=config.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms,
             max_rows_per_request=config.max_rows_per_request if max_rows_per_request is None else max_rows_per_request,
             max_body_bytes=max_body_bytes,
         )
-        run_server(settings, log_level=log_level, echo=click.echo)
+        run_server(settings, log_level=log_level, echo=click.echo, source=source)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         _fail(f"invalid serve settings: {problems}")
     except ServingError as exc:
         _fail(str(exc))
     finally:
-        if downloads is not None:
-            downloads.cleanup()
+        if source is not None:
+            source.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(128 + signum)
 
 
 def _fail(message: str) -> None:
@@ -137,18 +167,31 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def run_server(settings, log_level: str = "info", echo=print) -> None:
+def run_server(settings, log_level: str = "info", echo=print, source=None) -> None:
     """Check and load every model (so failures are one clear line), then run uvicorn until stopped."""
     import uvicorn
 
     from genloop.serving.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, source=source)
     app.state.holder.load()
     for name, model in app.state.holder.models.items():
         echo(f"{name}: {model.path} on {model.session.get_providers()[0]} "
              f"(inputs {[s.metadata() for s in model.inputs]})")
-    auth = "bearer token required" if settings.token is not None else "no token"
-    echo(f"serving the Open Inference Protocol on http://{settings.host}:{settings.port}/v2 ({auth})")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, server_header=False,
-                timeout_graceful_shutdown=10)
+    auth = "no token"
+    if settings.token is not None:
+        auth = "bearer token required" + ("; /metrics and /docs open" if settings.public_metrics else "")
+    follow = (f"; following the registry's champions every {settings.poll_seconds:g} s"
+              if source is not None and source.registry and settings.poll_seconds > 0 else "")
+    echo(f"serving the Open Inference Protocol on http://{settings.host}:{settings.port}/v2 ({auth}{follow})")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings) -> dict:
+    """How uvicorn guards its connections (params `serve:`): idle and half-sent ones are closed, their number capped."""
+    from genloop.serving.connections import IdleClosingH11Protocol
+
+    return {"http": IdleClosingH11Protocol, "timeout_keep_alive": settings.timeout_keep_alive,
+            "limit_concurrency": settings.limit_concurrency,
+            "h11_max_incomplete_event_size": settings.h11_max_incomplete_event_size,
+            "server_header": False, "timeout_graceful_shutdown": 10}

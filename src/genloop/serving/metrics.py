@@ -32,6 +32,21 @@ class ServingMetrics:
         self.request_rows = Histogram("genloop_serve_request_rows", "rows per inference request", ["model"],
                                       buckets=ROW_BUCKETS, registry=r)
         self.ready = Gauge("genloop_serve_ready", "1 once every model is loaded, warmed up and batched", registry=r)
+        self.reloads = Counter("genloop_serve_model_reloads", "new model versions swapped in while serving",
+                               ["model"], registry=r)
+        self.reload_failures = Counter("genloop_serve_model_reload_failures",
+                                       "loads that failed (the previous version kept serving)", ["model"], registry=r)
+        self.served_version = Gauge("genloop_serve_model_version", "the version being served (registry version "
+                                    "number; -1 when not a number)", ["model"], registry=r)
+
+    def set_served_version(self, model: str, version: str) -> None:
+        self.served_version.labels(model).set(int(version) if version.isdigit() else -1)
+
+    def clear_served_version(self, model: str) -> None:
+        try:
+            self.served_version.remove(model)
+        except KeyError:
+            pass
 
     def observe_batch(self, model: str, requests: int, rows: int, seconds: float) -> None:
         self.batch_rows.labels(model).observe(rows)

@@ -45,25 +45,38 @@ def _dims(shape) -> tuple[int, ...]:
 
 
 def providers_for(settings: ServeSettings) -> list:
-    """The execution providers to ask for; fails when CUDA is asked for and this onnxruntime lacks it."""
+    """The execution providers to ask for: CUDA first when asked (or, with auto, when this onnxruntime has it).
+
+    ``cuda`` fails when onnxruntime offers no CUDA provider; ``auto`` then quietly serves on the CPU.
+    """
     import onnxruntime as ort
 
     if settings.providers == "cpu":
         return [CPU]
     available = ort.get_available_providers()
     if CUDA not in available:
+        if settings.providers == "auto":
+            return [CPU]
         raise ServingError(
             f"--device cuda: onnxruntime {ort.__version__} offers no {CUDA} here (available: {', '.join(available)}). "
-            "Install onnxruntime-gpu built for this machine's CUDA (in place of onnxruntime), or serve with --device cpu."
+            "Install onnxruntime-gpu built for this machine's CUDA (in place of onnxruntime: see the README's "
+            "`genloop[gpu]`), or serve with --device cpu."
         )
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from pip's nvidia-* wheels
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # the libraries may be on the system path instead; the session says if not
+            log.debug("onnxruntime.preload_dlls() failed: %s", exc)
     return [(CUDA, {"device_id": settings.cuda_device_id}), CPU]
 
 
 class ServedModel:
     """One ONNX file behind one onnxruntime session; inputs and outputs all batched along axis 0."""
 
-    def __init__(self, name: str, version: str, path: Path, session):
+    def __init__(self, name: str, version: str, path: Path, session, registry_version: str | None = None):
         self.name, self.version, self.path, self.session = name, version, path, session
+        self.registry_version = registry_version  # the MLflow registry version, when served from the registry
         self.inputs = tuple(TensorSpec(i.name, ORT_TO_V2.get(i.type, i.type), _dims(i.shape)) for i in session.get_inputs())
         self.outputs = tuple(TensorSpec(o.name, ORT_TO_V2.get(o.type, o.type), _dims(o.shape)) for o in session.get_outputs())
         for spec in self.inputs:
@@ -86,10 +99,13 @@ class ServedModel:
         return int(np.prod(self.inputs[0].shape[1:], dtype=np.int64))
 
     def metadata(self) -> dict:
-        return {
+        meta = {
             "name": self.name, "versions": [self.version], "platform": PLATFORM,
             "inputs": [s.metadata() for s in self.inputs], "outputs": [s.metadata() for s in self.outputs],
         }
+        if self.registry_version is not None:  # served from the MLflow registry
+            meta["genloop_registry_version"] = self.registry_version
+        return meta
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``session.run`` (thread-safe in onnxruntime); every output keeps the batch dimension first."""
@@ -145,30 +161,44 @@ class ModelHolder:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
-    def load(self) -> None:
-        """Create the sessions and warm them up; idempotent, so the CLI may call it before uvicorn starts."""
+    def build(self, name: str, path: Path, version: str, registry_version: str | None = None) -> ServedModel:
+        """A new session on ``path``, warmed up; what a (re)load swaps in. Raises ServingError."""
         import onnxruntime as ort
 
+        try:
+            session = ort.InferenceSession(str(path), self.session_options(), providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own types for unreadable files
+            raise ServingError(f"{name}: cannot load {path} with onnxruntime: {exc}") from exc
+        if self.settings.providers == "cuda" and session.get_providers()[0] != CUDA:
+            raise ServingError(
+                f"{name}: --device cuda, but onnxruntime fell back to {session.get_providers()} "
+                "(the CUDA/cuDNN libraries did not load; see onnxruntime's CUDA requirements)"
+            )
+        model = ServedModel(name, version, Path(path), session, registry_version)
+        model.warm_up(self.settings.warmup_rows)
+        log.info("loaded %s v%s from %s on %s", name, version, path, session.get_providers()[0])
+        return model
+
+    def load(self) -> None:
+        """Create the sessions and warm them up; idempotent, so the CLI may call it before uvicorn starts."""
         with self._lock:
             if self.models:  # loaded before (by the CLI, ahead of uvicorn)
                 return
             models = {}
             for name, path in self.settings.models.items():
-                try:
-                    session = ort.InferenceSession(str(path), self.session_options(), providers=self.providers)
-                except Exception as exc:  # onnxruntime raises its own types for unreadable files
-                    raise ServingError(f"{name}: cannot load {path} with onnxruntime: {exc}") from exc
-                if self.settings.providers == "cuda" and session.get_providers()[0] != CUDA:
-                    raise ServingError(
-                        f"{name}: --device cuda, but onnxruntime fell back to {session.get_providers()} "
-                        "(the CUDA/cuDNN libraries did not load; see onnxruntime's CUDA requirements)"
-                    )
                 version = self.settings.versions.get(name, self.settings.model_version)
-                model = ServedModel(name, version, Path(path), session)
-                model.warm_up(self.settings.warmup_rows)
-                log.info("loaded %s from %s on %s", name, path, session.get_providers()[0])
-                models[name] = model
+                registry_version = version if name in self.settings.versions else None
+                models[name] = self.build(name, Path(path), version, registry_version)
             self.models = models
+
+    def put(self, model: ServedModel) -> None:
+        """Serve ``model`` under its name from now on (a new dict, so readers never see it half-changed)."""
+        with self._lock:
+            self.models = {**self.models, model.name: model}
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self.models = {n: m for n, m in self.models.items() if n != name}
 
     def mark_ready(self) -> None:
         """Called once the models are loaded, warmed up and their batchers run."""

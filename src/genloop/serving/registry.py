@@ -84,3 +84,87 @@ def download_champions(config: MlflowConfig, root: Path, names: list[str], dst: 
             raise ServingError(str(exc)) from None
         champions[name] = Champion(name, str(version.version), path)
     return champions
+
+
+class ChampionSource:
+    """The registry side of a live server: which version is ``champion`` now, and its ONNX file.
+
+    Downloads go to one ``genloop-champions-*`` temporary folder that ``close()`` removes (the app
+    calls it at shutdown, SIGTERM included). Methods block (MLflow): call them off the event loop.
+    """
+
+    registry = True
+
+    def __init__(self, config: MlflowConfig, root: Path, names: list[str]):
+        import tempfile
+
+        self.config, self.root, self.names = config, root, list(names)
+        store = sqlite_store(config, root)
+        if store is not None and not store.is_file():
+            raise ServingError(f"no MLflow store at {store}; run `genloop run` (or `genloop export`) first, "
+                               "or serve files with --files")
+        self._client = _client(config, root)
+        self._folder = tempfile.TemporaryDirectory(prefix="genloop-champions-")
+        self.folder = Path(self._folder.name)
+        self._fetches = 0
+
+    def latest(self, name: str) -> str:
+        """The version holding ``champion`` now."""
+        from genloop import promotion
+
+        try:
+            version = promotion.current_champion(self._client, name)
+        except promotion.PromotionError as exc:
+            raise ServingError(str(exc)) from None
+        if version is None:
+            raise ServingError(f"{name} has no champion in {self.config.tracking_uri}; "
+                               f"`genloop promote {name} VERSION` sets one, or serve files with --files")
+        return str(version.version)
+
+    def fetch(self, name: str, version: str) -> Path:
+        """The ONNX file of ``name`` v``version``, refused unless its parity check passed."""
+        from genloop import promotion
+
+        try:
+            found = self._client.get_model_version(name, str(version))
+        except Exception as exc:  # MlflowException: deleted meanwhile, store unreachable
+            raise ServingError(f"{name} v{version}: not readable from the registry ({exc})") from None
+        if found.tags.get(promotion.PARITY_TAG) != "true":
+            raise ServingError(f"{name}@champion is v{version}, whose ONNX parity check did not pass")
+        self._fetches += 1
+        try:
+            return promotion.download_onnx(f"models:/{name}/{version}", self.folder / name / f"v{version}-{self._fetches}")
+        except promotion.PromotionError as exc:
+            raise ServingError(str(exc)) from None
+
+    def champions(self) -> dict[str, Champion]:
+        """Every name's champion, downloaded (what the server starts with)."""
+        found = {}
+        for name in self.names:
+            version = self.latest(name)
+            found[name] = Champion(name, version, self.fetch(name, version))
+        return found
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+
+class FileSource:
+    """Files given on the command line: a load request re-reads the file; nothing to poll."""
+
+    registry = False
+
+    def __init__(self, models: dict[str, Path], versions: dict[str, str], default_version: str):
+        self.models, self.versions, self.default_version = dict(models), dict(versions), default_version
+
+    def latest(self, name: str) -> str:
+        return self.versions.get(name, self.default_version)
+
+    def fetch(self, name: str, version: str) -> Path:
+        path = Path(self.models[name])
+        if not path.is_file():
+            raise ServingError(f"{name}: {path} is not there any more")
+        return path
+
+    def close(self) -> None:
+        pass

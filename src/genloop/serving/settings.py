@@ -25,10 +25,12 @@ class ServeSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     token: SecretStr | None = Field(None, description="bearer token required on /v2 (health excepted) when set")
+    public_metrics: bool = Field(False, description="with a token: leave /metrics, /docs and /openapi.json open")
     models: dict[str, Path] = Field(default_factory=default_model_paths, description="model name -> ONNX file")
     model_version: str = "1"
     versions: dict[str, str] = Field(default_factory=dict, description="model name -> version (else model_version)")
-    providers: Literal["cpu", "cuda"] = "cpu"
+    providers: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when this onnxruntime offers it, else CPU; cuda: fail without it")
     cuda_device_id: int = Field(0, ge=0)
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime choose")
     inter_op_threads: int = Field(1, ge=0)
@@ -39,6 +41,11 @@ class ServeSettings(BaseModel):
     max_queue_rows: int = Field(16_384, ge=1, description="rows waiting per model before requests get 503")
     max_generate: int = Field(256, ge=1, description="largest n of the PNG `generate` endpoint")
     warmup_rows: list[int] = Field(default_factory=lambda: [1, 8], description="batch sizes run once before ready")
+    poll_seconds: float = Field(10.0, ge=0.0, description="registry champion check interval; 0: only on load requests")
+    timeout_keep_alive: float = Field(5.0, gt=0.0, description="seconds an idle connection (or unfinished headers) "
+                                                              "stays open")
+    limit_concurrency: int | None = Field(1000, ge=1, description="open connections + tasks before 503s")
+    h11_max_incomplete_event_size: int = Field(64 * 1024, ge=1024, description="largest request line + headers")
 
     @field_validator("models")
     @classmethod
@@ -53,8 +60,9 @@ class ServeSettings(BaseModel):
     @field_validator("token")
     @classmethod
     def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value():
-            return None
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("empty token: give a non-empty token, or leave GENLOOP_SERVE_TOKEN unset and "
+                             "--token out to serve without one")
         return value
 
     def token_value(self) -> str | None:
