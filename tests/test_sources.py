@@ -471,11 +471,18 @@ def test_append_whose_own_labels_clash_with_the_manifest_names_both_maps(tmp_pat
     assert paths.manifest.read_bytes() == before
 
 
-def test_sources_without_class_names_leave_the_column_empty(tmp_path):
-    paths = ProjectPaths.at(tmp_path)
+def test_sources_without_class_names_write_the_manifest_as_before_and_named_appends_add_the_column(tmp_path):
+    """Unnamed data keeps the old manifest (so earlier DVC versions of it stay valid); appending named
+    classes adds the column, empty for the rows before."""
+    paths = ProjectPaths.at(tmp_path / "project")
     collect(CollectConfig(source="digits"), paths, version_with_dvc=False)
     _, manifest = read_dataset(paths)
-    assert (manifest["class_name"] == "").all() and set(manifest["label"]) == set(range(10))
+    assert "class_name" not in manifest.columns
+    collect(CollectConfig(source=f"folder:{class_folder(tmp_path / 'n', ['cat'], 0)}"), paths,
+            version_with_dvc=False, mode="append", resize=(8, 8))
+    _, manifest = read_dataset(paths)
+    assert (manifest["class_name"].iloc[:1797] == "").all()
+    assert (manifest["class_name"].iloc[-1], manifest["label"].iloc[-1]) == ("cat", 10)  # 0-9 are the digits
 
 
 # ---- IDX gzip bounded by its header ------------------------------------------------------------

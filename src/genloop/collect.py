@@ -17,9 +17,11 @@ from genloop.paths import ProjectPaths
 from genloop.sources import SourceBatch, load_source
 
 MANIFEST_COLUMNS = [
-    "id", "source", "batch", "label", "class_name", "content_hash", "height", "width",
+    "id", "source", "batch", "label", "content_hash", "height", "width",
     "pixel_min", "pixel_max", "pixel_mean", "pixel_std",
 ]
+CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH)
+NAMED_COLUMNS = [*MANIFEST_COLUMNS[:4], CLASS_NAME, *MANIFEST_COLUMNS[4:]]
 
 
 class DataSetError(GenloopError, ValueError):
@@ -48,8 +50,10 @@ def content_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0) -> pd.DataFrame:
-    """One row per image; ``first_id`` lets appended rows continue the ids already in data/."""
+def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
+    """One row per image; ``first_id`` lets appended rows continue the ids already in data/. The
+    class_name column is there when the batch has class names (or ``named``); without it a manifest
+    is byte for byte what earlier versions wrote, so their DVC versions stay valid."""
     images = batch.images
     flat = images.reshape(len(images), -1).astype(np.float64)
     names = {label: name for name, label in (batch.classes or {}).items()}
@@ -69,7 +73,7 @@ def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0) -> 
             "pixel_std": flat.std(axis=1).round(6),
         }
     )
-    return frame[MANIFEST_COLUMNS]
+    return frame[NAMED_COLUMNS if named or batch.classes else MANIFEST_COLUMNS]
 
 
 def _write_files(folder: Path, images: np.ndarray, manifest: pd.DataFrame) -> None:
@@ -106,8 +110,6 @@ def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarra
             f"--mode append needs an existing data set in {paths.data}; collect one first (default --mode replace)"
         )
     images, manifest = read_dataset(paths)
-    if "class_name" not in manifest.columns:  # written before class names were kept: none known
-        manifest = manifest.assign(class_name="")
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise DataSetError(f"{paths.manifest} lacks column(s) {', '.join(missing)}; collect it again with --mode replace")
@@ -119,9 +121,13 @@ def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarra
         )
     next_id = int(manifest["id"].max()) + 1 if len(manifest) else 0
     next_batch = int(manifest["batch"].max()) + 1 if len(manifest) else 0
+    named = CLASS_NAME in manifest.columns or bool(batch.classes)
+    if named and CLASS_NAME not in manifest.columns:
+        manifest = manifest.assign(class_name="")  # the rows so far have no class names
     batch = relabelled(batch, manifest, paths)
-    added = build_manifest(batch, batch_id=next_batch, first_id=next_id)
-    combined = pd.concat([manifest[MANIFEST_COLUMNS], added], ignore_index=True)
+    added = build_manifest(batch, batch_id=next_batch, first_id=next_id, named=named)
+    columns = NAMED_COLUMNS if named else MANIFEST_COLUMNS
+    combined = pd.concat([manifest[columns], added], ignore_index=True)
     return np.concatenate([images, batch.images]), combined, next_batch
 
 
