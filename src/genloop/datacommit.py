@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genloop import crashpoints, dvcio
-from genloop.atomic import write_json
+from genloop.atomic import write_json, write_text
 from genloop.paths import ProjectPaths
 
 WORK_DIR = Path(".genloop") / "collect"
@@ -52,7 +52,7 @@ def _ensure_gitignored(paths: ProjectPaths) -> None:
     ignore = paths.root / ".gitignore"
     lines = ignore.read_text().splitlines() if ignore.exists() else []
     if not {"/data", "/data/", "data", "data/"} & {line.strip() for line in lines}:
-        ignore.write_text("\n".join([*lines, "/data"]) + "\n")
+        write_text(ignore, "\n".join([*lines, "/data"]) + "\n")
 
 
 def commit_data(paths: ProjectPaths, write: Callable[[Path], None], version_with_dvc: bool) -> str:
