@@ -20,7 +20,7 @@ MANIFEST_COLUMNS = [
     "id", "source", "batch", "label", "content_hash", "height", "width",
     "pixel_min", "pixel_max", "pixel_mean", "pixel_std",
 ]
-CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH)
+CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH, non-integer names)
 NAMED_COLUMNS = [*MANIFEST_COLUMNS[:4], CLASS_NAME, *MANIFEST_COLUMNS[4:]]
 
 
@@ -52,8 +52,9 @@ def content_hash(image: np.ndarray) -> str:
 
 def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
     """One row per image; ``first_id`` lets appended rows continue the ids already in data/. The
-    class_name column is there when the batch has class names (or ``named``); without it a manifest
-    is byte for byte what earlier versions wrote, so their DVC versions stay valid."""
+    class_name column is there when the batch's classes have names other than their labels (or
+    ``named``); without it a manifest is byte for byte what earlier versions wrote, so their DVC
+    versions stay valid."""
     images = batch.images
     flat = images.reshape(len(images), -1).astype(np.float64)
     names = {label: name for name, label in (batch.classes or {}).items()}
@@ -73,7 +74,12 @@ def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, nam
             "pixel_std": flat.std(axis=1).round(6),
         }
     )
-    return frame[NAMED_COLUMNS if named or batch.classes else MANIFEST_COLUMNS]
+    return frame[NAMED_COLUMNS if named or has_names(batch) else MANIFEST_COLUMNS]
+
+
+def has_names(batch: SourceBatch) -> bool:
+    """Class names that say more than the label (integer folder names are the labels themselves)."""
+    return bool(batch.classes) and batch.renumberable
 
 
 def _write_files(folder: Path, images: np.ndarray, manifest: pd.DataFrame) -> None:
@@ -121,7 +127,7 @@ def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarra
         )
     next_id = int(manifest["id"].max()) + 1 if len(manifest) else 0
     next_batch = int(manifest["batch"].max()) + 1 if len(manifest) else 0
-    named = CLASS_NAME in manifest.columns or bool(batch.classes)
+    named = CLASS_NAME in manifest.columns or has_names(batch)
     if named and CLASS_NAME not in manifest.columns:
         manifest = manifest.assign(class_name="")  # the rows so far have no class names
     batch = relabelled(batch, manifest, paths)
@@ -133,6 +139,8 @@ def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarra
 
 def class_map(manifest: pd.DataFrame) -> dict[str, int]:
     """The class name -> label map the manifest's named rows record."""
+    if CLASS_NAME not in manifest.columns:
+        return {}
     named = manifest.loc[manifest["class_name"].astype(str) != "", ["class_name", "label"]].drop_duplicates()
     return {str(name): int(label) for name, label in zip(named["class_name"], named["label"])}
 
