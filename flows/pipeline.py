@@ -33,6 +33,7 @@ from genloop.collect import collect  # noqa: E402
 from genloop.config import CollectConfig, Params, load_params  # noqa: E402
 from genloop.evaluate import evaluate  # noqa: E402
 from genloop.export import export  # noqa: E402
+from genloop.lock import project_lock  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
 from genloop.train import train_model  # noqa: E402
 from genloop.transient import retry_if_transient  # noqa: E402
@@ -181,8 +182,9 @@ def pipeline(project_root: str = ".", params_file: str | None = None,
     skipped unless ``force``."""
     started = time.perf_counter()
     params, paths = prepare(project_root, params_file, overrides, source)
-    collected = collect_task(params.collect, paths)
-    return after_collect(params, paths, collected, overrides, force, "prefect", started)
+    with project_lock(paths.root, "flow genloop-pipeline"):  # re-entrant: `genloop run` already holds it
+        collected = collect_task(params.collect, paths)
+        return after_collect(params, paths, collected, overrides, force, "prefect", started)
 
 
 @flow(name="genloop-loop", log_prints=True)
@@ -194,19 +196,20 @@ def loop(project_root: str = ".", params_file: str | None = None, overrides: dic
     logger = get_run_logger()
     started = time.perf_counter()
     params, paths = prepare(project_root, params_file, overrides, None)
-    spec = source or params.schedule.source or params.collect.source
-    collected = collect_task(params.collect.model_copy(update={"source": spec}), paths, mode or params.schedule.mode)
-    data_id = caching.data_identity(paths, collected.dvc_hash)
-    last = caching.last_trained_data(paths)
-    if last and last.get("data") == data_id and not force:
-        message = (f"data unchanged ({data_id}, {collected.rows} images from {spec!r}); the models trained "
-                   f"on it in MLflow run {last.get('parent_run_id')} stay; nothing to do")
-        logger.info(message)
-        return Completed(message=message, data={"status": "unchanged", "dvc_hash": collected.dvc_hash,
-                                                 "rows": collected.rows, "parent_run_id": last.get("parent_run_id")})
-    logger.info("data %s: %s (%d images); retraining",
-                "changed" if last else "never trained on", data_id, collected.rows)
-    summary = after_collect(params, paths, collected, overrides, force, "prefect-loop", started)
+    with project_lock(paths.root, "flow genloop-loop"):
+        spec = source or params.schedule.source or params.collect.source
+        collected = collect_task(params.collect.model_copy(update={"source": spec}), paths, mode or params.schedule.mode)
+        data_id = caching.data_identity(paths, collected.dvc_hash)
+        last = caching.last_trained_data(paths)
+        if last and last.get("data") == data_id and not force:
+            message = (f"data unchanged ({data_id}, {collected.rows} images from {spec!r}); the models trained "
+                       f"on it in MLflow run {last.get('parent_run_id')} stay; nothing to do")
+            logger.info(message)
+            return Completed(message=message, data={"status": "unchanged", "dvc_hash": collected.dvc_hash,
+                                                     "rows": collected.rows, "parent_run_id": last.get("parent_run_id")})
+        logger.info("data %s: %s (%d images); retraining",
+                    "changed" if last else "never trained on", data_id, collected.rows)
+        summary = after_collect(params, paths, collected, overrides, force, "prefect-loop", started)
     return {"status": "retrained", **summary}
 
 

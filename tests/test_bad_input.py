@@ -233,6 +233,7 @@ def test_mixed_sizes_succeed_with_resize_as_a_new_dvc_version(tmp_path):
 
 def test_cli_reports_bad_source_in_one_line_without_traceback(tmp_path):
     genloop = Path(sys.executable).with_name("genloop")
+    (tmp_path / "params.yaml").write_text("seed: 42\n")
     proc = subprocess.run([str(genloop), "--root", str(tmp_path), "collect", "--source", "idx:/nonexistent"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1

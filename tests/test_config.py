@@ -121,3 +121,51 @@ def test_params_are_frozen():
     params = Params()
     with pytest.raises(Exception):
         params.seed = 3  # type: ignore[misc]
+
+
+def test_unknown_override_key_names_the_option_and_suggests_the_nearest_keys(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("seed: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(file, overrides={"train.vae.epochz": 2})
+    message = str(info.value)
+    assert "-S train.vae.epochz: unknown key train.vae.epochz; did you mean train.vae.epochs" in message
+    assert str(file) not in message  # the file is not to blame
+    assert "Extra inputs" not in message
+
+
+def test_unknown_file_key_names_the_file_and_suggests_the_nearest_keys(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("clean:\n  min_row: 5\n")
+    with pytest.raises(ConfigError, match=rf"{file}: unknown key clean\.min_row; did you mean clean\.min_rows"):
+        load_params(file, overrides={"seed": 3})
+
+
+def test_missing_params_file_fails_when_required(tmp_path):
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'nope.yaml'}: params file not found"):
+        load_params(tmp_path / "nope.yaml", required=True)
+
+
+def test_binary_params_file_names_the_file(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=rf"{file}: not a text \(UTF-8\) YAML file"):
+        load_params(file)
+
+
+def test_non_utf8_file_name_is_shown_escaped(tmp_path):
+    import os
+
+    file = tmp_path / os.fsdecode(b"p\xff.yaml")
+    file.write_text("seed: [1\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(file)
+    assert "p\\xff.yaml: not valid YAML at line 2" in str(info.value)
+    str(info.value).encode("utf-8")  # printable as it is
+
+
+def test_config_error_is_a_user_error():
+    from genloop.errors import GenloopError, is_user_error
+
+    assert issubclass(ConfigError, GenloopError) and is_user_error(ConfigError("x"))
+    assert not is_user_error(ValueError("a bug"))

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from genloop import sources
-from genloop.collect import collect, read_dataset
+from genloop.collect import DataSetError, collect, read_dataset
 from genloop.config import CollectConfig
 from genloop.idx import parse_idx, write_idx
 from genloop.paths import ProjectPaths
@@ -436,3 +436,121 @@ def batch_summary(batch: int, source: str, rows: int, first: int, last: int):
     from genloop.collect import BatchSummary
 
     return BatchSummary(batch, source, rows, first, last)
+
+
+# ---- class names across appends ----------------------------------------------------------------
+
+def class_folder(root: Path, names: list[str], value: int = 100) -> Path:
+    for i, name in enumerate(names):
+        save_png(root / name / "a.png", np.full((4, 4), value + i, np.uint8))
+    return root
+
+
+def test_named_classes_keep_their_labels_when_a_batch_appends_a_subset_or_new_names(tmp_path):
+    paths = ProjectPaths.at(tmp_path / "project")
+    first = class_folder(tmp_path / "first", ["cat", "dog"])
+    collect(CollectConfig(source=f"folder:{first}"), paths, version_with_dvc=False)
+    only_dogs = class_folder(tmp_path / "second", ["dog"])
+    collect(CollectConfig(source=f"folder:{only_dogs}"), paths, version_with_dvc=False, mode="append")
+    more = class_folder(tmp_path / "third", ["bird", "dog"])
+    collect(CollectConfig(source=f"folder:{more}"), paths, version_with_dvc=False, mode="append")
+
+    _, manifest = read_dataset(paths)
+    assert list(zip(manifest["class_name"], manifest["label"], manifest["batch"])) == [
+        ("cat", 0, 0), ("dog", 1, 0), ("dog", 1, 1), ("bird", 2, 2), ("dog", 1, 2)]
+
+
+def test_append_whose_own_labels_clash_with_the_manifest_names_both_maps(tmp_path):
+    paths = ProjectPaths.at(tmp_path / "project")
+    collect(CollectConfig(source=f"folder:{class_folder(tmp_path / 'a', ['cat', 'dog'])}"), paths,
+            version_with_dvc=False)
+    before = paths.manifest.read_bytes()
+    numbered = class_folder(tmp_path / "b", ["0", "1"])  # integer names fix their labels: 0 is taken by cat
+    with pytest.raises(DataSetError, match=r"\{0: 0, 1: 1\}.*\{cat: 0, dog: 1\}"):
+        collect(CollectConfig(source=f"folder:{numbered}"), paths, version_with_dvc=False, mode="append")
+    assert paths.manifest.read_bytes() == before
+
+
+def test_sources_without_class_names_write_the_manifest_as_before_and_named_appends_add_the_column(tmp_path):
+    """Unnamed data keeps the old manifest (so earlier DVC versions of it stay valid); appending named
+    classes adds the column, empty for the rows before."""
+    paths = ProjectPaths.at(tmp_path / "project")
+    collect(CollectConfig(source="digits"), paths, version_with_dvc=False)
+    _, manifest = read_dataset(paths)
+    assert "class_name" not in manifest.columns
+    collect(CollectConfig(source=f"folder:{class_folder(tmp_path / 'n', ['cat'], 0)}"), paths,
+            version_with_dvc=False, mode="append", resize=(8, 8))
+    _, manifest = read_dataset(paths)
+    assert (manifest["class_name"].iloc[:1797] == "").all()
+    assert (manifest["class_name"].iloc[-1], manifest["label"].iloc[-1]) == ("cat", 10)  # 0-9 are the digits
+
+
+# ---- IDX gzip bounded by its header ------------------------------------------------------------
+
+def test_idx_gz_inflating_past_its_header_is_refused_without_inflating_the_rest(tmp_path, monkeypatch):
+    import gzip
+    import zlib
+
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    header = bytes([0, 0, 8, 3]) + np.asarray([2, 4, 4], dtype=">u4").tobytes()  # promises 2 images of 4x4
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    body = [packer.compress(header + bytes(32))]
+    zeros = bytes(1 << 20)
+    body += [packer.compress(zeros) for _ in range(64)]  # then 64 MiB more
+    body.append(packer.flush())
+    bomb = folder / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(b"".join(body))
+    assert bomb.stat().st_size < 200_000
+
+    inflated = []
+    real_open = gzip.open
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            data = self.fh.read(n)
+            inflated.append(len(data))
+            return data
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(gzip, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    with pytest.raises(SourceError, match=r"train-images-idx3-ubyte\.gz: header says 2x4x4 = 32 bytes"):
+        load_source(f"idx:{folder}")
+    assert sum(inflated) <= len(header) + 32 + 1
+
+
+def test_idx_header_promising_more_rows_than_max_rows_is_refused_before_reading(tmp_path):
+    write_idx_pair(tmp_path, "train", tiny_images(5), np.arange(5))
+    with pytest.raises(SourceError, match=r"train-images-idx3-ubyte\.gz: header promises 5 rows.*max_rows"):
+        load_source(f"idx:{tmp_path}", max_rows=4)
+    assert len(load_source(f"idx:{tmp_path}", max_rows=5).images) == 5
+
+
+# ---- symlinks in folder: sources ---------------------------------------------------------------
+
+def test_folder_symlink_leading_out_of_the_source_is_refused_naming_it(tmp_path):
+    outside = save_png(tmp_path / "elsewhere" / "secret.png", np.full((4, 4), 9, np.uint8))
+    root = class_folder(tmp_path / "src", ["cat"])
+    (root / "cat" / "link.png").symlink_to(outside)
+    with pytest.raises(SourceError, match=r"cat/link\.png: symlink to .*elsewhere/secret\.png, outside"):
+        load_source(f"folder:{root}")
+    (root / "cat" / "link.png").unlink()
+    (root / "dog").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a whole class folder
+    with pytest.raises(SourceError, match=r"src/dog: symlink to .*elsewhere, outside"):
+        load_source(f"folder:{root}")
+
+
+def test_folder_symlink_inside_the_source_is_followed(tmp_path):
+    root = class_folder(tmp_path / "src", ["cat", "dog"])
+    (root / "dog" / "same-as-cat.png").symlink_to(root / "cat" / "a.png")
+    batch = load_source(f"folder:{root}")
+    assert batch.labels.tolist() == [0, 1, 1]
+    assert batch.images[2, 0, 0] == batch.images[0, 0, 0]

@@ -20,64 +20,103 @@ QUIET_ENV = {
 }
 
 
-def _parse_overrides(values: tuple[str, ...]) -> dict[str, Any]:
+def _parse_overrides(values: tuple[str, ...], option: str = "--set",
+                     form: str = "KEY=VALUE, e.g. -S train.vae.epochs=5") -> dict[str, Any]:
     import yaml
 
     overrides: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. train.vae.epochs=5", param_hint="--set")
-        overrides[key.strip()] = yaml.safe_load(raw)
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected {form}", param_hint=option)
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"{item!r}: the value is not valid YAML ({exc.problem or exc})",
+                                     param_hint=option) from None
     return overrides
 
 
 class Context:
-    def __init__(self, root: Path, params_file: Path | None, overrides: dict[str, Any]):
+    def __init__(self, root: Path, params_file: Path | None, overrides: dict[str, Any], wait: float = 0.0):
         from genloop.paths import ProjectPaths
 
         self.paths = ProjectPaths.at(root)
         self.params_file = params_file or self.paths.params
+        self.params_required = params_file is not None
         self.overrides = overrides
+        self.wait = wait
+        self._noted_defaults = False
 
     def params(self):
         from genloop.config import load_params
+        from genloop.errors import display_path
 
-        return load_params(self.params_file, self.overrides)
+        if not self.params_required and not self.params_file.exists() and not self._noted_defaults:
+            click.echo(f"note: {display_path(self.params_file)} not found; using the default parameters", err=True)
+            self._noted_defaults = True
+        return load_params(self.params_file, self.overrides, required=self.params_required)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
-              help="Project root holding params.yaml, data/, outputs/, models/, reports/, mlflow/.")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Parameters file (default: ROOT/params.yaml).")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Project root holding params.yaml, data/, outputs/, models/, reports/, mlflow/.")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Parameters file (default: ROOT/params.yaml; when that is absent, the defaults).")
 @click.option("--set", "-S", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a parameter, e.g. -S train.vae.epochs=5 (repeatable).")
+@click.option("--wait", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS", show_default=True,
+              help="If another genloop command is writing to this project, wait up to SECONDS for it "
+                   "(default: fail at once, naming it).")
 @click.pass_context
-def main(ctx: click.Context, root: Path, params_file: Path | None, overrides: tuple[str, ...]) -> None:
+def main(ctx: click.Context, root: Path, params_file: Path | None, overrides: tuple[str, ...], wait: float) -> None:
     """genloop: collect -> clean -> augment -> train -> evaluate -> export, tracked in MLflow."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    ctx.obj = Context(root, params_file, _parse_overrides(overrides))
+    ctx.obj = Context(root, params_file, _parse_overrides(overrides), wait)
 
 
-def _fail(exc: Exception) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
+def _fail(exc: BaseException) -> None:
+    from genloop.errors import printable
+
+    click.secho(f"error: {printable(str(exc))}", fg="red", err=True)
     sys.exit(1)
 
 
 def _handled(fn):
-    """Show expected failures (bad input, bad config, failed checks) as one clear line, exit 1."""
+    """Show user errors (GenloopError: bad input, bad config, failed checks, a busy project) as one
+    clear line and exit 1; anything else is a bug and keeps its traceback."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from genloop.errors import USER_ERRORS
+        from genloop.errors import is_user_error
 
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
             _fail(exc)
+
+    return wrapper
+
+
+def _locked(fn):
+    """Hold the project lock (genloop.lock) while the command writes state, after putting right what
+    a killed collect left (genloop.datacommit)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(obj: Context, *args, **kwargs):
+        from genloop.datacommit import recover
+        from genloop.lock import project_lock
+
+        with project_lock(obj.paths.root, wait=obj.wait):
+            done = recover(obj.paths)
+            if done:
+                click.echo(f"note: {done}", err=True)
+            return fn(obj, *args, **kwargs)
 
     return wrapper
 
@@ -96,6 +135,7 @@ def _handled(fn):
 @click.option("--no-dvc", is_flag=True, help="Write data/ without running `dvc add`.")
 @click.pass_obj
 @_handled
+@_locked
 def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_dvc: bool) -> None:
     """Read a source into data/ (images.npy + manifest.csv) and version it with DVC (data.dvc).
 
@@ -109,7 +149,8 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
     if source:
         config = config.model_copy(update={"source": source})
     size = parse_size(resize) if resize else None
-    result = run(config, obj.paths, version_with_dvc=not no_dvc, mode=mode, resize=size)
+    result = run(config, obj.paths, version_with_dvc=not no_dvc, mode=mode, resize=size,
+                 max_rows=obj.params().clean.max_rows)
     shape = f"{result.image_shape[0]}x{result.image_shape[1]}"
     if result.mode == "append":
         click.echo(f"appended {result.added} images of {shape} from {config.source!r} as batch {result.batch}; "
@@ -132,6 +173,7 @@ def _log_data_reports(obj: Context, reports) -> None:
 @click.option("--no-mlflow", is_flag=True, help="Do not log the validation report and Data Docs to MLflow.")
 @click.pass_obj
 @_handled
+@_locked
 def clean(obj: Context, no_mlflow: bool) -> None:
     """Validate data/ with Great Expectations, quarantine bad rows, split into train/val/test.
 
@@ -156,6 +198,7 @@ def clean(obj: Context, no_mlflow: bool) -> None:
 @click.option("--no-mlflow", is_flag=True, help="Do not log the preview grid to MLflow.")
 @click.pass_obj
 @_handled
+@_locked
 def augment(obj: Context, no_mlflow: bool) -> None:
     """Add seeded rotated/scaled/cropped/shifted (optionally elastically warped) copies of the training
     split (outputs/augment/train.npz) and a preview grid of originals beside their copies (preview.png)."""
@@ -175,6 +218,7 @@ def augment(obj: Context, no_mlflow: bool) -> None:
                                             "config and data (default: resume from it).")
 @click.pass_obj
 @_handled
+@_locked
 def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> None:
     """Train the VAE and/or the GAN; each is an MLflow child run with losses, throughput and samples.
 
@@ -196,6 +240,7 @@ def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> N
 @click.option("--no-mlflow", is_flag=True, help="Only write reports/metrics.json and reports/index.html.")
 @click.pass_obj
 @_handled
+@_locked
 def evaluate(obj: Context, no_mlflow: bool) -> None:
     """Score both models (FID, KID, IS, precision/recall, density/coverage, class mix, memorisation;
     the VAE's test ELBO, IWAE NLL and SSIM) beside the real-vs-real floor; write the HTML report."""
@@ -211,6 +256,7 @@ def evaluate(obj: Context, no_mlflow: bool) -> None:
 @click.option("--no-register", is_flag=True, help="Skip logging to MLflow and the Model Registry.")
 @click.pass_obj
 @_handled
+@_locked
 def export_cmd(obj: Context, no_register: bool) -> None:
     """Export the VAE decoder and GAN generator to ONNX, check parity, register them in MLflow."""
     from genloop.export import export as run
@@ -237,6 +283,7 @@ def _registry_client(obj: Context):
 @click.argument("version")
 @click.pass_obj
 @_handled
+@_locked
 def promote(obj: Context, name: str, version: str) -> None:
     """Make VERSION of registered model NAME the champion by hand, skipping the metric gate.
 
@@ -252,6 +299,7 @@ def promote(obj: Context, name: str, version: str) -> None:
 @click.argument("name")
 @click.pass_obj
 @_handled
+@_locked
 def rollback(obj: Context, name: str) -> None:
     """Give registered model NAME's champion alias back to the previous champion."""
     from genloop import promotion
@@ -266,6 +314,7 @@ def rollback(obj: Context, name: str) -> None:
               help="Run every stage, even those whose params, inputs and code are unchanged since their last run.")
 @click.pass_obj
 @_handled
+@_locked
 def run(obj: Context, source: str | None, force: bool) -> None:
     """Run the whole loop as the Prefect flow `genloop-pipeline` (flows/pipeline.py) and summarise it.
 
@@ -295,6 +344,7 @@ def run(obj: Context, source: str | None, force: bool) -> None:
 @click.option("--workers", type=int, default=None, help="Local Dask worker processes (default: sweep.workers).")
 @click.pass_obj
 @_handled
+@_locked
 def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: tuple[str, ...], metric: str | None,
           direction: str | None, dask_address: str | None, workers: int | None) -> None:
     """Search params (Prefect flow `genloop-sweep`, trials on Dask), one MLflow run per configuration.
@@ -304,7 +354,9 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
     from genloop.flowload import load_flows_module
     from genloop.sweep import resolve_config
 
-    space = _parse_overrides(space_items) if space_items else None
+    space = _parse_overrides(space_items, "--space", "KEY=VALUES, e.g. --space train.vae.beta=[0.5,1.0] or "
+                                                     "--space 'train.vae.lr={low: 1e-4, high: 1e-2, log: true}'") \
+        if space_items else None
     resolve_config(obj.params(), {"method": method, "n_trials": n_trials, "space": space, "metric": metric,
                                   "direction": direction, "dask_address": dask_address, "workers": workers})
     module = load_flows_module(obj.paths.root, "sweep")

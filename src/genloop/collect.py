@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,8 @@ import pandas as pd
 from genloop import dvcio
 from genloop.atomic import atomic_dir
 from genloop.config import CollectConfig
+from genloop.datacommit import commit_data
+from genloop.errors import GenloopError, MissingInputError
 from genloop.paths import ProjectPaths
 from genloop.sources import SourceBatch, load_source
 
@@ -18,6 +20,12 @@ MANIFEST_COLUMNS = [
     "id", "source", "batch", "label", "content_hash", "height", "width",
     "pixel_min", "pixel_max", "pixel_mean", "pixel_std",
 ]
+CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH, non-integer names)
+NAMED_COLUMNS = [*MANIFEST_COLUMNS[:4], CLASS_NAME, *MANIFEST_COLUMNS[4:]]
+
+
+class DataSetError(GenloopError, ValueError):
+    """data/ (or a batch to add to it) cannot be used as it is; the message says how to fix it."""
 
 
 MODES = ("replace", "append")
@@ -42,16 +50,21 @@ def content_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0) -> pd.DataFrame:
-    """One row per image; ``first_id`` lets appended rows continue the ids already in data/."""
+def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
+    """One row per image; ``first_id`` lets appended rows continue the ids already in data/. The
+    class_name column is there when the batch's classes have names other than their labels (or
+    ``named``); without it a manifest is byte for byte what earlier versions wrote, so their DVC
+    versions stay valid."""
     images = batch.images
     flat = images.reshape(len(images), -1).astype(np.float64)
+    names = {label: name for name, label in (batch.classes or {}).items()}
     frame = pd.DataFrame(
         {
             "id": np.arange(first_id, first_id + len(images), dtype=np.int64),
             "source": batch.source,
             "batch": batch_id,
             "label": batch.labels.astype(np.int64),
+            "class_name": [names.get(int(label), "") for label in batch.labels],
             "content_hash": [content_hash(img) for img in images],
             "height": images.shape[1],
             "width": images.shape[2],
@@ -61,25 +74,36 @@ def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0) -> 
             "pixel_std": flat.std(axis=1).round(6),
         }
     )
-    return frame[MANIFEST_COLUMNS]
+    return frame[NAMED_COLUMNS if named or has_names(batch) else MANIFEST_COLUMNS]
+
+
+def has_names(batch: SourceBatch) -> bool:
+    """Class names that say more than the label (integer folder names are the labels themselves)."""
+    return bool(batch.classes) and batch.renumberable
+
+
+def _write_files(folder: Path, images: np.ndarray, manifest: pd.DataFrame) -> None:
+    np.save(folder / "images.npy", np.ascontiguousarray(images, dtype=np.uint8), allow_pickle=False)
+    manifest.to_csv(folder / "manifest.csv", index=False, float_format="%.6f", lineterminator="\n")
 
 
 def write_dataset(data_dir: Path, images: np.ndarray, manifest: pd.DataFrame) -> None:
-    """Write both files into a fresh folder and swap it in whole: no half-collected data set."""
+    """Write both files into a fresh folder and swap it in whole (no DVC): for tests and fixtures."""
     with atomic_dir(data_dir) as tmp:
-        np.save(tmp / "images.npy", np.ascontiguousarray(images, dtype=np.uint8), allow_pickle=False)
-        manifest.to_csv(tmp / "manifest.csv", index=False, float_format="%.6f", lineterminator="\n")
+        _write_files(tmp, images, manifest)
 
 
 def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
     if not paths.images.exists() or not paths.manifest.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no collected data in {paths.data}; run `genloop collect --source digits` first"
         )
     images = np.load(paths.images, allow_pickle=False)
-    manifest = pd.read_csv(paths.manifest)
+    manifest = pd.read_csv(paths.manifest, dtype={"class_name": str})
+    if "class_name" in manifest.columns:
+        manifest["class_name"] = manifest["class_name"].fillna("")
     if len(images) != len(manifest):
-        raise ValueError(
+        raise DataSetError(
             f"{paths.images} holds {len(images)} images but {paths.manifest} has {len(manifest)} rows"
         )
     return images, manifest
@@ -88,24 +112,78 @@ def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
 def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarray, pd.DataFrame, int]:
     """The current data set plus ``batch`` as the next batch, with ids continuing after the current max."""
     if not paths.images.exists() or not paths.manifest.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"--mode append needs an existing data set in {paths.data}; collect one first (default --mode replace)"
         )
     images, manifest = read_dataset(paths)
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
-        raise ValueError(f"{paths.manifest} lacks column(s) {', '.join(missing)}; collect it again with --mode replace")
+        raise DataSetError(f"{paths.manifest} lacks column(s) {', '.join(missing)}; collect it again with --mode replace")
     if images.shape[1:] != batch.images.shape[1:]:
         have, new = images.shape[1:], batch.images.shape[1:]
-        raise ValueError(
+        raise DataSetError(
             f"cannot append {new[0]}x{new[1]} images from {batch.source!r} to {paths.data}, which holds "
             f"{have[0]}x{have[1]} images; pass --resize {have[0]}x{have[1]} or use --mode replace"
         )
     next_id = int(manifest["id"].max()) + 1 if len(manifest) else 0
     next_batch = int(manifest["batch"].max()) + 1 if len(manifest) else 0
-    added = build_manifest(batch, batch_id=next_batch, first_id=next_id)
-    combined = pd.concat([manifest[MANIFEST_COLUMNS], added], ignore_index=True)
+    named = CLASS_NAME in manifest.columns or has_names(batch)
+    if named and CLASS_NAME not in manifest.columns:
+        manifest = manifest.assign(class_name="")  # the rows so far have no class names
+    batch = relabelled(batch, manifest, paths)
+    added = build_manifest(batch, batch_id=next_batch, first_id=next_id, named=named)
+    columns = NAMED_COLUMNS if named else MANIFEST_COLUMNS
+    combined = pd.concat([manifest[columns], added], ignore_index=True)
     return np.concatenate([images, batch.images]), combined, next_batch
+
+
+def class_map(manifest: pd.DataFrame) -> dict[str, int]:
+    """The class name -> label map the manifest's named rows record."""
+    if CLASS_NAME not in manifest.columns:
+        return {}
+    named = manifest.loc[manifest["class_name"].astype(str) != "", ["class_name", "label"]].drop_duplicates()
+    return {str(name): int(label) for name, label in zip(named["class_name"], named["label"])}
+
+
+def _map_text(mapping: dict[str, int]) -> str:
+    return "{" + ", ".join(f"{name}: {label}" for name, label in sorted(mapping.items(), key=lambda kv: kv[1])) + "}"
+
+
+def relabelled(batch: SourceBatch, manifest: pd.DataFrame, paths: ProjectPaths) -> SourceBatch:
+    """``batch`` with the labels data/ already gives its class names: names data/ knows keep their
+    label, new names take the next free labels. Labels a batch fixes itself (integer folder names)
+    must agree with data/'s map; a clash is an error naming both maps."""
+    if not batch.classes:
+        return batch
+    known = class_map(manifest)
+    if batch.renumberable:
+        used = set(int(x) for x in manifest["label"].unique()) | set(known.values())
+        new_map, next_label = {}, 0
+        for name in sorted(batch.classes):
+            if name in known:
+                new_map[name] = known[name]
+                continue
+            while next_label in used:
+                next_label += 1
+            new_map[name] = next_label
+            used.add(next_label)
+    else:
+        new_map = dict(batch.classes)
+    owner = {label: name for name, label in known.items()}
+    clashes = [name for name, label in new_map.items()
+               if (name in known and known[name] != label) or owner.get(label, name) != name]
+    if clashes:
+        raise DataSetError(
+            f"cannot append {batch.source!r}: its classes {_map_text(new_map)} clash with the classes "
+            f"{paths.manifest} records {_map_text(known)} (at {', '.join(sorted(clashes))}); rename the class "
+            "folders to match, or use --mode replace")
+    labels = np.asarray([new_map[name] for name in _names_of(batch)], dtype=np.int64)
+    return replace(batch, labels=labels, classes=new_map)
+
+
+def _names_of(batch: SourceBatch) -> list[str]:
+    names = {label: name for name, label in (batch.classes or {}).items()}
+    return [names[int(label)] for label in batch.labels]
 
 
 def collect(
@@ -114,23 +192,22 @@ def collect(
     version_with_dvc: bool = True,
     mode: str = "replace",
     resize: tuple[int, int] | None = None,
+    max_rows: int | None = None,
 ) -> CollectResult:
     """Read ``config.source`` into data/ (replacing it, or appending a new batch) and ``dvc add`` it.
 
-    Everything is read and checked before data/ is touched, and data/ is swapped in whole, so a bad
-    source leaves the previous data set and its DVC version exactly as they were.
+    Everything is read and checked before data/ is touched; data/ and data.dvc are then replaced
+    together (genloop.datacommit), so a bad source or a crash leaves a consistent pair. ``max_rows``
+    (clean.max_rows) lets IDX sources refuse an oversized file from its header.
     """
     if mode not in MODES:
-        raise ValueError(f"collect mode {mode!r}: expected one of {', '.join(MODES)}")
-    batch = load_source(config.source, resize=resize)
+        raise DataSetError(f"collect mode {mode!r}: expected one of {', '.join(MODES)}")
+    batch = load_source(config.source, resize=resize, max_rows=max_rows)
     if mode == "append":
         images, manifest, batch_id = appended_dataset(paths, batch)
     else:
         images, manifest, batch_id = batch.images, build_manifest(batch), 0
-    write_dataset(paths.data, images, manifest)
-    dvc_hash = "untracked"
-    if version_with_dvc and dvcio.is_dvc_repo(paths.root):
-        dvc_hash = dvcio.dvc_add(paths.root, "data")
+    dvc_hash = commit_data(paths, lambda folder: _write_files(folder, images, manifest), version_with_dvc)
     return CollectResult(
         rows=len(manifest),
         image_shape=(int(images.shape[1]), int(images.shape[2])),
@@ -164,7 +241,7 @@ class DataVersion:
 def batch_history(paths: ProjectPaths) -> list[BatchSummary]:
     """One line per collect that built the current data/ (a replace starts over at batch 0)."""
     if not paths.manifest.exists():
-        raise FileNotFoundError(f"no collected data in {paths.data}; run `genloop collect --source digits` first")
+        raise MissingInputError(f"no collected data in {paths.data}; run `genloop collect --source digits` first")
     manifest = pd.read_csv(paths.manifest, usecols=["id", "source", "batch"])
     return [
         BatchSummary(int(b), ", ".join(sorted(set(g["source"].astype(str)))), len(g),

@@ -5,11 +5,14 @@ not a silently ignored knob.
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genloop.errors import GenloopError, display_path
 
 
 class Strict(BaseModel):
@@ -264,8 +267,8 @@ class Params(Strict):
     sweep: SweepConfig = SweepConfig()
 
 
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the file and field."""
+class ConfigError(GenloopError, ValueError):
+    """A params file or override that cannot be used; the message names the file (or option) and field."""
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -297,26 +300,89 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     )
 
 
-def params_from_dict(raw: dict[str, Any], origin: str = "<params>") -> Params:
+def field_paths(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Every dotted key the config accepts (sections too), e.g. ``train``, ``train.vae.epochs``."""
+    model = model or Params
+    paths = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            paths.extend(field_paths(info.annotation, f"{path}."))
+    return paths
+
+
+def _leaf_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        keys.extend(_leaf_keys(value, f"{path}.") if isinstance(value, dict) and value else [path])
+    return keys
+
+
+def _suggest(key: str) -> str:
+    near = difflib.get_close_matches(key, field_paths(), n=3, cutoff=0.6)
+    if not near:  # a typo in the section part: look among the siblings of the last good section
+        parent = key.rpartition(".")[0]
+        near = [p for p in field_paths() if p.rpartition(".")[0] == parent][:8]
+        return f"; valid keys there: {', '.join(near)}" if near else ""
+    return f"; did you mean {' or '.join(near)}?"
+
+
+def _describe_error(err: dict, origin: str, override_keys: list[str]) -> str:
+    """One pydantic error, said in the user's terms: which key, where it came from, what to do."""
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    from_option = next((o for o in override_keys if key == o or key.startswith(o + ".") or o.startswith(key + ".")),
+                       None)
+    where = f"-S {from_option}" if from_option else origin
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key {key}{_suggest(key)}"
+    return f"{where}: {key}: {err['msg']}"
+
+
+def params_from_dict(raw: dict[str, Any], origin: str = "<params>", override_keys: list[str] | None = None) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: invalid parameters: {describe_errors(exc)}") from None
+        problems = "; ".join(_describe_error(err, origin, override_keys or []) for err in exc.errors())
+        raise ConfigError(f"invalid parameters: {problems}") from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read ``params.yaml``; ``overrides`` (nested or dotted keys) win over the file."""
+def _read_params_file(path: Path, required: bool) -> dict[str, Any]:
+    shown = display_path(path)
+    if not path.exists():
+        if required:
+            raise ConfigError(f"{shown}: params file not found")
+        return {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not a text (UTF-8) YAML file (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{shown}: not a text YAML file (it holds NUL bytes)")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{shown}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{shown}: expected a mapping at the top level")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None,
+                required: bool = False) -> Params:
+    """Read ``params.yaml``; ``overrides`` (nested or dotted keys) win over the file. A missing file
+    means the defaults unless ``required`` (a file the user named)."""
     path = Path(path)
-    raw: dict[str, Any] = {}
-    if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = _read_params_file(path, required)
+    override_keys: list[str] = []
     if overrides:
         flat = {k: v for k, v in overrides.items() if "." in k}
         nested = {k: v for k, v in overrides.items() if "." not in k}
+        override_keys = [*flat, *_leaf_keys(nested)]
         raw = _merge(_merge(raw, nested), dotted_to_nested(flat))
-    return params_from_dict(raw, origin=str(path))
+    return params_from_dict(raw, origin=display_path(path), override_keys=override_keys)

@@ -1,12 +1,55 @@
-"""The failures a user can act on; the CLI prints them as one line instead of a traceback."""
+"""The failures a user can act on; the CLI prints them as one line (exit 1) instead of a traceback.
+
+Kept free of heavy imports (no torch, pandas, prefect) so every module can raise these cheaply.
+Anything that is not a user error (a plain ``ValueError``, a bug) keeps its traceback.
+"""
 from __future__ import annotations
 
-from genloop.clean import DataValidationError
-from genloop.config import ConfigError
-from genloop.dvcio import DvcError
-from genloop.export import ParityError
-from genloop.sources import SourceError
+import os
+import sys
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, SourceError, DataValidationError, DvcError, ParityError, FileNotFoundError, ValueError,
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path fit for a message: bytes that are not UTF-8 (a non-UTF-8 file name) shown as ``\\xNN``."""
+    return printable(os.fspath(path))
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes (surrogate escapes) as ``\\xNN``, so printing it cannot fail."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class GenloopError(Exception):
+    """Base of every error caused by the user's input, config or project state, not by a bug."""
+
+
+class MissingInputError(GenloopError, FileNotFoundError):
+    """A stage's input is not there yet; the message says which command makes it."""
+
+
+class ProjectBusyError(GenloopError):
+    """Another genloop command holds the project lock; the message names it."""
+
+
+# Errors of modules not yet rebased on GenloopError: (module, class name). Looked up only in modules
+# already imported (an error can only come from a loaded module), so this file imports nothing heavy.
+_LEGACY_USER_ERRORS = (
+    ("genloop.clean", "DataValidationError"),
+    ("genloop.dvcio", "DvcError"),
+    ("genloop.export", "ParityError"),
+    ("genloop.promotion", "PromotionError"),
 )
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for GenloopError and the legacy user errors; a FileNotFoundError counts only when genloop
+    raised it with a message (``errno`` unset), not when the OS did (that is a bug worth a traceback)."""
+    if isinstance(exc, GenloopError):
+        return True
+    if isinstance(exc, FileNotFoundError) and exc.errno is None:
+        return True
+    for module_name, name in _LEGACY_USER_ERRORS:
+        cls = getattr(sys.modules.get(module_name), name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False

@@ -14,12 +14,14 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.client import HTTPException
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 
 import numpy as np
+
+from genloop.errors import GenloopError
 
 SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, idx:PATH, folder:PATH, npz:PATH"
 MAX_SIDE = 4096
@@ -31,7 +33,7 @@ DATASET_URL_ENV = "GENLOOP_DATASET_URL"
 DOWNLOAD_TIMEOUT_S = 15.0
 
 
-class SourceError(ValueError):
+class SourceError(GenloopError, ValueError):
     """A source that names nothing or holds unusable data; the message says which."""
 
 
@@ -40,6 +42,8 @@ class SourceBatch:
     images: np.ndarray  # uint8, (N, H, W)
     labels: np.ndarray  # int64, (N,); -1 where unknown
     source: str
+    classes: dict[str, int] | None = None  # class name -> label, for sources whose classes have names
+    renumberable: bool = False  # labels are only the names' sorted order, so an append may renumber them
 
 
 # ---- digits ------------------------------------------------------------------------------------
@@ -55,12 +59,12 @@ def load_digits_source() -> SourceBatch:
 
 # ---- idx:PATH ----------------------------------------------------------------------------------
 
-def load_idx_source(folder: Path) -> SourceBatch:
+def load_idx_source(folder: Path, max_rows: int | None = None) -> SourceBatch:
     """A folder of MNIST-family IDX files (train then t10k), checked byte for byte against the headers."""
     from genloop.idx import read_idx_folder
 
     folder = folder.resolve()
-    images, labels = read_idx_folder(folder)
+    images, labels = read_idx_folder(folder, max_rows)
     return SourceBatch(images=images, labels=labels, source=f"idx:{folder}")
 
 
@@ -147,7 +151,8 @@ def fetch_official_files(dataset: OfficialDataset, folder: Path, base_url: str, 
             raise SourceError(f"cannot download {url} ({reason}); {_offline_hint(dataset, folder)}") from None
 
 
-def load_official_source(name: str, base_url: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S) -> SourceBatch:
+def load_official_source(name: str, base_url: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S,
+                         max_rows: int | None = None) -> SourceBatch:
     """A named data set from the cache, downloading (with checksums) only what is missing."""
     from genloop.idx import read_idx_folder
 
@@ -155,7 +160,7 @@ def load_official_source(name: str, base_url: str | None = None, timeout: float 
     folder = official_cache_dir(name)
     base_url = base_url or os.environ.get(DATASET_URL_ENV) or dataset.base_url
     fetch_official_files(dataset, folder, base_url, timeout)
-    images, labels = read_idx_folder(folder)
+    images, labels = read_idx_folder(folder, max_rows)
     return SourceBatch(images=images, labels=labels, source=name)
 
 
@@ -180,6 +185,15 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
+def _inside(path: Path, root: Path) -> Path:
+    """Where a symlink under ``root`` leads; one that leads out of ``root`` is refused, naming both."""
+    target = path.resolve()
+    if target != root and root not in target.parents:
+        raise SourceError(f"{path}: symlink to {target}, outside the source folder {root}; folder:PATH "
+                          "reads only what lies inside it (copy the files in, or point it at their folder)")
+    return target
+
+
 def class_folders(root: Path) -> list[Path]:
     """The class subfolders of ``root``; a stray file beside them is an error, not silently skipped."""
     if not root.exists():
@@ -188,6 +202,8 @@ def class_folders(root: Path) -> list[Path]:
         raise SourceError(f"{root} is not a folder; folder:PATH needs a folder with one subfolder per class")
     entries = sorted(p for p in root.iterdir() if _visible(p))
     for entry in entries:
+        if entry.is_symlink():
+            _inside(entry, root)
         if not entry.is_dir():
             raise SourceError(f"{entry}: folder:PATH expects only class subfolders in {root}, found a file")
     if not entries:
@@ -197,7 +213,7 @@ def class_folders(root: Path) -> list[Path]:
 
 def class_labels(names: list[str]) -> dict[str, int]:
     """Integer folder names are the labels themselves; otherwise classes are sorted and numbered."""
-    if all(re.fullmatch(r"\d+", n) for n in names):
+    if labels_are_names(names):
         labels = {n: int(n) for n in names}
         if len(set(labels.values())) != len(labels):
             raise SourceError(f"class folders {sorted(names)} name the same label twice (e.g. '1' and '01')")
@@ -205,12 +221,31 @@ def class_labels(names: list[str]) -> dict[str, int]:
     return {n: i for i, n in enumerate(sorted(names))}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every PNG/JPEG under one class folder (nested folders included), in a stable order."""
-    files = []
-    for path in sorted(folder.rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts) or path.is_dir():
+def labels_are_names(names: list[str]) -> bool:
+    return all(re.fullmatch(r"\d+", n) for n in names)
+
+
+def _walk(folder: Path, root: Path, ancestors: tuple[Path, ...]) -> Iterator[Path]:
+    """Visible files under ``folder``, depth first in name order; symlinks must stay inside ``root``."""
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
             continue
+        real = _inside(entry, root) if entry.is_symlink() else entry
+        if entry.is_dir():
+            real = real.resolve()
+            if real in ancestors:
+                raise SourceError(f"{entry}: symlink loop back to {real}")
+            yield from _walk(entry, root, (*ancestors, real))
+        else:
+            yield entry
+
+
+def image_files(folder: Path, root: Path | None = None) -> list[Path]:
+    """Every PNG/JPEG under one class folder (nested folders included), in a stable order; symlinks
+    that lead out of ``root`` (default: the class folder's parent) are refused."""
+    root = (root or folder.parent).resolve()
+    files = []
+    for path in _walk(folder, root, (folder.resolve(),)):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SourceError(f"{path}: not a PNG or JPEG image; a class folder may hold only "
                               f"{', '.join(IMAGE_SUFFIXES)} files")
@@ -256,13 +291,14 @@ def load_folder_source(root: Path, resize: tuple[int, int] | None = None) -> Sou
     """One subfolder per class of PNG/JPEG files, all one size unless ``resize`` (H, W) is given."""
     root = root.resolve()
     folders = class_folders(root)
-    labels_of = class_labels([f.name for f in folders])
+    names = [f.name for f in folders]
+    labels_of = class_labels(names)
     images: list[np.ndarray] = []
     labels: list[int] = []
     first: Path | None = None
     with decompression_bomb_guard():
         for folder in folders:
-            for path in image_files(folder):
+            for path in image_files(folder, root):
                 pixels = read_image(path)
                 if resize is not None:
                     pixels = resize_image(pixels, resize)
@@ -275,7 +311,8 @@ def load_folder_source(root: Path, resize: tuple[int, int] | None = None) -> Sou
                     )
                 images.append(pixels)
                 labels.append(labels_of[folder.name])
-    return SourceBatch(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64), source=f"folder:{root}")
+    return SourceBatch(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64), source=f"folder:{root}",
+                       classes=labels_of, renumberable=not labels_are_names(names))
 
 
 # ---- npz:PATH ----------------------------------------------------------------------------------
@@ -369,21 +406,21 @@ def resize_batch(batch: SourceBatch, size: tuple[int, int]) -> SourceBatch:
     if batch.images.shape[1:] == size:
         return batch
     images = np.stack([resize_image(img, size) for img in batch.images])
-    return SourceBatch(images=images, labels=batch.labels, source=batch.source)
+    return replace(batch, images=images)
 
 
 # ---- dispatch ----------------------------------------------------------------------------------
 
-def _read_spec(spec: str, resize: tuple[int, int] | None) -> SourceBatch:
+def _read_spec(spec: str, resize: tuple[int, int] | None, max_rows: int | None) -> SourceBatch:
     kind, sep, arg = spec.partition(":")
     if not sep and kind == "digits":
         return load_digits_source()
     if not sep and kind in OFFICIAL_DATASETS:
-        return load_official_source(kind)
+        return load_official_source(kind, max_rows=max_rows)
     if sep and arg.strip():
         path = Path(arg.strip()).expanduser()
         if kind == "idx":
-            return load_idx_source(path)
+            return load_idx_source(path, max_rows)
         if kind == "folder":
             return load_folder_source(path, resize)
         if kind == "npz":
@@ -405,9 +442,10 @@ def check_batch(batch: SourceBatch) -> SourceBatch:
     return batch
 
 
-def load_source(spec: str, resize: tuple[int, int] | None = None) -> SourceBatch:
-    """Read a source spec; ``resize`` (H, W) brings every image to one size."""
-    batch = _read_spec(spec.strip(), resize)
+def load_source(spec: str, resize: tuple[int, int] | None = None, max_rows: int | None = None) -> SourceBatch:
+    """Read a source spec; ``resize`` (H, W) brings every image to one size. ``max_rows`` (clean.max_rows)
+    lets IDX sources refuse a header promising more rows before reading its data."""
+    batch = _read_spec(spec.strip(), resize, max_rows)
     if resize is not None:
         batch = resize_batch(batch, resize)
     return check_batch(batch)
