@@ -6,7 +6,7 @@ still on disk as it left them, is skipped (state ``Cached``; see genloop.caching
 runs everything. collect and export retry transient failures (network, busy registry) with
 exponential backoff; errors that cannot pass (bad config, bad data, parity) fail at once.
 
-Run it with ``genloop run``, ``python flows/pipeline.py`` or ``make run``.
+Run it with ``genloop run`` or ``make run``; ``make prefect-up`` serves it as a deployment.
 """
 from __future__ import annotations
 
@@ -209,10 +209,3 @@ def loop(project_root: str = ".", params_file: str | None = None, overrides: dic
     summary = after_collect(params, paths, collected, overrides, force, "prefect-loop", started)
     return {"status": "retrained", **summary}
 
-
-if __name__ == "__main__":
-    import sys
-
-    from genloop.cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))

@@ -6,10 +6,10 @@ import shutil
 import pytest
 
 from genloop.config import ConfigError, SweepConfig, load_params
-from genloop.flowload import load_flows_module
+from flows.sweep import sweep as sweep_flow
 from genloop.sweep import Trial, check_space, expand, models_for, trial_params
 
-from conftest import GENLOOP_TINY_OVERRIDES, REPO_ROOT
+from conftest import GENLOOP_TINY_OVERRIDES
 
 
 def test_grid_is_the_product_of_the_lists_and_ranges():
@@ -80,8 +80,7 @@ def swept(genloop_prepared_data, tmp_path_factory, prefect_harness, genloop_mlfl
     overrides = {**GENLOOP_TINY_OVERRIDES, "train.vae.epochs": 1, "evaluate.classifier_epochs": 1,
                  "mlflow.tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db",
                  "mlflow.artifact_root": str(root / "mlflow" / "artifacts")}
-    flow = load_flows_module(REPO_ROOT, "sweep").sweep
-    result = flow(project_root=str(root), overrides=overrides, space=SPACE, method="grid", workers=2)
+    result = sweep_flow(project_root=str(root), overrides=overrides, space=SPACE, method="grid", workers=2)
     return root, result
 
 

@@ -1,7 +1,6 @@
 """Stage 1, collect: read a source into ``data/`` (one images array plus a manifest) and version it."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 from genloop import dvcio
 from genloop.atomic import atomic_dir
 from genloop.config import CollectConfig
+from genloop.datasets import content_hash, read_dataset  # re-exported
 from genloop.paths import ProjectPaths
 from genloop.sources import SourceBatch, load_source
 
@@ -32,14 +32,6 @@ class CollectResult:
     added: int = 0  # rows this collect read from the source
     batch: int = 0  # the manifest `batch` those rows carry
     mode: str = "replace"
-
-
-def content_hash(image: np.ndarray) -> str:
-    """Hash of the pixels and shape, so the same image always gets the same id and split."""
-    h = hashlib.sha256()
-    h.update(np.asarray(image.shape, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-    return h.hexdigest()
 
 
 def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0) -> pd.DataFrame:
@@ -69,20 +61,6 @@ def write_dataset(data_dir: Path, images: np.ndarray, manifest: pd.DataFrame) ->
     with atomic_dir(data_dir) as tmp:
         np.save(tmp / "images.npy", np.ascontiguousarray(images, dtype=np.uint8), allow_pickle=False)
         manifest.to_csv(tmp / "manifest.csv", index=False, float_format="%.6f", lineterminator="\n")
-
-
-def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
-    if not paths.images.exists() or not paths.manifest.exists():
-        raise FileNotFoundError(
-            f"no collected data in {paths.data}; run `genloop collect --source digits` first"
-        )
-    images = np.load(paths.images, allow_pickle=False)
-    manifest = pd.read_csv(paths.manifest)
-    if len(images) != len(manifest):
-        raise ValueError(
-            f"{paths.images} holds {len(images)} images but {paths.manifest} has {len(manifest)} rows"
-        )
-    return images, manifest
 
 
 def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarray, pd.DataFrame, int]:

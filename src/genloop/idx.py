@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genloop.sources import SourceError
+from genloop.source_errors import SourceError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

@@ -21,6 +21,8 @@ from urllib.error import HTTPError, URLError
 
 import numpy as np
 
+from genloop.source_errors import SourceError  # re-exported
+
 SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, idx:PATH, folder:PATH, npz:PATH"
 MAX_SIDE = 4096
 MAX_IMAGE_PIXELS = 4096 * 4096  # above this an image file is refused as a possible decompression bomb
@@ -29,10 +31,6 @@ IMAGE_FORMATS = ("PNG", "JPEG")
 CACHE_ENV = "GENLOOP_CACHE"
 DATASET_URL_ENV = "GENLOOP_DATASET_URL"
 DOWNLOAD_TIMEOUT_S = 15.0
-
-
-class SourceError(ValueError):
-    """A source that names nothing or holds unusable data; the message says which."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ ROW_ID = "id"
 DOCS_SITE = "genloop"
 
 
+class DataValidationError(RuntimeError):
+    """The data set as a whole is unusable; the message names the report to read."""
+
+
 @dataclass(frozen=True)
 class ValidationOutcome:
     success: bool
