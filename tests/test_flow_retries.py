@@ -20,6 +20,8 @@ from genloop.paths import ProjectPaths
 from genloop.sources import SourceError
 from genloop.transient import is_transient
 
+pytestmark = pytest.mark.integration
+
 
 
 def _wrapped(cause: BaseException) -> SourceError:

@@ -84,6 +84,7 @@ def swept(genloop_prepared_data, tmp_path_factory, prefect_harness, genloop_mlfl
     return root, result
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_sweep_runs_every_configuration_across_two_worker_processes(swept):
     _, result = swept
     assert sorted((t["values"]["train.vae.latent_dim"], t["values"]["train.vae.beta"]) for t in result["trials"]) == \
@@ -92,6 +93,7 @@ def test_sweep_runs_every_configuration_across_two_worker_processes(swept):
     assert result["failed"] == []
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_each_trial_is_one_child_run_of_one_sweep_parent(swept):
     from mlflow import MlflowClient
 
@@ -112,6 +114,7 @@ def test_each_trial_is_one_child_run_of_one_sweep_parent(swept):
         assert [m.data.tags["genloop.model"] for m in models] == ["vae"]
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_the_best_trial_is_tagged_on_the_child_and_the_parent(swept):
     import json
 
@@ -130,6 +133,7 @@ def test_the_best_trial_is_tagged_on_the_child_and_the_parent(swept):
     assert parent.data.metrics["best_vae_fid"] == pytest.approx(scores[best])
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_trials_leave_the_project_outputs_alone(swept):
     root, result = swept
     assert not (root / "outputs" / "train").exists()
