@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO_ROOT
 
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
@@ -32,30 +34,15 @@ def _copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _add_import(file: Path, line: str) -> None:
-    file.write_text(file.read_text() + f"\n{line}\n")
-
-
-def test_a_stage_importing_another_stage_breaks_the_contracts(tmp_path):
+@pytest.mark.parametrize("module, line, broken", [
+    ("evaluate.py", "from genloop.train import train_model", "Stages do not import each other BROKEN"),
+    ("metric_names.py", "import genloop.report", "No import cycles between modules of genloop or flows BROKEN"),
+    ("tracking.py", "import genloop.clean", "CLI > orchestration > stages > shared logic > adapters BROKEN"),
+], ids=["stage-imports-stage", "cycle", "adapter-imports-stage"])
+def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, broken):
     root = _copy(tmp_path)
-    _add_import(root / "src/genloop/evaluate.py", "from genloop.train import train_model  # noqa")
+    file = root / "src" / "genloop" / module
+    file.write_text(file.read_text() + f"\n{line}  # noqa\n")
     proc = lint_imports(root)
     assert proc.returncode == 1
-    assert "Stages do not import each other BROKEN" in proc.stdout
-    assert "genloop.evaluate -> genloop.train" in proc.stdout
-
-
-def test_an_import_cycle_breaks_the_contracts(tmp_path):
-    root = _copy(tmp_path)
-    _add_import(root / "src/genloop/metric_names.py", "import genloop.report  # noqa")
-    proc = lint_imports(root)
-    assert proc.returncode == 1
-    assert "No import cycles between modules of genloop or flows BROKEN" in proc.stdout
-
-
-def test_an_adapter_importing_a_stage_breaks_the_layers(tmp_path):
-    root = _copy(tmp_path)
-    _add_import(root / "src/genloop/tracking.py", "import genloop.clean  # noqa")
-    proc = lint_imports(root)
-    assert proc.returncode == 1
-    assert "CLI > orchestration > stages > shared logic > adapters BROKEN" in proc.stdout
+    assert broken in proc.stdout
