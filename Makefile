@@ -14,7 +14,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup run test repro ui prefect-up prefect-down sweep clean-outputs help data-docs
+.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down sweep clean-outputs help data-docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,8 +30,14 @@ setup: $(STAMP)  ## create .venv and install genloop with its test tools (skippe
 run: $(STAMP)  ## run the whole loop (Prefect flow genloop-pipeline) on the bundled digits
 	$(BIN)/genloop run
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## run the whole test suite (integration tests included: about 10+ minutes on 2 cores)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the tests that start no server, Dask, DVC or browser and train nothing long (under 2 minutes)
+	$(BIN)/python -m pytest -m "not integration"
+
+lint-imports: $(STAMP)  ## check the import contracts in pyproject.toml (layers, no cycles, stages independent)
+	$(BIN)/lint-imports
 
 repro: $(STAMP)  ## recreate data/ from the embedded source if missing, then `dvc repro`
 	@test -f data/images.npy || $(BIN)/genloop collect

@@ -31,9 +31,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from genloop.config import VAEConfig
+from genloop.datasets import to_tensor
 from genloop.idx import read_idx_folder
 from genloop.models.vae import MLPVAE, loss_function, negative_elbo_nats
-from genloop.train import fit_vae, to_tensor
+from genloop.train import fit_vae
 
 
 def pil_to_tensor(pic: Image.Image) -> torch.Tensor:

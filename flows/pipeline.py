@@ -6,7 +6,7 @@ still on disk as it left them, is skipped (state ``Cached``; see genloop.caching
 runs everything. collect and export retry transient failures (network, busy registry) with
 exponential backoff; errors that cannot pass (bad config, bad data, parity) fail at once.
 
-Run it with ``genloop run``, ``python flows/pipeline.py`` or ``make run``.
+Run it with ``genloop run`` or ``make run``; ``make prefect-up`` serves it as a deployment.
 """
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ from genloop.paths import ProjectPaths  # noqa: E402
 from genloop.train import train_model  # noqa: E402
 from genloop.transient import retry_if_transient  # noqa: E402
 
+# The stages the flow runs after collect, in order: each is a stage of dvc.yaml, whose deps, params
+# and outs decide when it is skipped (tests/test_caching.py checks the two lists agree).
+MODELS = ("vae", "gan")
+STAGES = ("clean", "augment", *(f"train_{kind}" for kind in MODELS), "evaluate", "export")
 RETRIES = 2
 RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2 s, then 4 s
 stage = task(cache_policy=NO_CACHE)
@@ -48,7 +52,7 @@ retried_stage = task(cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds
 def run_or_skip(name: str, params: Params, paths: ProjectPaths, force: bool, run: Callable[[], Any]):
     """Skip the stage (a ``Cached`` state holding its earlier result) when its inputs are unchanged."""
     logger = get_run_logger()
-    spec = caching.STAGES[name]
+    spec = caching.stage_spec(paths.root, name)
     checked = caching.check(spec, params, paths)
     if checked.hit and not force:
         message = f"{name}: inputs unchanged, skipped"
@@ -128,7 +132,7 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
     logger.info("MLflow parent run %s", parent_run_id)
     tracking.log_data_reports(parent_run_id, [*cleaned.result.reports, augmented.result.preview])
     try:
-        trained = {kind: outcome(train_task(kind, params, paths, parent_run_id, force)) for kind in ("vae", "gan")}
+        trained = {kind: outcome(train_task(kind, params, paths, parent_run_id, force)) for kind in MODELS}
         evaluated = outcome(evaluate_task(params, paths, force))
         exported = outcome(export_task(params, paths, force))
     except BaseException:
@@ -212,10 +216,3 @@ def loop(project_root: str = ".", params_file: str | None = None, overrides: dic
         summary = after_collect(params, paths, collected, overrides, force, "prefect-loop", started)
     return {"status": "retrained", **summary}
 
-
-if __name__ == "__main__":
-    import sys
-
-    from genloop.cli import main
-
-    sys.exit(main(["run", *sys.argv[1:]]))

@@ -42,12 +42,12 @@ up() {
     echo "deployments already served (pid $(cat "$serve_pid"))"
   else
     cd "$root"
-    "$bin/python" flows/serve.py </dev/null >"$PREFECT_HOME/serve.log" 2>&1 &
+    "$bin/python" -m flows.serve </dev/null >"$PREFECT_HOME/serve.log" 2>&1 &
     echo $! >"$serve_pid"
     served=no
     for _ in $(seq 60); do
       if "$bin/prefect" deployment inspect genloop-pipeline/local >/dev/null 2>&1; then served=yes; break; fi
-      alive "$serve_pid" || { echo "error: flows/serve.py exited; see $PREFECT_HOME/serve.log" >&2; exit 1; }
+      alive "$serve_pid" || { echo "error: python -m flows.serve exited; see $PREFECT_HOME/serve.log" >&2; exit 1; }
       sleep 1
     done
     [[ $served == yes ]] || { echo "error: genloop-pipeline/local not registered after 60 tries; see $PREFECT_HOME/serve.log" >&2; exit 1; }

@@ -11,7 +11,6 @@ PREFECT_API_URL is unset) or every worker would start a temporary server of its 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABL
                      "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true"}.items():
     os.environ.setdefault(_key, _value)
 
-import cloudpickle  # noqa: E402
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
@@ -31,10 +29,6 @@ from genloop import sweep as sweeping  # noqa: E402
 from genloop.config import load_params  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
 from genloop.transient import retry_if_transient  # noqa: E402
-
-if __name__ in sys.modules:  # workers cannot import this file by name: ship its tasks by value
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
 
 @task(name="trial", task_run_name="trial-{trial.index}", cache_policy=NO_CACHE, retries=1,
       retry_delay_seconds=2, retry_condition_fn=retry_if_transient)
@@ -141,8 +135,3 @@ def sweep(project_root: str = ".", params_file: str | None = None, overrides: di
         "seconds": result.seconds, "table": table,
     }
 
-
-if __name__ == "__main__":
-    from genloop.cli import main
-
-    sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -67,7 +67,7 @@ def clone_workspace(src: Path, dest: Path) -> Path:
 
 def project_env(root: Path) -> dict[str, str]:
     """The environment for `genloop`/`dvc` subprocesses in a copy: its own ``src`` first on the path."""
-    return {**os.environ, "PYTHONPATH": str(root / "src"), "DVC_NO_ANALYTICS": "1"}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)]), "DVC_NO_ANALYTICS": "1"}
 
 
 def ran_stages(output: str) -> set[str]:

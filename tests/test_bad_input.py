@@ -25,6 +25,7 @@ from genloop.sources import SourceError
 pytestmark = pytest.mark.skipif(
     shutil.which(dvcio._dvc_exe()) is None or shutil.which("git") is None, reason="needs dvc and git"
 )
+pytestmark = [pytestmark, pytest.mark.integration]  # DVC subprocesses
 PROJECT_DOT_ENTRIES = {".git", ".gitignore", ".dvc", ".dvcignore"}  # made by git init, dvc init, dvc add
 
 

@@ -74,11 +74,15 @@ def _dvc_entries(items) -> set[str]:
     return {next(iter(i)) if isinstance(i, dict) else i for i in items or []}
 
 
-@pytest.mark.parametrize("name", list(caching.STAGES))
+def _dvc_stages() -> dict:
+    return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("name", list(_dvc_stages()))
 def test_stage_keys_cover_what_dvc_yaml_declares(name):
     """The flow's skip decision must not be looser than `dvc repro`'s for the same stage."""
-    stage = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"][name]
-    spec = caching.STAGES[name]
+    stage = _dvc_stages()[name]
+    spec = caching.stage_spec(REPO_ROOT, name)
     params = _dvc_entries(stage.get("params"))
     assert params <= set(spec.params), f"params in dvc.yaml but not in the cache key: {params - set(spec.params)}"
     deps = _dvc_entries(stage.get("deps"))
@@ -89,3 +93,54 @@ def test_stage_keys_cover_what_dvc_yaml_declares(name):
     assert not missing, f"source files dvc.yaml lists that the cache key does not hash: {missing}"
     outs = _dvc_entries(stage.get("outs")) | _dvc_entries(stage.get("metrics"))
     assert outs <= set(spec.outs), f"outputs not checked on disk: {outs - set(spec.outs)}"
+
+
+def _stages_the_flow_runs() -> set[str]:
+    """The names flows/pipeline.py passes to run_or_skip (``f"train_{kind}"`` once per model)."""
+    import ast
+
+    from flows import pipeline
+
+    names = set()
+    for node in ast.walk(ast.parse(Path(pipeline.__file__).read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_or_skip":
+            first = node.args[0]
+            if isinstance(first, ast.Constant):
+                names.add(first.value)
+            else:
+                prefix = "".join(v.value for v in first.values if isinstance(v, ast.Constant))
+                names.update(prefix + kind for kind in pipeline.MODELS)
+    return names
+
+
+def test_the_flow_runs_exactly_the_stages_of_dvc_yaml():
+    from flows import pipeline
+
+    assert set(pipeline.STAGES) == set(_dvc_stages())
+    assert _stages_the_flow_runs() == set(pipeline.STAGES)
+
+
+def test_the_stage_table_is_read_from_the_projects_dvc_yaml(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"toy": {
+        "cmd": "genloop augment",
+        "deps": ["inputs", {"src/genloop/augment.py": {"hash": "md5"}}],
+        "params": ["seed", {"params.yaml": ["augment.copies"]}],
+        "outs": [{"outputs/toy": {"persist": True}}], "metrics": ["reports/toy.json"],
+    }}}))
+    spec = caching.stage_spec(tmp_path, "toy")
+    assert spec == caching.StageSpec("toy", ("seed", "augment.copies"), ("inputs",),
+                                     ("outputs/toy", "reports/toy.json"), ("genloop.augment",))
+    with pytest.raises(KeyError, match="stage 'train_vae' is not in .*dvc.yaml .it has toy"):
+        caching.stage_spec(tmp_path, "train_vae")
+
+
+def test_a_project_without_dvc_yaml_uses_the_checkouts(tmp_path):
+    assert caching.dvc_file(tmp_path) == REPO_ROOT / "dvc.yaml"
+    assert set(caching.stages(tmp_path)) == set(_dvc_stages())
+
+
+def test_params_from_another_file_are_refused(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"toy": {
+        "cmd": "x", "params": [{"other.yaml": ["a"]}]}}}))
+    with pytest.raises(ValueError, match="params from 'other.yaml'; genloop reads only params.yaml"):
+        caching.stages(tmp_path)

@@ -81,6 +81,7 @@ def test_content_hash_equal_for_equal_images_and_differs_otherwise():
     assert len(content_hash(a)) == 64
 
 
+@pytest.mark.integration  # DVC subprocesses
 @pytest.mark.skipif(
     shutil.which(dvcio._dvc_exe()) is None or shutil.which("git") is None, reason="needs dvc and git"
 )

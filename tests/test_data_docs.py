@@ -87,6 +87,7 @@ def test_failed_validation_still_publishes_data_docs(tmp_path):
     assert not paths.clean.exists()
 
 
+@pytest.mark.integration  # starts Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a Chromium-compatible browser")
 def test_data_docs_index_renders_in_headless_chromium(tmp_path):
     paths = ProjectPaths.at(tmp_path / "project")

@@ -19,6 +19,8 @@ from genloop.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, MOD
                               evaluate, interpolate, load_evaluation_data, score_samples)
 from genloop.models.vae import negative_elbo_nats
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def evaluated(genloop_tiny_project):

@@ -19,6 +19,8 @@ from genloop.export import (
 )
 from genloop.train import read_run_id
 
+pytestmark = pytest.mark.integration
+
 KINDS = tuple(ONNX_FILES)
 
 

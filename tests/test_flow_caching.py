@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from genloop.dvcio import read_dvc_hash, run_dvc
-from genloop.flowload import load_flows_module
+from flows import pipeline as flows
 
-from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +55,6 @@ def runs(tmp_path_factory, prefect_harness, genloop_mlflow_env):
     run_dvc(["init", "-q"], cwd=root)
     first = _digits_npz(root.parent / f"{root.name}-first.npz", slice(0, 1000))
     second = _digits_npz(root.parent / f"{root.name}-second.npz", slice(1000, None))
-    flows = load_flows_module(REPO_ROOT, "pipeline")
     out: dict = {"root": root}
 
     def pipeline(name, overrides=TINY, **kw):

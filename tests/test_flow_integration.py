@@ -10,9 +10,8 @@ import torch
 
 from genloop.dvcio import read_dvc_hash, run_dvc
 from genloop.evaluate import EVAL_METRICS, VAE_METRICS
-from genloop.flowload import load_pipeline_flow
+from flows.pipeline import pipeline
 
-from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +26,6 @@ def flow_run(tmp_path_factory, prefect_harness):
     root = tmp_path_factory.mktemp("project")
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     run_dvc(["init", "-q"], cwd=root)
-    pipeline = load_pipeline_flow(REPO_ROOT)
     result = pipeline(project_root=str(root), overrides=TINY)
     return root, result
 

@@ -15,12 +15,13 @@ import pytest
 from genloop.clean import DataValidationError
 from genloop.config import CollectConfig, ConfigError
 from genloop.export import ParityError
-from genloop.flowload import load_flows_module
+from flows import pipeline as flows
 from genloop.paths import ProjectPaths
 from genloop.sources import SourceError
 from genloop.transient import is_transient
 
-from conftest import REPO_ROOT
+pytestmark = pytest.mark.integration
+
 
 
 def _wrapped(cause: BaseException) -> SourceError:
@@ -82,7 +83,6 @@ def mirror(monkeypatch, tmp_path):
 def _collect_once(tmp_path):
     from prefect import flow
 
-    flows = load_flows_module(REPO_ROOT, "pipeline")
 
     @flow(name="collect-only")
     def collect_only():
@@ -109,7 +109,6 @@ def test_collect_does_not_retry_a_missing_file(mirror, tmp_path, prefect_harness
 
 
 def test_export_retries_with_the_same_condition():
-    flows = load_flows_module(REPO_ROOT, "pipeline")
     for task in (flows.collect_task, flows.export_task):
         assert task.retries == 2
         assert task.retry_delay_seconds == [2, 4]

@@ -12,6 +12,8 @@ import pytest
 from genloop.evaluate import GENERATOR_METRICS, MODELS, VAE_METRICS, evaluate
 from genloop.report import loss_curve_png, read_history
 
+pytestmark = pytest.mark.integration
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 

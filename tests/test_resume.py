@@ -21,6 +21,8 @@ from genloop.checkpoints import read_checkpoint
 from genloop.paths import ProjectPaths
 from genloop.train import RESUMED_TAG, train_model, training_state_path
 
+pytestmark = pytest.mark.integration
+
 EPOCHS, KILL_AFTER = 8, 2
 # One thread so the interrupted and the uninterrupted run do the same arithmetic in the same order.
 TRAIN_OVERRIDES = {"train.vae.epochs": EPOCHS, "train.vae.batch_size": 32, "train.threads": 1}

@@ -35,6 +35,8 @@ from genloop.serving import ServeSettings, ServingError, create_app
 from genloop.serving.cli import serve_command
 from genloop.serving.models import ModelHolder
 
+pytestmark = pytest.mark.integration
+
 LATENT, CHANNELS, SIDE = 4, 8, 8
 VAE, GAN = "genloop-vae", "genloop-gan"
 TOKEN = "s3cret-token"

@@ -6,10 +6,10 @@ import shutil
 import pytest
 
 from genloop.config import ConfigError, SweepConfig, load_params
-from genloop.flowload import load_flows_module
+from flows.sweep import sweep as sweep_flow
 from genloop.sweep import Trial, check_space, expand, models_for, trial_params
 
-from conftest import GENLOOP_TINY_OVERRIDES, REPO_ROOT
+from conftest import GENLOOP_TINY_OVERRIDES
 
 
 def test_grid_is_the_product_of_the_lists_and_ranges():
@@ -80,11 +80,11 @@ def swept(genloop_prepared_data, tmp_path_factory, prefect_harness, genloop_mlfl
     overrides = {**GENLOOP_TINY_OVERRIDES, "train.vae.epochs": 1, "evaluate.classifier_epochs": 1,
                  "mlflow.tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db",
                  "mlflow.artifact_root": str(root / "mlflow" / "artifacts")}
-    flow = load_flows_module(REPO_ROOT, "sweep").sweep
-    result = flow(project_root=str(root), overrides=overrides, space=SPACE, method="grid", workers=2)
+    result = sweep_flow(project_root=str(root), overrides=overrides, space=SPACE, method="grid", workers=2)
     return root, result
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_sweep_runs_every_configuration_across_two_worker_processes(swept):
     _, result = swept
     assert sorted((t["values"]["train.vae.latent_dim"], t["values"]["train.vae.beta"]) for t in result["trials"]) == \
@@ -93,6 +93,7 @@ def test_sweep_runs_every_configuration_across_two_worker_processes(swept):
     assert result["failed"] == []
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_each_trial_is_one_child_run_of_one_sweep_parent(swept):
     from mlflow import MlflowClient
 
@@ -113,6 +114,7 @@ def test_each_trial_is_one_child_run_of_one_sweep_parent(swept):
         assert [m.data.tags["genloop.model"] for m in models] == ["vae"]
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_the_best_trial_is_tagged_on_the_child_and_the_parent(swept):
     import json
 
@@ -131,6 +133,7 @@ def test_the_best_trial_is_tagged_on_the_child_and_the_parent(swept):
     assert parent.data.metrics["best_vae_fid"] == pytest.approx(scores[best])
 
 
+@pytest.mark.integration  # a Prefect server and a 2-worker Dask cluster
 def test_trials_leave_the_project_outputs_alone(swept):
     root, result = swept
     assert not (root / "outputs" / "train").exists()

@@ -16,6 +16,8 @@ from genloop.checkpoints import load_sampler, read_checkpoint
 from genloop.dvcio import read_dvc_hash
 from genloop.train import read_run_id, select_device, train_model
 
+pytestmark = pytest.mark.integration
+
 KINDS = ("vae", "gan")
 OUTPUT_FILES = ("model.pt", "history.csv", "samples.png", "run.json")
 LOSS_COLUMNS = {

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from genloop import atomic
 from genloop.arrays import save_npz
-from genloop.clean import load_split
+from genloop.datasets import load_split
 from genloop.config import AugmentConfig
 from genloop.imaging import grid_image
 from genloop.paths import ProjectPaths

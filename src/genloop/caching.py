@@ -1,7 +1,8 @@
 """Skip a stage whose inputs did not change, the way ``dvc repro`` does, for the Prefect flow.
 
-A stage's key covers its params sections, the content of its dependencies, and the source of
-the genloop modules it runs (followed through their genloop imports). After a successful run a
+Each stage's params, dependencies and outputs are read from dvc.yaml, the one place they are
+declared. A stage's key covers its params sections, the content of its dependencies, and the source
+of the genloop modules dvc.yaml lists for it (followed through their genloop imports). After a successful run a
 stamp under ``outputs/.stamps/`` records that key, a fingerprint of the outputs and the stage's
 result; a later run with the same key whose outputs are still on disk as they were returns that
 result instead of running again. Pure files and hashes: no Prefect, no MLflow here.
@@ -23,49 +24,102 @@ from genloop.config import Params
 from genloop.paths import ProjectPaths
 
 STAMP_DIR = Path("outputs") / ".stamps"
+PACKAGE_DIR = Path(__file__).resolve().parent
 STAMP_VERSION = 1
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """What a stage reads and writes; mirrors its entry in dvc.yaml."""
+    """What a stage reads and writes, as its entry in dvc.yaml declares it."""
 
     name: str
     params: tuple[str, ...]  # dotted params keys, e.g. "train.vae"
-    deps: tuple[str, ...]  # project-relative files or folders it reads
-    outs: tuple[str, ...]  # project-relative files or folders it writes
-    code: tuple[str, ...]  # genloop modules it runs (their genloop imports are followed)
+    deps: tuple[str, ...]  # project-relative files or folders it reads (source files excluded)
+    outs: tuple[str, ...]  # project-relative files or folders it writes (outs, metrics, plots)
+    code: tuple[str, ...]  # genloop modules of its source deps (their genloop imports are followed)
 
 
-def _train_spec(kind: str) -> StageSpec:
-    return StageSpec(
-        f"train_{kind}",
-        ("seed", "train.device", "train.threads", "train.compile", "train.sample_grid", f"train.{kind}", "mlflow"),
-        ("outputs/augment", "outputs/clean"),
-        (f"outputs/train/{kind}",),
-        ("genloop.train", f"genloop.models.{kind}"),
-    )
+# ---- the stage table, read from dvc.yaml ------------------------------------------------------------
+
+DVC_FILE = "dvc.yaml"
+PARAMS_FILE = "params.yaml"
+SOURCE_DIR = "src/"
 
 
-STAGES: dict[str, StageSpec] = {
-    "clean": StageSpec("clean", ("clean",), ("data",),
-                       ("outputs/clean", "reports/validation.json", "reports/data_docs", "reports/near_duplicates.csv"),
-                       ("genloop.clean",)),
-    "augment": StageSpec("augment", ("seed", "augment"), ("outputs/clean",), ("outputs/augment",),
-                         ("genloop.augment",)),
-    "train_vae": _train_spec("vae"),
-    "train_gan": _train_spec("gan"),
-    "evaluate": StageSpec("evaluate", ("seed", "train.threads", "evaluate", "mlflow"),
-                          ("outputs/clean", "outputs/train/vae/model.pt", "outputs/train/gan/model.pt",
-                           "outputs/train/vae/history.csv", "outputs/train/gan/history.csv"),
-                          ("reports/metrics.json", "reports/index.html", "reports/figures",
-                           "outputs/evaluate/classifier.pt"),
-                          ("genloop.evaluate",)),
-    "export": StageSpec("export", ("seed", "evaluate", "export", "mlflow"),
-                        ("outputs/train/vae/model.pt", "outputs/train/gan/model.pt", "outputs/clean",
-                         "reports/metrics.json"),
-                        ("models",), ("genloop.export",)),
-}
+def dvc_file(root: Path) -> Path:
+    """The project's dvc.yaml, else the one of the checkout genloop runs from (a bare project folder,
+    as in tests, runs the stages of the code it imports)."""
+    for candidate in (Path(root) / DVC_FILE, PACKAGE_DIR.parents[1] / DVC_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no {DVC_FILE} in {root} or beside the genloop sources ({PACKAGE_DIR.parents[1]}); "
+                            "the flow reads its stages from it")
+
+
+def _names(items: Any, field: str, where: str) -> list[str]:
+    """dvc.yaml list entries are a path, or a one-key mapping from the path to its options."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: {field} must be a list")
+    return [next(iter(i)) if isinstance(i, dict) else str(i) for i in items]
+
+
+def _params(items: Any, where: str) -> tuple[str, ...]:
+    """Keys of params.yaml; ``{params.yaml: [keys]}`` is the long form of the same."""
+    keys: list[str] = []
+    for item in items or []:
+        if isinstance(item, dict):
+            for file, listed in item.items():
+                if file != PARAMS_FILE:
+                    raise ValueError(f"{where}: params from {file!r}; genloop reads only {PARAMS_FILE}")
+                keys.extend(str(k) for k in listed or [])
+        else:
+            keys.append(str(item))
+    return tuple(keys)
+
+
+def _source_modules(dep: str) -> list[str]:
+    """``src/genloop/models/vae.py`` -> ``genloop.models.vae``; a source folder -> each module in it."""
+    rel = Path(dep[len(SOURCE_DIR):])
+    if rel.suffix == ".py":
+        files = [rel]
+    else:
+        folder = PACKAGE_DIR.parent / rel
+        files = [f.relative_to(PACKAGE_DIR.parent) for f in sorted(folder.rglob("*.py"))]
+    return [".".join(f.with_suffix("").parts).removesuffix(".__init__") for f in files]
+
+
+@lru_cache(maxsize=8)
+def _read_stages(file: Path, mtime_ns: int) -> dict[str, StageSpec]:
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(file.read_text()) or {})["stages"]
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ValueError(f"{file}: cannot read its stages ({exc.__class__.__name__}: {exc})") from None
+    table = {}
+    for name, stage in stages.items():
+        where = f"{file} stage {name!r}"
+        deps = _names(stage.get("deps"), "deps", where)
+        code = [m for d in deps if d.startswith(SOURCE_DIR) for m in _source_modules(d)]
+        outs = [o for f in ("outs", "metrics", "plots") for o in _names(stage.get(f), f, where)]
+        table[name] = StageSpec(name, _params(stage.get("params"), where),
+                                tuple(d for d in deps if not d.startswith(SOURCE_DIR)), tuple(outs), tuple(code))
+    return table
+
+
+def stages(root: Path) -> dict[str, StageSpec]:
+    """Every stage of the project's dvc.yaml, by name (read again when the file changes)."""
+    file = dvc_file(root)
+    return _read_stages(file.resolve(), file.stat().st_mtime_ns)
+
+
+def stage_spec(root: Path, name: str) -> StageSpec:
+    table = stages(root)
+    if name not in table:
+        raise KeyError(f"stage {name!r} is not in {dvc_file(root)} (it has {', '.join(table)})")
+    return table[name]
 
 
 @dataclass(frozen=True)
@@ -117,8 +171,6 @@ def params_section(params: Params, dotted: str) -> Any:
         node = node[part]
     return node
 
-
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _module_file(name: str) -> Path | None:

@@ -15,18 +15,14 @@ import numpy as np
 import pandas as pd
 
 from genloop import atomic
-from genloop.arrays import load_npz, save_npz
-from genloop.collect import content_hash, read_dataset
+from genloop.arrays import save_npz
 from genloop.config import CleanConfig
+from genloop.datasets import content_hash, load_split, read_dataset  # load_split re-exported
 from genloop.near_duplicates import find_near_duplicates
 from genloop.paths import ProjectPaths
-from genloop.validation import validate_table
+from genloop.validation import DataValidationError, validate_table  # DataValidationError re-exported
 
 SPLITS = ("train", "val", "test")
-
-
-class DataValidationError(RuntimeError):
-    """The data set as a whole is unusable; the message names the report to read."""
 
 
 def data_docs_dir(paths: ProjectPaths) -> Path:
@@ -180,11 +176,3 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
         data_docs=docs / "index.html", reports=report_files(paths),
     )
 
-
-def load_split(paths: ProjectPaths, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images as uint8 (N, H, W) and labels of one clean split."""
-    file = paths.clean / f"{split}.npz"
-    if not file.exists():
-        raise FileNotFoundError(f"{file} is missing; run `genloop clean` first")
-    arrays = load_npz(file)
-    return arrays["images"], arrays["labels"]

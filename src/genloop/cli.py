@@ -320,10 +320,9 @@ def run(obj: Context, source: str | None, force: bool) -> None:
 
     Stages whose inputs did not change since their last run are skipped (Prefect state Cached).
     """
-    from genloop.flowload import load_pipeline_flow
+    from flows.pipeline import pipeline as flow
     from genloop.summary import run_summary
 
-    flow = load_pipeline_flow(obj.paths.root)
     result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
                   overrides=obj.overrides or None, source=source, force=force)
     click.echo(run_summary(result, obj.paths))
@@ -351,7 +350,7 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
 
     Needs the prepared data of a `genloop run`; trials train in their own folders under outputs/sweeps/.
     """
-    from genloop.flowload import load_flows_module
+    import flows.sweep as module
     from genloop.sweep import resolve_config
 
     space = _parse_overrides(space_items, "--space", "KEY=VALUES, e.g. --space train.vae.beta=[0.5,1.0] or "
@@ -359,7 +358,6 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
         if space_items else None
     resolve_config(obj.params(), {"method": method, "n_trials": n_trials, "space": space, "metric": metric,
                                   "direction": direction, "dask_address": dask_address, "workers": workers})
-    module = load_flows_module(obj.paths.root, "sweep")
     with module.prefect_api():
         result = module.sweep(project_root=str(obj.paths.root), params_file=str(obj.params_file),
                               overrides=obj.overrides or None, method=method, n_trials=n_trials, space=space,

@@ -1,7 +1,6 @@
 """Stage 1, collect: read a source into ``data/`` (one images array plus a manifest) and version it."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from genloop import dvcio
 from genloop.atomic import atomic_dir
 from genloop.config import CollectConfig
 from genloop.datacommit import commit_data
+from genloop.datasets import DataSetError, content_hash, read_dataset  # re-exported
 from genloop.errors import GenloopError, MissingInputError
 from genloop.paths import ProjectPaths
 from genloop.sources import SourceBatch, load_source
@@ -22,10 +22,6 @@ MANIFEST_COLUMNS = [
 ]
 CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH, non-integer names)
 NAMED_COLUMNS = [*MANIFEST_COLUMNS[:4], CLASS_NAME, *MANIFEST_COLUMNS[4:]]
-
-
-class DataSetError(GenloopError, ValueError):
-    """data/ (or a batch to add to it) cannot be used as it is; the message says how to fix it."""
 
 
 MODES = ("replace", "append")
@@ -40,14 +36,6 @@ class CollectResult:
     added: int = 0  # rows this collect read from the source
     batch: int = 0  # the manifest `batch` those rows carry
     mode: str = "replace"
-
-
-def content_hash(image: np.ndarray) -> str:
-    """Hash of the pixels and shape, so the same image always gets the same id and split."""
-    h = hashlib.sha256()
-    h.update(np.asarray(image.shape, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-    return h.hexdigest()
 
 
 def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
@@ -91,22 +79,6 @@ def write_dataset(data_dir: Path, images: np.ndarray, manifest: pd.DataFrame) ->
     """Write both files into a fresh folder and swap it in whole (no DVC): for tests and fixtures."""
     with atomic_dir(data_dir) as tmp:
         _write_files(tmp, images, manifest)
-
-
-def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
-    if not paths.images.exists() or not paths.manifest.exists():
-        raise MissingInputError(
-            f"no collected data in {paths.data}; run `genloop collect --source digits` first"
-        )
-    images = np.load(paths.images, allow_pickle=False)
-    manifest = pd.read_csv(paths.manifest, dtype={"class_name": str})
-    if "class_name" in manifest.columns:
-        manifest["class_name"] = manifest["class_name"].fillna("")
-    if len(images) != len(manifest):
-        raise DataSetError(
-            f"{paths.images} holds {len(images)} images but {paths.manifest} has {len(manifest)} rows"
-        )
-    return images, manifest
 
 
 def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarray, pd.DataFrame, int]:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from genloop.errors import GenloopError
 
-class DvcError(RuntimeError):
+
+class DvcError(GenloopError, RuntimeError):
     pass
 
 

@@ -34,8 +34,6 @@ class ProjectBusyError(GenloopError):
 # Errors of modules not yet rebased on GenloopError: (module, class name). Looked up only in modules
 # already imported (an error can only come from a loaded module), so this file imports nothing heavy.
 _LEGACY_USER_ERRORS = (
-    ("genloop.clean", "DataValidationError"),
-    ("genloop.dvcio", "DvcError"),
     ("genloop.export", "ParityError"),
     ("genloop.promotion", "PromotionError"),
 )

@@ -19,29 +19,15 @@ import torch
 
 from genloop import atomic, quality, tracking
 from genloop.checkpoints import load_sampler, load_vae
-from genloop.clean import load_split
 from genloop.config import EvaluateConfig, Params
+from genloop.datasets import load_split, read_run_id, to_tensor
+from genloop.metric_names import EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, MODELS, VAE_METRICS  # re-exported
 from genloop.models.classifier import (DigitClassifier, classifier_key, embed, load_classifier,
                                        normalise_features, save_classifier, train_classifier)
 from genloop.paths import ProjectPaths
-from genloop.train import read_run_id, to_tensor
 
 if TYPE_CHECKING:
     from genloop.report import HtmlReport
-
-MODELS = ("vae", "gan")
-# Scores of a set of samples; lower is better for fid, kid_*, class_tvd and train_copy_share, higher for
-# is_*, precision, recall, density (about 1 for real data) and coverage; nn_train_distance_ratio is
-# about 1 for real data and well below 1 when samples copy training images.
-GENERATOR_METRICS = (
-    "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "density", "coverage",
-    "class_tvd", "nn_train_distance_median", "nn_train_distance_ratio", "train_copy_share",
-)
-FLOOR_SUFFIX = "_real_floor"
-# The metric names every model run carries, so `mlflow ui` compares them column by column.
-EVAL_METRICS = (*GENERATOR_METRICS, *(m + FLOOR_SUFFIX for m in GENERATOR_METRICS), "classifier_accuracy")
-# On the VAE run only, in nats per test image (BCE summed over pixels + KL), and SSIM in [0, 1].
-VAE_METRICS = ("test_neg_elbo", "test_nll_iwae", "test_recon_ssim")
 
 
 @dataclass(frozen=True)

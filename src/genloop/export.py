@@ -18,7 +18,7 @@ from genloop import atomic, promotion, tracking
 from genloop.checkpoints import load_sampler
 from genloop.config import ExportConfig, Params
 from genloop.paths import ProjectPaths
-from genloop.train import read_run_id
+from genloop.datasets import read_run_id
 
 INPUT_NAME, OUTPUT_NAME = "z", "image"
 ONNX_FILES = {"vae": "vae_decoder.onnx", "gan": "gan_generator.onnx"}
@@ -223,7 +223,7 @@ def champion_rescorer(params: Params, paths: ProjectPaths) -> promotion.Rescorer
 
 def _evaluation_sample_count(paths: ProjectPaths) -> int:
     """As many samples as evaluate draws: the held-out (val + test) images."""
-    from genloop.clean import load_split
+    from genloop.datasets import load_split
 
     return sum(len(load_split(paths, split)[0]) for split in ("val", "test"))
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from genloop.sources import SourceError
+from genloop.source_errors import MAX_SIDE, SourceError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -79,8 +79,6 @@ def parse_header(header: bytes, path: Path, magic: int, ndim: int) -> tuple[int,
 
 def _check_promise(dims: tuple[int, ...], path: Path, max_rows: int | None) -> None:
     """Refuse a header that promises more than a data set may hold, before reading its payload."""
-    from genloop.sources import MAX_SIDE
-
     if max_rows is not None and dims[0] > max_rows:
         raise SourceError(f"{path}: header promises {dims[0]} rows, more than the {max_rows} still "
                           "allowed by clean.max_rows; refused before reading its data")

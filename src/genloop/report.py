@@ -121,7 +121,7 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_table(report: dict[str, Any]) -> str:
-    from genloop.evaluate import FLOOR_SUFFIX, GENERATOR_METRICS
+    from genloop.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS
 
     rows = []
     for name in GENERATOR_METRICS:

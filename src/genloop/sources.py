@@ -21,20 +21,15 @@ from urllib.error import HTTPError, URLError
 
 import numpy as np
 
-from genloop.errors import GenloopError
+from genloop.source_errors import MAX_SIDE, SourceError  # SourceError re-exported
 
 SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, idx:PATH, folder:PATH, npz:PATH"
-MAX_SIDE = 4096
 MAX_IMAGE_PIXELS = 4096 * 4096  # above this an image file is refused as a possible decompression bomb
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_FORMATS = ("PNG", "JPEG")
 CACHE_ENV = "GENLOOP_CACHE"
 DATASET_URL_ENV = "GENLOOP_DATASET_URL"
 DOWNLOAD_TIMEOUT_S = 15.0
-
-
-class SourceError(GenloopError, ValueError):
-    """A source that names nothing or holds unusable data; the message says which."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from genloop import atomic, tracking
 from genloop.arrays import load_npz
 from genloop.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
-from genloop.clean import load_split
+from genloop.datasets import load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
 from genloop.config import GANConfig, Params, VAEConfig
 from genloop.imaging import save_grid
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
@@ -72,11 +72,6 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], once, so batches are plain slices."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
 
 
 def load_training_images(paths: ProjectPaths) -> torch.Tensor:
@@ -369,10 +364,3 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     keys = list(history[0])
     lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" if k != "epoch" else str(row[k]) for k in keys) for row in history]
     atomic.write_text(path, "\n".join(lines) + "\n")
-
-
-def read_run_id(paths: ProjectPaths, kind: str) -> str:
-    file = paths.train(kind) / "run.json"
-    if not file.exists():
-        raise FileNotFoundError(f"{file} is missing; run `genloop train --model {kind}` first")
-    return str(json.loads(file.read_text())["run_id"])

@@ -47,7 +47,7 @@ def is_transient(exc: BaseException) -> bool:
     timeout, a reset connection) or a busy store, also when wrapped (a SourceError around a failed
     download). Everything else, config, validation and parity errors and bugs included, is final,
     as is an offline machine (no DNS, connection refused)."""
-    from genloop.clean import DataValidationError
+    from genloop.validation import DataValidationError
     from genloop.config import ConfigError
     from genloop.export import ParityError
 

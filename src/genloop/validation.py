@@ -15,9 +15,14 @@ from typing import Any
 import pandas as pd
 
 from genloop.config import CleanConfig
+from genloop.errors import GenloopError
 
 ROW_ID = "id"
 DOCS_SITE = "genloop"
+
+
+class DataValidationError(GenloopError, RuntimeError):
+    """The data set as a whole is unusable; the message names the report to read."""
 
 
 @dataclass(frozen=True)
