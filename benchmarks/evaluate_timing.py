@@ -7,6 +7,16 @@ versions of the code, run alternately so both see the same load.
 
 Each project holds the same trained models (outputs/train/{vae,gan}, copied) with their MLflow
 store, and a params.yaml its code accepts.
+
+Where the time goes on MNIST (10,000 images: 7,018 train, 2,982 held-out samples per model, 1,506
+test; models trained 1 epoch), CPU seconds of one thread from a cProfile run with a process-time
+clock, old code (before fid_alt) -> new, same session, machine heavily loaded (load average 9-25):
+classifier training 50.7 -> 50.7 + 2.7 for the MLP of fid_alt (cached afterwards in
+outputs/evaluate/classifier.pt); IWAE with 64 samples on all 1,506 test images 44.1 -> on a seeded
+subset of 500 about a third; k-NN metrics (prdc, full distance matrices, the reference radii
+recomputed per call) 5.6 -> torch in blocks with the reference radii computed once; KID 6.4;
+embeddings 5.4; MLflow 5.1; sampling 3.2; pixel nearest neighbours 3.2; report 1.4. See
+BENCHMARKS.md for the totals.
 """
 from __future__ import annotations
 
