@@ -55,6 +55,13 @@ def test_the_table_opens_with_the_recognisable_share_then_both_fids(page):
     assert "probability &gt;= 0.9" in page  # the reading states the confidence threshold
 
 
+def test_the_likelihood_heading_names_the_iwae_subset_only_when_smaller():
+    from genloop.report import _likelihood_images
+
+    assert _likelihood_images({"test_images": 1506, "iwae_test_images": 500}) == "1506 test images; IWAE on a seeded 500"
+    assert _likelihood_images({"test_images": 263, "iwae_test_images": 263}) == "263 test images"
+
+
 def test_interpolation_grid_has_one_row_per_walk(evaluated):
     from PIL import Image
 

@@ -147,6 +147,11 @@ def _vae_table(report: dict[str, Any]) -> str:
     return "<table><tr><th>metric</th><th>VAE</th><th>reading</th></tr>" + "".join(rows) + "</table>" if rows else ""
 
 
+def _likelihood_images(report: dict[str, Any]) -> str:
+    test, iwae = report.get("test_images", "?"), report.get("iwae_test_images")
+    return f"{test} test images" + (f"; IWAE on a seeded {iwae}" if iwae is not None and iwae != test else "")
+
+
 def _img(name: str, alt: str) -> str:
     alt = html.escape(alt)
     return f'<figure><img src="figures/{name}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
@@ -190,7 +195,7 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 (cos + 1)<sup>3</sup> and KID lies in [0, 14]. Precision, recall, density and coverage: k-NN manifolds
 (Naeem et al. 2020). Nearest-neighbour distances are RMS pixel distances in [0, 1].</p>
 {_metrics_table(report, confidence)}
-<h2>VAE likelihood ({report.get("test_images", "?")} test images)</h2>
+<h2>VAE likelihood ({_likelihood_images(report)})</h2>
 {_vae_table(report)}
 <h2>Samples</h2>
 {section("samples")}
