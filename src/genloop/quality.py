@@ -3,8 +3,9 @@
 Sample metrics compare a candidate set with the real training images: FID and KID (torchmetrics),
 the Inception-Score analogue (torchmetrics, on our classifier's logits), the share of confidently
 classified (recognisable) samples, k-NN precision, recall, density and coverage (Naeem et al.
-2020), the class distribution, and a memorisation check in pixel space. Likelihood metrics score a VAE on held-out images: the IWAE bound (Burda et
-al. 2016) and the SSIM of reconstructions. No I/O here; ``genloop.evaluate`` feeds these.
+2020), the class distribution, and a memorisation check in pixel space. Likelihood metrics score a
+VAE on held-out images: the IWAE bound (Burda et al. 2016) and the SSIM of reconstructions. No I/O
+here; ``genloop.evaluate`` feeds these.
 """
 from __future__ import annotations
 
