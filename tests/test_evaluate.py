@@ -1,6 +1,7 @@
-"""Tests for genloop.evaluate: metrics.json, the metrics logged to MLflow, and the metrics' sanity
-(a perfect generator scores near the floor, noise far from it, copies are flagged, the IWAE bound
-sits below the negative ELBO).
+"""Tests for genloop.evaluate: metrics.json (headline) and metrics_detail.json (everything), the
+metrics logged to MLflow, and the metrics' sanity (a perfect generator scores near the floor under
+both feature networks, noise far from it, copies are flagged, the IWAE bound sits below the
+negative ELBO).
 
 Real MLflow (a sqlite store in the test's folder), both models trained for 2 epochs.
 """
@@ -15,8 +16,9 @@ import torch
 
 from genloop import quality
 from genloop.checkpoints import load_sampler, load_vae
-from genloop.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, MODELS, VAE_METRICS, classifier_file,
-                              evaluate, interpolate, load_evaluation_data, score_samples)
+from genloop.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MODELS, RUN_METRICS,
+                              VAE_METRICS, classifier_file, detail_file, evaluate, interpolate, iwae_subset,
+                              load_evaluation_data, score_samples)
 from genloop.models.vae import negative_elbo_nats
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,12 @@ def evaluated(genloop_tiny_project):
 def report(evaluated) -> dict:
     project, _ = evaluated
     return json.loads(project.paths.metrics.read_text())
+
+
+@pytest.fixture(scope="module")
+def detail(evaluated) -> dict:
+    project, _ = evaluated
+    return json.loads(detail_file(project.paths).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -55,83 +63,156 @@ def scored(evaluated, data):
     }
 
 
-def test_evaluate_writes_metrics_json_with_both_models_the_floor_and_the_classifier(evaluated, report):
+def test_metrics_json_holds_only_the_headline_per_model_and_one_floor_block(evaluated, report):
     project, result = evaluated
     assert result.report == project.paths.metrics == project.root / "reports" / "metrics.json"
     assert result.html == project.root / "reports" / "index.html" and result.html.exists()
-    assert {"vae", "gan", "real_floor", "classifier", "class_shares"} <= set(report)
-    assert set(report["real_floor"]) == set(GENERATOR_METRICS)
-    assert report["classifier"]["feature_dim"] == project.params.evaluate.feature_dim
-    assert 0.0 <= report["classifier"]["held_out_accuracy"] <= 1.0
-    assert report["classifier"]["held_out_accuracy"] == pytest.approx(result.classifier_accuracy)
+    assert set(report) == {"vae", "gan", "real_floor"}
+    assert set(report["gan"]) == set(HEADLINE_METRICS) == set(EVAL_METRICS)
+    assert set(report["vae"]) == set(HEADLINE_METRICS) | set(VAE_METRICS)
+    assert set(report["real_floor"]) == set(HEADLINE_METRICS)
+    assert {"fid", "fid_alt", "recognisable_share"} <= set(HEADLINE_METRICS)
+    for block in report.values():
+        for key, value in block.items():
+            assert isinstance(value, float) and math.isfinite(value), key
+
+
+def test_metrics_detail_json_holds_every_figure_and_agrees_with_the_headline(evaluated, report, detail):
+    project, result = evaluated
+    assert result.detail == detail_file(project.paths) == project.root / "reports" / "metrics_detail.json"
+    assert {"vae", "gan", "real_floor", "classifier", "class_shares", "samples_per_model"} <= set(detail)
+    assert set(detail["real_floor"]) == set(GENERATOR_METRICS)
+    assert set(detail["gan"]) == set(RUN_METRICS)
+    assert set(detail["vae"]) == set(RUN_METRICS) | set(VAE_METRICS)
+    for name in ("vae", "gan", "real_floor"):
+        assert report[name] == {k: detail[name][k] for k in report[name]}, name
+    classifier = detail["classifier"]
+    assert classifier["feature_dim"] == project.params.evaluate.feature_dim
+    for key in ("held_out_accuracy", "alt_held_out_accuracy"):
+        assert 0.0 <= classifier[key] <= 1.0
+    assert classifier["held_out_accuracy"] == pytest.approx(result.classifier_accuracy)
 
 
 @pytest.mark.parametrize("kind", MODELS)
-def test_each_model_carries_the_eval_metric_names_and_only_the_vae_its_likelihood(report, kind):
+def test_each_model_carries_every_metric_finite_and_only_the_vae_its_likelihood(detail, kind):
     extra = set(VAE_METRICS) if kind == "vae" else set()
-    assert set(report[kind]) == set(EVAL_METRICS) | extra
-    for key, value in report[kind].items():
+    assert set(detail[kind]) == set(RUN_METRICS) | extra
+    for key, value in detail[kind].items():
         assert math.isfinite(value), (kind, key)
 
 
-def test_class_shares_are_distributions_and_the_tvd_matches_them(report):
-    shares = report["class_shares"]
+def test_class_shares_are_distributions_and_the_tvd_matches_them(detail):
+    shares = detail["class_shares"]
     assert {"real_train", "real_held_out", "vae", "gan"} <= set(shares)
     for name, per_class in shares.items():
         assert sorted(per_class, key=int) == [str(c) for c in range(10)], name
         assert sum(per_class.values()) == pytest.approx(1.0), name
     for kind in MODELS:
         tvd = 0.5 * sum(abs(shares[kind][c] - shares["real_train"][c]) for c in shares[kind])
-        assert report[kind]["class_tvd"] == pytest.approx(tvd)
+        assert detail[kind]["class_tvd"] == pytest.approx(tvd)
         assert 0.0 <= tvd <= 1.0
 
 
 @pytest.mark.parametrize("kind", MODELS)
-def test_the_same_metrics_and_the_report_are_logged_to_the_models_child_run(evaluated, report, kind):
+def test_every_metric_and_its_floor_and_the_report_are_logged_to_the_models_child_run(evaluated, detail, kind):
     project, _ = evaluated
     client = project.client()
     run = client.get_run(project.results[kind].run_id)
-    expected = set(EVAL_METRICS) | (set(VAE_METRICS) if kind == "vae" else set())
-    logged = {k: v for k, v in run.data.metrics.items() if k in set(EVAL_METRICS) | set(VAE_METRICS)}
+    expected = set(RUN_METRICS) | (set(VAE_METRICS) if kind == "vae" else set())
+    assert {"recognisable_share", "recognisable_share_real_floor", "fid_alt", "fid_alt_real_floor"} <= expected
+    logged = {k: v for k, v in run.data.metrics.items() if k in set(RUN_METRICS) | set(VAE_METRICS)}
     assert set(logged) == expected
     for key in expected:
-        assert logged[key] == pytest.approx(report[kind][key], rel=1e-6, abs=1e-12), key
+        assert logged[key] == pytest.approx(detail[kind][key], rel=1e-6, abs=1e-12), key
     run_id = run.info.run_id
-    assert "metrics.json" in {a.path for a in client.list_artifacts(run_id)}
+    assert {"metrics.json", "metrics_detail.json"} <= {a.path for a in client.list_artifacts(run_id)}
     assert "report/index.html" in {a.path for a in client.list_artifacts(run_id, "report")}
     figures = {a.path for a in client.list_artifacts(run_id, "report/figures")}
     assert {f"report/figures/samples_{k}.png" for k in MODELS} <= figures
 
 
-def test_floor_and_classifier_accuracy_are_shared_by_both_models(report):
+def test_floor_and_classifier_accuracy_are_shared_by_both_models(detail):
     for key in [m + FLOOR_SUFFIX for m in GENERATOR_METRICS] + ["classifier_accuracy"]:
-        assert report["vae"][key] == report["gan"][key], key
+        assert detail["vae"][key] == detail["gan"][key], key
         if key != "classifier_accuracy":
-            assert report["vae"][key] == report["real_floor"][key.removesuffix(FLOOR_SUFFIX)]
+            assert detail["vae"][key] == detail["real_floor"][key.removesuffix(FLOOR_SUFFIX)]
 
 
-def test_real_vs_real_floor_is_below_both_models_after_two_epochs(report):
+def test_real_vs_real_floor_is_below_both_models_under_both_feature_networks(report):
     for kind in MODELS:
         assert 0.0 <= report["real_floor"]["fid"] < report[kind]["fid"], kind
+        assert 0.0 <= report["real_floor"]["fid_alt"] < report[kind]["fid_alt"], kind
 
 
-def test_kid_is_on_the_cosine_scale(report):
+def test_kid_is_on_the_cosine_scale(detail):
     """Features are rescaled to norm sqrt(d): KID's cubic kernel is (cos + 1)^3, so KID stays in [-14, 14]."""
     for name in ("vae", "gan", "real_floor"):
-        assert -14.0 <= report[name]["kid_mean"] <= 14.0
-        assert 0.0 <= report[name]["kid_std"] <= 14.0
+        assert -14.0 <= detail[name]["kid_mean"] <= 14.0
+        assert 0.0 <= detail[name]["kid_std"] <= 14.0
 
 
 def test_a_perfect_generator_scores_near_the_floor_and_noise_clearly_worse(scored):
     real, noise = scored["real"], scored["noise"]
     floor = {m: real[m + FLOOR_SUFFIX] for m in GENERATOR_METRICS}
-    assert noise["fid_real_floor"] == real["fid_real_floor"]  # the same data, the same floor
-    assert real["fid"] - floor["fid"] < 0.1 * (noise["fid"] - floor["fid"])
+    assert set(real) == set(RUN_METRICS)
+    for key in ("fid", "fid_alt"):
+        assert noise[key + FLOOR_SUFFIX] == real[key + FLOOR_SUFFIX]  # the same data, the same floor
+        assert math.isfinite(real[key]) and math.isfinite(noise[key])
+        assert real[key] - floor[key] < 0.1 * (noise[key] - floor[key]), key
     assert real["kid_mean"] < noise["kid_mean"]
     for key in ("precision", "coverage", "is_mean"):
         assert real[key] > noise[key] + 0.1 * abs(floor[key]), key
         assert abs(real[key] - floor[key]) < abs(noise[key] - floor[key]), key
     assert real["class_tvd"] < noise["class_tvd"]
+
+
+def test_real_digits_are_recognisable_and_noise_is_not(scored):
+    real, noise = scored["real"], scored["noise"]
+    assert real["recognisable_share"] > 0.5  # an 8-epoch classifier: confident on most real digits
+    assert real["recognisable_share_real_floor"] > 0.5
+    assert noise["recognisable_share"] < 0.5 * real["recognisable_share"]
+
+
+def test_recognisable_share_counts_images_at_or_above_the_confidence():
+    confident = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 10.0]])  # p(top) ~ 0.9999
+    even = torch.zeros(2, 3)  # p = 1/3 each
+    assert quality.recognisable_share(confident, 0.9) == 1.0
+    assert quality.recognisable_share(even, 0.9) == 0.0
+    assert quality.recognisable_share(torch.cat([confident, even]), 0.9) == 0.5
+    assert quality.recognisable_share(even, 1 / 3 - 1e-9) == 1.0
+
+
+def test_manifold_metrics_equal_prdc_with_or_without_precomputed_radii():
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    gen = torch.Generator().manual_seed(5)
+    real = torch.randn(300, 8, generator=gen)
+    fake = torch.randn(200, 8, generator=gen) * 1.3 + 0.4
+    with contextlib.redirect_stdout(io.StringIO()):
+        expected = compute_prdc(real.numpy(), fake.numpy(), 5)
+    for radii in (None, quality.knn_radii(real, 5)):
+        got = quality.manifold(real, fake, 5, reference_radii=radii, block_rows=64)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(float(value), abs=1.5 / 200), key
+    assert 0.0 < got["precision"] < 1.0 and 0.0 < got["coverage"] < 1.0  # a case where they can disagree
+
+
+def test_manifold_prints_nothing(capsys):
+    real, fake = torch.randn(40, 4), torch.randn(30, 4)
+    quality.manifold(real, fake, 3)
+    assert capsys.readouterr().out == ""
+
+
+def test_iwae_subset_is_seeded_and_bounded():
+    test = torch.arange(20.0).view(20, 1, 1, 1)
+    assert torch.equal(iwae_subset(test, 50, 0), test)
+    picked = iwae_subset(test, 5, 3)
+    assert len(picked) == 5 and len(set(picked.flatten().tolist())) == 5
+    assert torch.equal(picked, iwae_subset(test, 5, 3))
+    assert not torch.equal(picked, test[:5])
 
 
 def test_memorisation_flags_a_generator_that_returns_training_images(scored):
@@ -198,11 +279,16 @@ def test_nearest_distances_are_zero_for_copies_and_rms_scaled():
     assert np.all(d[5:] <= 0.5 + 1e-5)
 
 
-def test_the_classifier_is_saved_and_reused_until_its_settings_change(evaluated, data):
-    """Last in this module: it leaves a 1-epoch classifier saved in the project."""
+def test_the_two_feature_networks_differ_in_architecture(data):
+    assert data.classifier.arch != data.alt_classifier.arch
+    assert data.reference_alt_raw.shape == data.reference_raw.shape
+
+
+def test_the_classifiers_are_saved_and_reused_until_their_settings_change(evaluated, data):
+    """Last in this module: it leaves 1-epoch classifiers saved in the project."""
     project, _ = evaluated
     assert classifier_file(project.paths).exists()
-    assert data.classifier_reused  # evaluate trained and saved it; loading again reuses it
+    assert data.classifier_reused  # evaluate trained and saved both; loading again reuses them
     retrained = load_evaluation_data(project.params_with({"evaluate.classifier_epochs": 1}), project.paths)
     assert not retrained.classifier_reused
     assert load_evaluation_data(project.params_with({"evaluate.classifier_epochs": 1}), project.paths).classifier_reused

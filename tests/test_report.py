@@ -50,6 +50,20 @@ def test_the_metrics_table_lists_every_metric_for_both_models_with_the_floor(pag
     assert all(f"<th>{title}</th>" in page for title in ("VAE", "GAN"))
 
 
+def test_the_table_opens_with_the_recognisable_share_then_both_fids(page):
+    rows = re.findall(r"<tr><th>([a-z_]+)</th><td>", page)
+    assert rows[:3] == ["recognisable_share", "fid", "fid_alt"]
+    assert page.index("<th>recognisable_share</th>") < page.index("<h2>Samples</h2>")
+    assert "probability &gt;= 0.9" in page  # the reading states the confidence threshold
+
+
+def test_the_likelihood_heading_names_the_iwae_subset_only_when_smaller():
+    from genloop.report import _likelihood_images
+
+    assert _likelihood_images({"test_images": 1506, "iwae_test_images": 500}) == "1506 test images; IWAE on a seeded 500"
+    assert _likelihood_images({"test_images": 263, "iwae_test_images": 263}) == "263 test images"
+
+
 def test_interpolation_grid_has_one_row_per_walk(evaluated):
     from PIL import Image
 

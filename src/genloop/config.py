@@ -116,6 +116,9 @@ class EvaluateConfig(Strict):
         1.0, gt=0.0, lt=100.0,
         description="a sample nearer a training image than this percentile of held-out real images counts as a copy")
     iwae_samples: int = Field(64, ge=1, description="importance samples per test image of the VAE's IWAE NLL estimate")
+    iwae_images: int = Field(500, ge=1, description="test images (a seeded subset) the IWAE NLL is averaged over")
+    recognisable_confidence: float = Field(
+        0.9, gt=0.0, le=1.0, description="a sample is recognisable when the classifier gives one class at least this probability")
     batch_size: int = Field(1024, ge=1, description="rows per forward pass (images x IWAE samples included)")
     report_samples: int = Field(64, ge=1, description="samples per model in the report's grids")
     interpolation_rows: int = Field(6, ge=1, description="latent interpolations per model in the report")

@@ -2,10 +2,15 @@
 and write the HTML report.
 
 Features and class probabilities come from a small classifier trained here on the clean real
-training split, standing in for Inception (no download, native resolution); it is saved under
-``outputs/evaluate/`` and reused while the training split and settings are unchanged. Every metric
-of ``GENERATOR_METRICS`` is also computed for the held-out real images (val + test) against the
-same training images: that is its ``*_real_floor``, what a perfect generator would score.
+training split, standing in for Inception (no download, native resolution); a second network of
+another architecture and seed gives a second FID (``fid_alt``), so no single feature space decides.
+Both are saved in ``outputs/evaluate/classifier.pt`` and reused while the training split and
+settings are unchanged. Every metric of ``GENERATOR_METRICS`` is also computed for the held-out real
+images (val + test) against the same training images: that is its ``*_real_floor``, what a perfect
+generator would score.
+
+``reports/metrics.json`` holds the ``HEADLINE_METRICS`` per model and their floors (what ``dvc
+metrics show`` lists); ``reports/metrics_detail.json`` holds everything, per-class shares included.
 """
 from __future__ import annotations
 
@@ -21,9 +26,10 @@ from genloop import atomic, quality, tracking
 from genloop.checkpoints import load_sampler, load_vae
 from genloop.config import EvaluateConfig, Params
 from genloop.datasets import load_split, read_run_id, to_tensor
-from genloop.metric_names import EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, MODELS, VAE_METRICS  # re-exported
+from genloop.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
+                                  MODELS, RUN_METRICS, VAE_METRICS)
 from genloop.models.classifier import (DigitClassifier, classifier_key, embed, load_classifier,
-                                       normalise_features, save_classifier, train_classifier)
+                                       normalise_features, save_classifiers, train_classifier)
 from genloop.paths import ProjectPaths
 
 if TYPE_CHECKING:
@@ -32,11 +38,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EvaluateResult:
-    metrics: dict[str, dict[str, float]]  # kind -> EVAL_METRICS (+ VAE_METRICS for the VAE)
+    metrics: dict[str, dict[str, float]]  # kind -> RUN_METRICS (+ VAE_METRICS for the VAE)
     classifier_accuracy: float
     report: Path  # reports/metrics.json
     html: Path | None = None  # reports/index.html
     seconds: float = 0.0
+    detail: Path | None = None  # reports/metrics_detail.json
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,20 @@ class EvaluationData:
     num_classes: int
     reference_features: torch.Tensor  # normalised (kernel and k-NN metrics)
     reference_raw: torch.Tensor  # raw penultimate features (FID)
-    manifold_reference: np.ndarray  # a seeded subset of reference_features for the k-NN metrics
+    manifold_reference: torch.Tensor  # a seeded subset of reference_features for the k-NN metrics
+    manifold_radii: torch.Tensor  # its k-NN radii (nearest_k), the same for every candidate set
     held_out_nn: np.ndarray  # RMS pixel distance of each held-out image to its nearest training image
+    alt_classifier: DigitClassifier  # the second feature network (fid_alt)
+    reference_alt_raw: torch.Tensor  # its raw penultimate features of the training split
+    alt_classifier_accuracy: float  # on the held-out images
 
     @property
     def image_shape(self) -> tuple[int, int]:
         return int(self.reference.shape[2]), int(self.reference.shape[3])
+
+
+# The second feature network trains with this offset to the project seed (and another architecture).
+ALT_SEED_OFFSET = 1000
 
 
 def classifier_file(paths: ProjectPaths) -> Path:
@@ -81,28 +96,39 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
 
     num_classes = max(params.clean.labels) + 1
     labels = torch.from_numpy(train_labels.astype(np.int64))
-    settings = {"feature_dim": config.feature_dim, "epochs": config.classifier_epochs, "seed": params.seed,
-                "num_classes": num_classes}
-    key = classifier_key(reference, labels, settings)
     file = classifier_file(paths)
-    classifier = load_classifier(file, key)
-    reused = classifier is not None
-    if classifier is None:
-        classifier = train_classifier(reference, labels, config.feature_dim, num_classes,
-                                      config.classifier_epochs, params.seed)
-        save_classifier(file, classifier, key)
+    networks: dict[str, tuple[DigitClassifier, str]] = {}
+    reused = True
+    for name, arch, seed in (("classifier", "cnn", params.seed), ("alt", "mlp", params.seed + ALT_SEED_OFFSET)):
+        settings = {"feature_dim": config.feature_dim, "epochs": config.classifier_epochs, "seed": seed,
+                    "num_classes": num_classes, "arch": arch}
+        key = classifier_key(reference, labels, settings)
+        network = load_classifier(file, key, name)
+        if network is None:
+            reused = False
+            network = train_classifier(reference, labels, config.feature_dim, num_classes,
+                                       config.classifier_epochs, seed, arch=arch)
+        networks[name] = (network, key)
+    if not reused:
+        save_classifiers(file, networks)
+    classifier, alt = networks["classifier"][0], networks["alt"][0]
 
     reference_raw, _ = embed(classifier, reference, config.batch_size)
     reference_features = normalise_features(reference_raw)
+    reference_alt_raw, _ = embed(alt, reference, config.batch_size)
     _, held_out_logits = embed(classifier, held_out, config.batch_size)
+    _, held_out_alt_logits = embed(alt, held_out, config.batch_size)
     accuracy = float((held_out_logits.argmax(1) == held_out_labels).float().mean())
     pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
-    manifold_reference = reference_features[pick[:config.manifold_max_reference]].numpy()
+    manifold_reference = reference_features[pick[:config.manifold_max_reference]]
     return EvaluationData(
         reference=reference, reference_labels=train_labels, held_out=held_out, test=test,
         classifier=classifier, classifier_reused=reused, classifier_accuracy=accuracy, num_classes=num_classes,
         reference_features=reference_features, reference_raw=reference_raw, manifold_reference=manifold_reference,
+        manifold_radii=quality.knn_radii(manifold_reference, config.nearest_k),
         held_out_nn=quality.nearest_distances(held_out, reference, config.batch_size),
+        alt_classifier=alt, reference_alt_raw=reference_alt_raw,
+        alt_classifier_accuracy=float((held_out_alt_logits.argmax(1) == held_out_labels).float().mean()),
     )
 
 
@@ -124,8 +150,10 @@ def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: Evalu
           seed: int) -> tuple[dict[str, float], np.ndarray]:
     """``GENERATOR_METRICS`` of ``images`` in [0, 1] (N, 1, H, W) against the training images, and
     the share of samples the classifier puts in each class."""
+    images_are_held_out = images is data.held_out  # the floor: its pixel distances are precomputed
     images = _as_images(images, data.image_shape)
     raw, logits = embed(data.classifier, images, config.batch_size)
+    alt_raw, _ = embed(data.alt_classifier, images, config.batch_size)
     features = normalise_features(raw)
     kid_mean, kid_std = quality.kid(data.reference_features, features, config.kid_subsets,
                                     config.kid_subset_size, seed)
@@ -133,10 +161,13 @@ def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: Evalu
     shares = quality.class_shares(logits, data.num_classes)
     metrics = {
         "fid": quality.fid(data.reference_raw, raw),
+        "fid_alt": quality.fid(data.reference_alt_raw, alt_raw),
+        "recognisable_share": quality.recognisable_share(logits, config.recognisable_confidence),
         "kid_mean": kid_mean, "kid_std": kid_std, "is_mean": is_mean, "is_std": is_std,
-        **quality.manifold(data.manifold_reference, features.numpy(), config.nearest_k),
+        **quality.manifold(data.manifold_reference, features, config.nearest_k, data.manifold_radii),
         "class_tvd": quality.total_variation(shares, quality.label_shares(data.reference_labels, data.num_classes)),
-        **quality.memorisation(quality.nearest_distances(images, data.reference, config.batch_size),
+        **quality.memorisation(data.held_out_nn if images_are_held_out
+                               else quality.nearest_distances(images, data.reference, config.batch_size),
                                data.held_out_nn, config.copy_percentile),
     }
     return {k: metrics[k] for k in GENERATOR_METRICS}, shares
@@ -145,8 +176,10 @@ def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: Evalu
 def score_samples(params: Params, paths: ProjectPaths, images: np.ndarray | torch.Tensor) -> dict[str, float]:
     """Score generated images in [0, 1] shaped (N, 1, H, W) (numpy or torch) on today's evaluation data.
 
-    Returns the ``EVAL_METRICS`` names, as ``reports/metrics.json`` carries them per model, so a
-    registered model can be re-scored and compared with a new one (the promotion gate). Draw as many
+    Returns the ``RUN_METRICS`` names (every generator metric, ``fid_alt`` included, and its floor), a
+    superset of what ``reports/metrics.json`` carries per model, so a registered model can be
+    re-scored and compared with a new one (the promotion gate); a candidate that wins under ``fid``
+    but not ``fid_alt`` has not won. Draw as many
     samples as evaluate does (the held-out count) for comparable numbers. Reuses the saved
     classifier when the training split and settings are unchanged.
     """
@@ -188,14 +221,26 @@ def interpolate(checkpoint: Path, rows: int, steps: int, seed: int) -> torch.Ten
     return sampler((w0 * z0 + w1 * z1).reshape(-1, latent_dim)).clamp(0, 1)
 
 
+def iwae_subset(test: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` test images picked at random (seeded): sources list test images in no promised order."""
+    if n >= len(test):
+        return test
+    return test[torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
 def vae_likelihood(checkpoint: Path, test: torch.Tensor, config: EvaluateConfig, seed: int) -> dict[str, float]:
-    """``VAE_METRICS``: test negative ELBO and IWAE NLL (nats per image) and reconstruction SSIM."""
+    """``VAE_METRICS``: test negative ELBO and IWAE NLL (nats per image) and reconstruction SSIM.
+
+    The IWAE bound, the costly one (``iwae_samples`` decoder passes per image), is averaged over a
+    seeded subset of ``iwae_images`` test images; the others use them all.
+    """
     from genloop.models.vae import negative_elbo_nats
 
     vae = load_vae(checkpoint)
     return {
         "test_neg_elbo": negative_elbo_nats(vae, test, seed=seed, batch_size=config.batch_size),
-        "test_nll_iwae": quality.iwae_nll(vae, test, config.iwae_samples, seed, config.batch_size),
+        "test_nll_iwae": quality.iwae_nll(vae, iwae_subset(test, config.iwae_images, seed), config.iwae_samples,
+                                          seed, config.batch_size),
         "test_recon_ssim": quality.reconstruction_ssim(vae, test, config.batch_size),
     }
 
@@ -227,23 +272,41 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         walks[kind] = interpolate(checkpoint, config.interpolation_rows, config.interpolation_steps,
                                   params.seed + 2).numpy()
 
-    report = {
+    detail = {
         **metrics,
         "real_floor": floor,
         "classifier": {"held_out_accuracy": data.classifier_accuracy, "feature_dim": config.feature_dim,
-                       "num_classes": data.num_classes, "reused": data.classifier_reused},
+                       "num_classes": data.num_classes, "reused": data.classifier_reused,
+                       "alt_held_out_accuracy": data.alt_classifier_accuracy},
         "class_shares": {name: {str(c): float(s) for c, s in enumerate(v)} for name, v in shares.items()},
         "samples_per_model": len(data.held_out),
         "test_images": len(data.test),
+        "iwae_test_images": min(len(data.test), config.iwae_images),
     }
-    atomic.write_json(paths.metrics, report)
-    html = html_report.write_report(params, paths, report, samples, walks,
+    atomic.write_json(detail_file(paths), detail)
+    atomic.write_json(paths.metrics, headline(metrics, floor))
+    html = html_report.write_report(params, paths, detail, samples, walks,
                                     data.held_out[:config.report_samples].numpy())
 
     if log_to_mlflow:
         _log_to_mlflow(params, paths, metrics, html)
     return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
-                          html=html.index, seconds=time.perf_counter() - started)
+                          html=html.index, seconds=time.perf_counter() - started, detail=detail_file(paths))
+
+
+def detail_file(paths: ProjectPaths) -> Path:
+    return paths.reports / "metrics_detail.json"
+
+
+def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> dict[str, dict[str, float]]:
+    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood too) and one floor block.
+
+    Small enough for ``dvc metrics show``/``diff`` to read at a glance; promotion reads
+    ``[vae|gan][fid]`` from it.
+    """
+    report = {kind: {k: v for k, v in scores.items() if k in HEADLINE_METRICS or k in VAE_METRICS}
+              for kind, scores in metrics.items()}
+    return {**report, "real_floor": {k: floor[k] for k in HEADLINE_METRICS}}
 
 
 def _log_to_mlflow(params: Params, paths: ProjectPaths, metrics: dict[str, dict[str, float]],
@@ -258,5 +321,6 @@ def _log_to_mlflow(params: Params, paths: ProjectPaths, metrics: dict[str, dict[
         run_id = read_run_id(paths, kind)
         client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metrics[kind].items()])
         client.log_artifact(run_id, str(paths.metrics))
+        client.log_artifact(run_id, str(detail_file(paths)))
         client.log_artifact(run_id, str(html.index), artifact_path="report")
         client.log_artifacts(run_id, str(html.figures), artifact_path="report/figures")

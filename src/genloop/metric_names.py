@@ -1,17 +1,23 @@
-"""The names of the evaluation metrics, shared by evaluate (which computes them), report (which
-shows them) and whatever reads reports/metrics.json, so none of them imports another for a list."""
+"""The names of the evaluation metrics, shared by evaluate (which computes them) and report (which
+shows them), so neither imports the other."""
 from __future__ import annotations
 
 MODELS = ("vae", "gan")
-# Scores of a set of samples; lower is better for fid, kid_*, class_tvd and train_copy_share, higher for
-# is_*, precision, recall, density (about 1 for real data) and coverage; nn_train_distance_ratio is
-# about 1 for real data and well below 1 when samples copy training images.
+# Scores of a set of samples; lower is better for fid, fid_alt, kid_*, class_tvd and train_copy_share,
+# higher for recognisable_share, is_*, precision, recall, density (about 1 for real data) and
+# coverage; nn_train_distance_ratio is about 1 for real data and well below 1 when samples copy
+# training images.
 GENERATOR_METRICS = (
-    "fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "density", "coverage",
-    "class_tvd", "nn_train_distance_median", "nn_train_distance_ratio", "train_copy_share",
+    "fid", "fid_alt", "recognisable_share", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
+    "density", "coverage", "class_tvd", "nn_train_distance_median", "nn_train_distance_ratio", "train_copy_share",
 )
+# What reports/metrics.json (and so `dvc metrics show`) carries per model, beside the floor block.
+HEADLINE_METRICS = ("fid", "fid_alt", "recognisable_share", "kid_mean", "precision", "recall", "density",
+                    "coverage", "class_tvd", "train_copy_share")
 FLOOR_SUFFIX = "_real_floor"
-# The metric names every model run carries, so `mlflow ui` compares them column by column.
-EVAL_METRICS = (*GENERATOR_METRICS, *(m + FLOOR_SUFFIX for m in GENERATOR_METRICS), "classifier_accuracy")
-# On the VAE run only, in nats per test image (BCE summed over pixels + KL), and SSIM in [0, 1].
+# The metric names every model's child run carries in MLflow, so `mlflow ui` compares them column by column.
+RUN_METRICS = (*GENERATOR_METRICS, *(m + FLOOR_SUFFIX for m in GENERATOR_METRICS), "classifier_accuracy")
+# The names reports/metrics.json[vae|gan] carries (the VAE adds VAE_METRICS).
+EVAL_METRICS = HEADLINE_METRICS
+# On the VAE only, in nats per test image (BCE summed over pixels + KL), and SSIM in [0, 1].
 VAE_METRICS = ("test_neg_elbo", "test_nll_iwae", "test_recon_ssim")

@@ -1,15 +1,14 @@
 """Sample-quality metrics of a generator, as pure functions of features, logits, pixels and models.
 
 Sample metrics compare a candidate set with the real training images: FID and KID (torchmetrics),
-the Inception-Score analogue (torchmetrics, on our classifier's logits), k-NN precision, recall,
-density and coverage (``prdc``, Naeem et al. 2020), the class distribution, and a memorisation
-check in pixel space. Likelihood metrics score a VAE on held-out images: the IWAE bound (Burda et
-al. 2016) and the SSIM of reconstructions. No I/O here; ``genloop.evaluate`` feeds these.
+the Inception-Score analogue (torchmetrics, on our classifier's logits), the share of confidently
+classified (recognisable) samples, k-NN precision, recall, density and coverage (Naeem et al.
+2020), the class distribution, and a memorisation check in pixel space. Likelihood metrics score a
+VAE on held-out images: the IWAE bound (Burda et al. 2016) and the SSIM of reconstructions. No I/O
+here; ``genloop.evaluate`` feeds these.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import warnings
 
@@ -74,19 +73,52 @@ def inception_score(logits: torch.Tensor, splits: int, seed: int) -> tuple[float
     return float(mean), float(std) if math.isfinite(float(std)) else 0.0
 
 
-def manifold(reference: np.ndarray, candidate: np.ndarray, nearest_k: int) -> dict[str, float]:
+def knn_radii(features: torch.Tensor, nearest_k: int, block_rows: int = 1024) -> torch.Tensor:
+    """Distance from each feature vector to its ``nearest_k``-th nearest neighbour in the same set (itself excluded)."""
+    k = min(nearest_k + 1, len(features))  # the smallest distance is the point itself
+    return torch.cat([torch.cdist(chunk, features).topk(k, dim=1, largest=False).values[:, -1]
+                      for chunk in features.split(block_rows)])
+
+
+def manifold(reference: torch.Tensor, candidate: torch.Tensor, nearest_k: int,
+             reference_radii: torch.Tensor | None = None, block_rows: int = 1024) -> dict[str, float]:
     """k-NN precision, recall, density and coverage of ``candidate`` features against ``reference``.
 
     Precision/density: how much of the candidate set lies on the real manifold (density counts how
     many real neighbourhoods hold each sample, about 1 for real data); recall/coverage: how much of
-    the real manifold the candidates reach.
+    the real manifold the candidates reach. The same figures as ``prdc.compute_prdc`` (Naeem et al.
+    2020), computed in blocks with torch instead of full distance matrices and joblib workers, and
+    taking the reference's k-NN radii precomputed (they are the same for every candidate set).
     """
-    from prdc import compute_prdc
-
+    reference, candidate = torch.as_tensor(reference).float(), torch.as_tensor(candidate).float()
     k = max(1, min(nearest_k, len(reference) - 1, len(candidate) - 1))
-    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
-        scores = compute_prdc(np.asarray(reference, np.float32), np.asarray(candidate, np.float32), k)
-    return {name: float(value) for name, value in scores.items()}
+    reuse = reference_radii is not None and k == nearest_k
+    real_radii = reference_radii if reuse else knn_radii(reference, k, block_rows)
+    fake_radii = knn_radii(candidate, k, block_rows)
+    inside_real = torch.zeros(len(candidate))  # how many real k-NN balls hold each candidate
+    recalled = torch.zeros(len(reference), dtype=torch.bool)  # real points inside some candidate's ball
+    nearest_fake = torch.full((len(reference),), math.inf)
+    start = 0
+    for chunk, radii in zip(candidate.split(block_rows), fake_radii.split(block_rows)):
+        d = torch.cdist(reference, chunk)  # (real, block)
+        inside_real[start:start + len(chunk)] = (d < real_radii[:, None]).sum(0).float()
+        recalled |= (d < radii[None, :]).any(1)
+        nearest_fake = torch.minimum(nearest_fake, d.min(1).values)
+        start += len(chunk)
+    return {
+        "precision": float((inside_real > 0).float().mean()),
+        "recall": float(recalled.float().mean()),
+        "density": float(inside_real.mean() / k),
+        "coverage": float((nearest_fake < real_radii).float().mean()),
+    }
+
+
+def recognisable_share(logits: torch.Tensor, confidence: float) -> float:
+    """The share of images the classifier puts in one class with probability at least ``confidence``.
+
+    Near 1 for clean real digits; low for noise, blends of two digits and smudges, whatever FID says.
+    """
+    return float((torch.softmax(logits.double(), dim=1).amax(1) >= confidence).double().mean())
 
 
 def class_shares(logits: torch.Tensor, num_classes: int) -> np.ndarray:

@@ -1,8 +1,9 @@
 """reports/index.html: what evaluate found, readable offline (PNG files beside it, no scripts, no CDN).
 
-Sample grids and latent interpolations of both models, their loss curves (from each training's
-``history.csv``), the class distribution of samples against the real one, and the metrics table
-with the real-vs-real floor. Figures are written into a fresh ``reports/figures/`` swapped in whole,
+The metrics table with the real-vs-real floor (recognisable share and both FIDs first), sample
+grids and latent interpolations of both models, their loss curves (from each training's
+``history.csv``) and the class distribution of samples against the real one. ``report`` is what
+``reports/metrics_detail.json`` holds. Figures are written into a fresh ``reports/figures/`` swapped in whole,
 then ``index.html``; both atomically.
 """
 from __future__ import annotations
@@ -27,7 +28,10 @@ LOSS_COLUMNS = {"vae": ("train_loss", "val_loss"), "gan": ("d_loss", "g_loss")}
 LOSS_TITLES = {"vae": "VAE loss (negative ELBO per image, nats)", "gan": "GAN losses"}
 # How to read each metric in the table: which way is better, or what real data scores.
 READING = {
-    "fid": "lower is better", "kid_mean": "lower is better", "kid_std": "spread over subsets",
+    "recognisable_share": "share the classifier gives one digit with probability >= {confidence}; higher is better",
+    "fid": "lower is better (features of the CNN classifier)",
+    "fid_alt": "lower is better (features of a second, MLP classifier): a real win lowers both",
+    "kid_mean": "lower is better", "kid_std": "spread over subsets",
     "is_mean": "higher is better (at most the class count)", "is_std": "spread over splits",
     "precision": "higher: samples look real", "recall": "higher: samples cover the real variety",
     "density": "about 1 for real data", "coverage": "higher: more real neighbourhoods reached",
@@ -120,15 +124,18 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def _metrics_table(report: dict[str, Any]) -> str:
+def _metrics_table(report: dict[str, Any], confidence: float) -> str:
+    """Every generator metric, the most readable first (recognisable share, then the two FIDs)."""
     from genloop.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS
 
+    first = ("recognisable_share", "fid", "fid_alt")
     rows = []
-    for name in GENERATOR_METRICS:
+    for name in (*first, *(m for m in GENERATOR_METRICS if m not in first)):
         cells = "".join(f"<td>{_fmt(report.get(k, {}).get(name))}</td>" for k in MODELS)
         floor = report.get("real_floor", {}).get(name, report.get("vae", {}).get(name + FLOOR_SUFFIX))
+        note = READING.get(name, "").format(confidence=f"{confidence:g}")
         rows.append(f"<tr><th>{name}</th>{cells}<td class=floor>{_fmt(floor)}</td>"
-                    f"<td class=note>{html.escape(READING.get(name, ''))}</td></tr>")
+                    f"<td class=note>{html.escape(note)}</td></tr>")
     head = "<tr><th>metric</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in MODELS)
     return (f"<table>{head}<th>real vs real</th><th>reading</th></tr>" + "".join(rows) + "</table>")
 
@@ -138,6 +145,11 @@ def _vae_table(report: dict[str, Any]) -> str:
     rows = [f"<tr><th>{k}</th><td>{_fmt(vae.get(k))}</td><td class=note>{html.escape(v)}</td></tr>"
             for k, v in VAE_READING.items() if k in vae]
     return "<table><tr><th>metric</th><th>VAE</th><th>reading</th></tr>" + "".join(rows) + "</table>" if rows else ""
+
+
+def _likelihood_images(report: dict[str, Any]) -> str:
+    test, iwae = report.get("test_images", "?"), report.get("iwae_test_images")
+    return f"{test} test images" + (f"; IWAE on a seeded {iwae}" if iwae is not None and iwae != test else "")
 
 
 def _img(name: str, alt: str) -> str:
@@ -156,7 +168,8 @@ p.small{font-size:.85em;color:#555;max-width:60em}
 """
 
 
-def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: dict[str, str]) -> str:
+def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: dict[str, str],
+                confidence: float = 0.9) -> str:
     """The page: metrics first, then every figure; ``figures`` are (file name, caption) pairs."""
     by_group: dict[str, list[str]] = {}
     for name, caption in figures:
@@ -172,13 +185,17 @@ def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: di
 <h2>Metrics</h2>
 <p class=small>{report.get("samples_per_model", "?")} samples per model against the clean training split; the
 <em>real vs real</em> column scores the held-out real images (val + test) the same way, i.e. what a perfect
-generator would get. Features are the penultimate layer of a classifier trained on the training split
-(held-out accuracy {_fmt(classifier.get("held_out_accuracy"))}). FID uses them raw, as FID uses Inception's raw
+generator would get. <em>recognisable_share</em> is the plainest figure: the share of images a classifier
+trained on the real training split calls one digit with probability at least {confidence:g} (held-out
+accuracy {_fmt(classifier.get("held_out_accuracy"))}). Its penultimate layer gives the features of FID, KID
+and the k-NN metrics; <em>fid_alt</em> is FID under a second network of another kind (an MLP, another seed;
+held-out accuracy {_fmt(classifier.get("alt_held_out_accuracy"))}), so a model that only suits one feature
+space shows up: compare both with their floors. FID uses the features raw, as FID uses Inception's raw
 features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic;d, so KID's kernel is
 (cos + 1)<sup>3</sup> and KID lies in [0, 14]. Precision, recall, density and coverage: k-NN manifolds
 (Naeem et al. 2020). Nearest-neighbour distances are RMS pixel distances in [0, 1].</p>
-{_metrics_table(report)}
-<h2>VAE likelihood ({report.get("test_images", "?")} test images)</h2>
+{_metrics_table(report, confidence)}
+<h2>VAE likelihood ({_likelihood_images(report)})</h2>
 {_vae_table(report)}
 <h2>Samples</h2>
 {section("samples")}
@@ -227,5 +244,6 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
     meta = {"written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "data (dvc md5)": data_hash,
             "seed": str(params.seed)}
     index = paths.reports / "index.html"
-    atomic.write_text(index, render_html(report, [(n, c) for n, c, _ in figures], meta))
+    atomic.write_text(index, render_html(report, [(n, c) for n, c, _ in figures], meta,
+                                         config.recognisable_confidence))
     return HtmlReport(index=index, figures=figures_dir, files=tuple(n for n, _, _ in figures))

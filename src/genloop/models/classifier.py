@@ -1,9 +1,14 @@
-"""A small CNN trained on the clean real data; its penultimate layer is the feature space of the
-evaluation metrics (FID, KID, precision/recall, density/coverage) and its softmax gives the
-Inception-Score analogue and the class distribution of generated images.
+"""Feature networks of the evaluation, trained on the clean real data.
 
-Standing in for Inception, which would need a download and 299x299 inputs. Trained once per
-(training split, evaluate config, seed) and saved, so re-scoring samples does not retrain it.
+The main one, a small CNN, gives the feature space of the metrics (FID, KID, precision/recall,
+density/coverage) from its penultimate layer, and its softmax gives the Inception-Score analogue,
+the class distribution and the recognisability of generated images. A second network of another
+architecture (an MLP on pixels) trained with another seed gives a second FID, so a generator that
+merely suits one feature space cannot look better than it is.
+
+Standing in for Inception, which would need a download and 299x299 inputs. Each network is trained
+once per (training split, settings, seed, this file's code) and saved in one file, so re-scoring
+samples does not retrain them.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,19 +25,37 @@ from torch import nn
 from genloop.atomic import save_torch
 from genloop.models.shapes import base_grid
 
+Arch = Literal["cnn", "mlp"]
+
 
 class DigitClassifier(nn.Module):
-    def __init__(self, height: int, width: int, feature_dim: int = 64, num_classes: int = 10):
+    """``features`` (the metrics' feature space) then a linear ``head`` to class logits.
+
+    ``cnn``: three convolutions and a linear layer; ``mlp``: two fully connected layers on the
+    flattened pixels, a feature space of a different kind (no spatial weight sharing).
+    """
+
+    def __init__(self, height: int, width: int, feature_dim: int = 64, num_classes: int = 10, arch: Arch = "cnn"):
         super().__init__()
-        gh, gw = base_grid(height, width)
-        self.height, self.width, self.feature_dim, self.num_classes = height, width, feature_dim, num_classes
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * gh * gw, feature_dim), nn.ReLU(),
-        )
+        self.height, self.width, self.feature_dim, self.num_classes, self.arch = (
+            height, width, feature_dim, num_classes, arch)
+        if arch == "cnn":
+            gh, gw = base_grid(height, width)
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(64 * gh * gw, feature_dim), nn.ReLU(),
+            )
+        elif arch == "mlp":
+            self.features = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(height * width, 256), nn.ReLU(),
+                nn.Linear(256, feature_dim), nn.ReLU(),
+            )
+        else:
+            raise ValueError(f"unknown classifier arch {arch!r}; expected 'cnn' or 'mlp'")
         self.head = nn.Linear(feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,10 +106,11 @@ def embed(classifier: DigitClassifier, images: torch.Tensor,
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, feature_dim: int, num_classes: int,
-                     epochs: int, seed: int, batch_size: int = 128, lr: float = 1e-3) -> DigitClassifier:
+                     epochs: int, seed: int, batch_size: int = 128, lr: float = 1e-3,
+                     arch: Arch = "cnn") -> DigitClassifier:
     """Cross-entropy on the clean real training split (images in [0, 1], shaped (N, 1, H, W))."""
     torch.manual_seed(seed)
-    model = DigitClassifier(images.shape[2], images.shape[3], feature_dim, num_classes)
+    model = DigitClassifier(images.shape[2], images.shape[3], feature_dim, num_classes, arch)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -109,21 +133,25 @@ def classifier_key(images: torch.Tensor, labels: torch.Tensor, settings: dict[st
     return h.hexdigest()
 
 
-def save_classifier(path: Path, model: DigitClassifier, key: str) -> None:
-    state = {"key": key, "shape": [model.height, model.width], "feature_dim": model.feature_dim,
-             "num_classes": model.num_classes, "state_dict": model.state_dict()}
-    save_torch(path, state)
+def _state(model: DigitClassifier, key: str) -> dict[str, Any]:
+    return {"key": key, "shape": [model.height, model.width], "feature_dim": model.feature_dim,
+            "num_classes": model.num_classes, "arch": model.arch, "state_dict": model.state_dict()}
 
 
-def load_classifier(path: Path, key: str) -> DigitClassifier | None:
-    """The classifier saved at ``path`` if it was trained from ``key``; None if absent, stale or unreadable."""
+def save_classifiers(path: Path, models: dict[str, tuple[DigitClassifier, str]]) -> None:
+    """Save named networks with the keys they were trained from, in one file (one DVC output)."""
+    save_torch(path, {"networks": {name: _state(model, key) for name, (model, key) in models.items()}})
+
+
+def load_classifier(path: Path, key: str, name: str = "classifier") -> DigitClassifier | None:
+    """Network ``name`` saved at ``path`` if it was trained from ``key``; None if absent, stale or unreadable."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)["networks"][name]
         if state.get("key") != key:
             return None
-        model = DigitClassifier(*state["shape"], state["feature_dim"], state["num_classes"])
+        model = DigitClassifier(*state["shape"], state["feature_dim"], state["num_classes"], state["arch"])
         model.load_state_dict(state["state_dict"])
     except Exception:  # a file from another version of this module: retrain rather than fail
         return None
