@@ -20,9 +20,9 @@ import numpy as np
 from genloop import atomic
 from genloop.config import Params
 from genloop.imaging import grid_image
+from genloop.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, MODELS
 from genloop.paths import ProjectPaths
 
-MODELS = ("vae", "gan")
 TITLES = {"vae": "VAE", "gan": "GAN"}
 LOSS_COLUMNS = {"vae": ("train_loss", "val_loss"), "gan": ("d_loss", "g_loss")}
 LOSS_TITLES = {"vae": "VAE loss (negative ELBO per image, nats)", "gan": "GAN losses"}
@@ -126,7 +126,6 @@ def _fmt(value: Any) -> str:
 
 def _metrics_table(report: dict[str, Any], confidence: float) -> str:
     """Every generator metric, the most readable first (recognisable share, then the two FIDs)."""
-    from genloop.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS
 
     first = ("recognisable_share", "fid", "fid_alt")
     rows = []
