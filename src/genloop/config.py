@@ -75,7 +75,14 @@ class VAEConfig(Strict):
     latent_dim: int = Field(16, ge=1)
     beta: float = Field(1.0, ge=0.0)
     channels: int = Field(32, ge=1, description="conv arch: base channel count")
+    decoder_convs: int = Field(0, ge=0, description="conv arch: extra 3x3 conv layers at each of the decoder's two lower resolutions")
     hidden: int = Field(400, ge=1, description="mlp arch: hidden units (400 in pytorch/examples)")
+    kl_warmup: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training over which the KL weight rises from 0 to beta")
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="cosine: decay lr to 0 over training")
+    prior: Literal["standard", "fitted_gaussian"] = Field(
+        "standard",
+        description="what the exported sampler feeds the decoder: standard = z ~ N(0, I) as is; fitted_gaussian = "
+                    "z ~ N(0, I) mapped by mean + L z, a full-covariance Gaussian fitted to the training posterior means")
 
 
 class GANConfig(Strict):
