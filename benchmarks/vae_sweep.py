@@ -25,9 +25,9 @@ import yaml
 
 from genloop.clean import load_split
 from genloop.config import VAEConfig, load_params
-from genloop.evaluate import score_samples
+from genloop.evaluate import FLOOR_SUFFIX, score_samples
 from genloop.imaging import save_grid
-from genloop.models.vae import negative_elbo_nats
+from genloop.models.vae import LatentAffine, PriorDecoder, negative_elbo_nats
 from genloop.paths import ProjectPaths
 from genloop.train import fit_vae, load_training_images, to_tensor
 
@@ -71,8 +71,15 @@ def main() -> None:
     samplers = {"standard": vae.decoder}
     if cfg.prior == "fitted_gaussian":
         samplers["fitted_gaussian"] = trainer.sampler.eval()
+        with torch.no_grad():  # exact refits after training: posterior means alone, and with variances
+            mu, logvar = vae.encode(data)
+        for name, variances in (("exact_means", None), ("exact_aggregate", logvar.exp())):
+            affine = LatentAffine(cfg.latent_dim)
+            affine.fit(mu, variances)
+            samplers[name] = PriorDecoder(affine, vae.decoder).eval()
     grids = Path(args.grids)
     grids.mkdir(parents=True, exist_ok=True)
+    torch.save({name: m.state_dict() for name, m in trainer.saved.items()}, grids / f"{args.tag}.pt")
     for name, sampler in samplers.items():
         with torch.no_grad():
             samples = sampler(z).clamp(0, 1)
@@ -84,7 +91,7 @@ def main() -> None:
                "epochs": epochs, "images_seen": epochs * len(data), "seconds": round(seconds, 1),
                "images_per_s": round(epochs * len(data) / seconds),
                "cpu_seconds": round(cpu_seconds, 1), "images_per_cpu_s": round(epochs * len(data) / cpu_seconds), "fid": round(scores["fid"], 2),
-               "fid_floor": round(scores["fid_floor"], 2), "test_nelbo": round(nelbo, 2),
+               "fid_floor": round(scores["fid" + FLOOR_SUFFIX], 2), "test_nelbo": round(nelbo, 2),
                "val_loss": round(metrics["val_loss"], 2), "train_kl": round(metrics["train_kl"], 2),
                "config": {k: v for k, v in cfg.model_dump().items() if k != "epochs"}}
         print(json.dumps(row))

@@ -46,6 +46,17 @@ def test_fitted_latent_affine_maps_standard_normal_onto_the_data_mean_and_covari
     assert torch.allclose(torch.cov(mapped.T), true_l @ true_l.T, atol=0.08)
 
 
+def test_fit_with_posterior_variances_adds_their_mean_to_the_covariance_diagonal():
+    latents = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+    variances = torch.full((500, 2), 0.25)
+    means_only, aggregate = LatentAffine(2), LatentAffine(2)
+    means_only.fit(latents)
+    aggregate.fit(latents, variances)
+    cov = lambda a: a.scale @ a.scale.T  # noqa: E731
+    assert torch.allclose(cov(aggregate) - cov(means_only), 0.25 * torch.eye(2), atol=1e-4)
+    assert torch.equal(aggregate.mean, means_only.mean)
+
+
 def test_fitting_a_gaussian_to_one_vector_is_refused():
     with pytest.raises(ValueError, match="at least two"):
         LatentAffine(2).fit(torch.zeros(1, 2))

@@ -160,7 +160,8 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
         vae.train()
         totals = torch.zeros(3, device=device)
         moments = (torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device),
-                   torch.zeros(cfg.latent_dim, cfg.latent_dim, dtype=torch.float64, device=device))
+                   torch.zeros(cfg.latent_dim, cfg.latent_dim, dtype=torch.float64, device=device),
+                   torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device))
         step = optimizer_steps(opt)
         beta = cfg.beta
         for idx in batches(len(data), cfg.batch_size, generator):
@@ -180,6 +181,7 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
                 m = mu.detach().double()
                 moments[0].add_(m.sum(0))
                 moments[1].add_(m.T @ m)
+                moments[2].add_(logvar.detach().double().exp().sum(0))
         if fitted and len(data) >= 2:
             prior.fit_moments(len(data), *moments)
         vae.eval()

@@ -134,22 +134,29 @@ class LatentAffine(nn.Module):
         return self.mean + z @ self.scale.T
 
     @torch.no_grad()
-    def fit_moments(self, count: int, total: torch.Tensor, outer: torch.Tensor, ridge: float = 1e-5) -> None:
-        """Fit N(mean, cov) from ``count`` vectors' sum and sum of outer products (float64 preferred);
-        ``ridge`` times the mean variance is added to the diagonal so the Cholesky factor exists."""
+    def fit_moments(self, count: int, total: torch.Tensor, outer: torch.Tensor,
+                    variance_total: torch.Tensor | None = None, ridge: float = 1e-5) -> None:
+        """Fit N(mean, cov) from ``count`` vectors' sum and sum of outer products (float64 preferred).
+
+        ``variance_total`` (the posterior variances' sum) adds their mean to the diagonal: the moments
+        of the aggregate posterior (mixture of the q(z|x)) rather than of the means alone. ``ridge``
+        times the mean variance is added to the diagonal so the Cholesky factor exists."""
         if count < 2:
             raise ValueError(f"fitting a Gaussian needs at least two latent vectors (got {count})")
         mean = total / count
         cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+        if variance_total is not None:
+            cov = cov + torch.diag(variance_total / count)
         cov = (cov + cov.T) / 2
         cov += torch.eye(len(mean), dtype=cov.dtype, device=cov.device) * ridge * max(float(cov.diagonal().mean()), 1e-12)
         self.mean.copy_(mean.to(self.mean))
         self.scale.copy_(torch.linalg.cholesky(cov).to(self.scale))
 
-    def fit(self, latents: torch.Tensor) -> None:
-        """Fit to rows of ``latents`` (N, latent_dim)."""
+    def fit(self, latents: torch.Tensor, variances: torch.Tensor | None = None) -> None:
+        """Fit to rows of ``latents`` (N, latent_dim), plus their posterior ``variances`` if given."""
         z = latents.detach().double()
-        self.fit_moments(len(z), z.sum(0), z.T @ z)
+        total_var = None if variances is None else variances.detach().double().sum(0)
+        self.fit_moments(len(z), z.sum(0), z.T @ z, total_var)
 
 
 class PriorDecoder(nn.Module):
