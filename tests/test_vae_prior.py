@@ -14,7 +14,8 @@ from genloop.train import fit_vae, optimizer_steps, planned_vae_steps
 
 
 def tiny_config(**overrides) -> VAEConfig:
-    return VAEConfig(**{"epochs": 2, "batch_size": 16, "latent_dim": 3, "channels": 4, **overrides})
+    return VAEConfig(**{"arch": "conv", "prior": "standard", "epochs": 2, "batch_size": 16, "latent_dim": 3,
+                        "channels": 4, "hidden": 16, **overrides})
 
 
 def tiny_data(n: int = 40, seed: int = 0) -> torch.Tensor:
@@ -101,8 +102,9 @@ def test_standard_prior_samples_from_the_plain_decoder_and_saves_no_prior(tmp_pa
     assert set(trainer.saved) == {"vae"}
 
 
-def test_fitted_prior_is_fitted_during_training_and_folded_into_the_sampler():
-    trainer, _ = train(tiny_config(prior="fitted_gaussian"))
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_fitted_prior_is_fitted_during_training_and_folded_into_the_sampler(arch):
+    trainer, _ = train(tiny_config(prior="fitted_gaussian", arch=arch))
     assert isinstance(trainer.sampler, PriorDecoder)
     prior = trainer.state["prior"]
     assert not torch.equal(prior.scale, torch.eye(3)) and not torch.equal(prior.mean, torch.zeros(3))
@@ -154,10 +156,11 @@ def test_decoder_convs_add_conv_layers_and_still_make_images_in_unit_range():
     assert images.shape == (5, 1, 8, 8) and 0 <= float(images.min()) and float(images.max()) <= 1
 
 
-def test_exported_fitted_prior_sampler_matches_eager(tmp_path):
+@pytest.mark.parametrize("arch", ["conv", "mlp"])
+def test_exported_fitted_prior_sampler_matches_eager(tmp_path, arch):
     from genloop.export import export_onnx, parity
 
-    trainer, _ = train(tiny_config(prior="fitted_gaussian"), epochs=1)
+    trainer, _ = train(tiny_config(prior="fitted_gaussian", arch=arch), epochs=1)
     sampler = trainer.sampler.eval()
     path = tmp_path / "vae_decoder.onnx"
     export_onnx(sampler, 3, path)
