@@ -140,12 +140,14 @@ def optimizer_steps(opt: torch.optim.Optimizer) -> int:
 
 def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
             generator: torch.Generator, compile: bool = False) -> Trainer:
-    """Minimise the negative ELBO (Kingma & Welling 2014) with Adam, in shuffled mini-batches, with
-    optional KL warm-up and cosine lr decay over the planned steps.
+    """Minimise the β-weighted negative ELBO (Kingma & Welling 2014) with Adam, in shuffled
+    mini-batches, with optional KL warm-up and cosine lr decay over the planned steps. The logged
+    train_loss and val_loss are the plain negative ELBO (β = 1) per image, comparable across β.
 
-    With ``prior: fitted_gaussian``, each epoch also fits a full-covariance Gaussian to the posterior
-    means it computed (no extra pass; the encoder moves little within the last epoch), and the sampler
-    is ``decoder(mean + L z)``; ``state["prior"]`` holds the fit, so a resumed training keeps it.
+    With ``prior: fitted_gaussian``, each epoch also fits a full-covariance Gaussian to the aggregate
+    posterior from the batches it saw (means' covariance + mean posterior variance; no extra pass, and
+    the encoder moves little within the last epoch), and the sampler is ``decoder(mean + L z)``;
+    ``state["prior"]`` holds the fit, so a resumed training keeps it.
     """
     shape = (data.shape[2], data.shape[3])
     vae = build_vae(cfg.model_dump(), shape).to(device)
