@@ -177,7 +177,9 @@ def test_vae_trained_longer_reaches_a_lower_validation_loss(scratch):
 # ---- model variants, EMA sampling, compile fallback, config checks ------------------------------
 
 def test_mlp_vae_trains_and_its_decoder_is_the_sampler(scratch):
-    result = train_model("vae", scratch.params_with({"train.vae.arch": "mlp", "train.vae.hidden": 32}), scratch.paths)
+    result = train_model("vae", scratch.params_with({"train.vae.arch": "mlp", "train.vae.hidden": 32,
+                                                     "train.vae.latent_dim": 16, "train.vae.prior": "standard"}),
+                         scratch.paths)
     state = read_checkpoint(result.checkpoint)
     assert state["hparams"]["arch"] == "mlp"
     assert {k: tuple(v.shape) for k, v in state["state_dicts"]["vae"].items() if k.endswith("weight")} == {

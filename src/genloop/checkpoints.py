@@ -11,7 +11,7 @@ from torch import nn
 
 from genloop.atomic import save_torch
 from genloop.models.gan import Discriminator, Generator
-from genloop.models.vae import VAE, ConvVAE, MLPVAE
+from genloop.models.vae import VAE, ConvVAE, LatentAffine, MLPVAE, PriorDecoder
 
 KINDS = ("vae", "gan")
 TRAINING_STATE_FORMAT = 1
@@ -22,8 +22,23 @@ def build_vae(hparams: dict[str, Any], shape: tuple[int, int]) -> VAE:
     if arch == "mlp":
         return MLPVAE(hparams["latent_dim"], hparams["hidden"], *shape)
     if arch == "conv":
-        return ConvVAE(hparams["latent_dim"], hparams["channels"], *shape)
+        return ConvVAE(hparams["latent_dim"], hparams["channels"], *shape, hparams.get("decoder_convs", 0))
     raise ValueError(f"unknown VAE arch {arch!r}; expected 'conv' or 'mlp'")
+
+
+def vae_sampler(vae: VAE, hparams: dict[str, Any], prior_state: dict[str, torch.Tensor] | None) -> nn.Module:
+    """What a VAE checkpoint exports: with ``prior: fitted_gaussian``, decoder(mean + L z) (a
+    ``PriorDecoder`` holding the fitted ``LatentAffine``), else the plain decoder fed z ~ N(0, I)."""
+    prior = hparams.get("prior", "standard")  # checkpoints written before the fitted prior have none
+    if prior == "standard":
+        return vae.decoder
+    if prior != "fitted_gaussian":
+        raise ValueError(f"unknown VAE prior {prior!r}; expected 'standard' or 'fitted_gaussian'")
+    if prior_state is None:
+        raise ValueError("a VAE checkpoint with prior 'fitted_gaussian' lacks its fitted prior ('prior' state dict)")
+    affine = LatentAffine(int(hparams["latent_dim"]))
+    affine.load_state_dict(prior_state)
+    return PriorDecoder(affine, vae.decoder)
 
 
 def build_gan(hparams: dict[str, Any], shape: tuple[int, int]) -> tuple[Generator, Discriminator]:
@@ -65,7 +80,7 @@ def load_sampler(path: Path) -> tuple[nn.Module, int]:
     if state["kind"] == "vae":
         vae = build_vae(state["hparams"], shape)
         vae.load_state_dict(state["state_dicts"]["vae"])
-        sampler: nn.Module = vae.decoder
+        sampler: nn.Module = vae_sampler(vae, state["hparams"], state["state_dicts"].get("prior"))
     else:
         generator, _ = build_gan(state["hparams"], shape)
         generator.load_state_dict(state["state_dicts"][state.get("sampler", "generator")])

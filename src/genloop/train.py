@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -31,7 +32,7 @@ from genloop.config import GANConfig, Params, VAEConfig
 from genloop.imaging import save_grid
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
                                 recalibrate_batch_norm)
-from genloop.models.vae import loss_function
+from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, lr_factor
 from genloop.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
@@ -119,34 +120,77 @@ def compiled_or_eager(module: nn.Module, example: torch.Tensor, enabled: bool,
     return compiled
 
 
+def planned_vae_steps(cfg: VAEConfig, train_images: int) -> int:
+    """Optimizer steps the whole training takes: what KL warm-up and the lr schedule count against."""
+    return max(1, cfg.epochs * math.ceil(train_images / cfg.batch_size))
+
+
+def optimizer_steps(opt: torch.optim.Optimizer) -> int:
+    """Steps taken so far, read from Adam's state so that a resumed training continues its schedules."""
+    for state in opt.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
+
+
 def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
             generator: torch.Generator, compile: bool = False) -> Trainer:
-    """Minimise the negative ELBO (Kingma & Welling 2014) with Adam, in shuffled mini-batches."""
+    """Minimise the β-weighted negative ELBO (Kingma & Welling 2014) with Adam, in shuffled
+    mini-batches, with optional KL warm-up and cosine lr decay over the planned steps. The logged
+    train_loss and val_loss are the plain negative ELBO (β = 1) per image, comparable across β.
+
+    With ``prior: fitted_gaussian``, each epoch also fits a full-covariance Gaussian to the aggregate
+    posterior from the batches it saw (means' covariance + mean posterior variance; no extra pass, and
+    the encoder moves little within the last epoch), and the sampler is ``decoder(mean + L z)``;
+    ``state["prior"]`` holds the fit, so a resumed training keeps it.
+    """
     shape = (data.shape[2], data.shape[3])
     vae = build_vae(cfg.model_dump(), shape).to(device)
+    prior = LatentAffine(cfg.latent_dim).to(device)
     opt = adam(vae.parameters(), cfg.lr)
     data, val = data.to(device), val.to(device)
     full_batch = compiled_or_eager(vae, data[:cfg.batch_size], compile and len(data) >= cfg.batch_size)
+    total_steps = planned_vae_steps(cfg, len(data))
+    fitted = cfg.prior == "fitted_gaussian"
 
     def run_epoch() -> dict[str, float]:
         vae.train()
         totals = torch.zeros(3, device=device)
+        moments = (torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device),
+                   torch.zeros(cfg.latent_dim, cfg.latent_dim, dtype=torch.float64, device=device),
+                   torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device))
+        step = optimizer_steps(opt)
+        beta = cfg.beta
         for idx in batches(len(data), cfg.batch_size, generator):
+            progress = step / total_steps
+            beta = kl_weight(cfg.beta, cfg.kl_warmup, progress)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, progress)
             x = data[idx]
             logits, mu, logvar = (full_batch if len(idx) == cfg.batch_size else vae)(x)
-            loss, bce, kl = loss_function(logits, x, mu, logvar, cfg.beta)
+            loss, bce, kl = loss_function(logits, x, mu, logvar, beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            totals += torch.stack([loss.detach(), bce.detach(), kl.detach()])
+            step += 1
+            totals += torch.stack([bce.detach() + kl.detach(), bce.detach(), kl.detach()])
+            if fitted:
+                m = mu.detach().double()
+                moments[0].add_(m.sum(0))
+                moments[1].add_(m.T @ m)
+                moments[2].add_(logvar.detach().double().exp().sum(0))
+        if fitted and len(data) >= 2:
+            prior.fit_moments(len(data), *moments)
         vae.eval()
         with torch.no_grad():
             logits, mu, logvar = vae(val)
-            val_loss = loss_function(logits, val, mu, logvar, cfg.beta)[0].item() / max(len(val), 1)
+            val_loss = loss_function(logits, val, mu, logvar, 1.0)[0].item() / max(len(val), 1)
         loss, bce, kl = (totals / len(data)).tolist()
-        return {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss}
+        return {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss, "kl_weight": beta}
 
-    return Trainer(state={"vae": vae}, optimizers={"vae": opt}, saved={"vae": vae}, sampler=vae.decoder,
+    state: dict[str, nn.Module] = {"vae": vae, **({"prior": prior} if fitted else {})}
+    sampler = PriorDecoder(prior, vae.decoder) if fitted else vae.decoder
+    return Trainer(state=state, optimizers={"vae": opt}, saved=dict(state), sampler=sampler,
                    sampler_name=None, run_epoch=run_epoch)
 
 

@@ -1,6 +1,9 @@
 """VAEs with a Bernoulli likelihood on [0, 1] pixels (as in pytorch/examples): a convolutional one
-and the examples' MLP (784-400-20 on 28x28). Both decoders are z -> image modules, exported alone."""
+and the examples' MLP (784-400-20 on 28x28). Both decoders are z -> image modules, exported alone,
+optionally behind a ``LatentAffine`` fitted to the training posterior (``PriorDecoder``)."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -12,15 +15,21 @@ from genloop.models.shapes import base_grid
 class Decoder(nn.Module):
     """z -> image in [0, 1]; exported alone to ONNX (no sampling inside)."""
 
-    def __init__(self, latent_dim: int, channels: int, height: int, width: int):
+    def __init__(self, latent_dim: int, channels: int, height: int, width: int, extra_convs: int = 0):
         super().__init__()
         self.latent_dim, self.channels = latent_dim, channels
         self.grid = base_grid(height, width)
         self.fc = nn.Linear(latent_dim, 2 * channels * self.grid[0] * self.grid[1])
+        # extra_convs: 3x3 conv + ReLU layers added at the 1/4 and 1/2 resolutions (cheap there);
+        # 0 keeps the original layer list, so older checkpoints load unchanged.
+        low = [m for _ in range(extra_convs) for m in (nn.Conv2d(2 * channels, 2 * channels, 3, padding=1), nn.ReLU())]
+        mid = [m for _ in range(extra_convs) for m in (nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())]
         self.net = nn.Sequential(
             nn.ReLU(),
+            *low,
             nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1),
             nn.ReLU(),
+            *mid,
             nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(channels, 1, 3, padding=1),
@@ -35,7 +44,7 @@ class Decoder(nn.Module):
 
 
 class ConvVAE(nn.Module):
-    def __init__(self, latent_dim: int, channels: int, height: int, width: int):
+    def __init__(self, latent_dim: int, channels: int, height: int, width: int, decoder_convs: int = 0):
         super().__init__()
         self.latent_dim = latent_dim
         gh, gw = base_grid(height, width)
@@ -50,7 +59,7 @@ class ConvVAE(nn.Module):
         )
         self.mu = nn.Linear(2 * channels * gh * gw, latent_dim)
         self.logvar = nn.Linear(2 * channels * gh * gw, latent_dim)
-        self.decoder = Decoder(latent_dim, channels, height, width)
+        self.decoder = Decoder(latent_dim, channels, height, width, decoder_convs)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -106,6 +115,77 @@ class MLPVAE(nn.Module):
 
 
 VAE = ConvVAE | MLPVAE
+
+
+class LatentAffine(nn.Module):
+    """z -> mean + scale @ z: maps N(0, I) onto N(mean, scale scale^T); identity until ``fit``.
+
+    With mean and scale fitted to the training set's posterior means (ex-post density estimation,
+    Ghosh et al. 2020), z ~ N(0, I) lands where the decoder was trained instead of in the holes
+    between the posteriors that N(0, I) also covers: the samples look like what the model learnt.
+    """
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.eye(latent_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mean + z @ self.scale.T
+
+    @torch.no_grad()
+    def fit_moments(self, count: int, total: torch.Tensor, outer: torch.Tensor,
+                    variance_total: torch.Tensor | None = None, ridge: float = 1e-5) -> None:
+        """Fit N(mean, cov) from ``count`` vectors' sum and sum of outer products (float64 preferred).
+
+        ``variance_total`` (the posterior variances' sum) adds their mean to the diagonal: the moments
+        of the aggregate posterior (mixture of the q(z|x)) rather than of the means alone. ``ridge``
+        times the mean variance is added to the diagonal so the Cholesky factor exists."""
+        if count < 2:
+            raise ValueError(f"fitting a Gaussian needs at least two latent vectors (got {count})")
+        mean = total / count
+        cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+        if variance_total is not None:
+            cov = cov + torch.diag(variance_total / count)
+        cov = (cov + cov.T) / 2
+        cov += torch.eye(len(mean), dtype=cov.dtype, device=cov.device) * ridge * max(float(cov.diagonal().mean()), 1e-12)
+        self.mean.copy_(mean.to(self.mean))
+        self.scale.copy_(torch.linalg.cholesky(cov).to(self.scale))
+
+    def fit(self, latents: torch.Tensor, variances: torch.Tensor | None = None) -> None:
+        """Fit to rows of ``latents`` (N, latent_dim), plus their posterior ``variances`` if given."""
+        z = latents.detach().double()
+        total_var = None if variances is None else variances.detach().double().sum(0)
+        self.fit_moments(len(z), z.sum(0), z.T @ z, total_var)
+
+
+class PriorDecoder(nn.Module):
+    """The exported sampler with a fitted prior: decoder(prior(z)), still fed z ~ N(0, I), so
+    serving, ONNX export and evaluation are unchanged."""
+
+    def __init__(self, prior: LatentAffine, decoder: nn.Module):
+        super().__init__()
+        self.prior, self.decoder = prior, decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.prior(z))
+
+
+def kl_weight(beta: float, warmup: float, progress: float) -> float:
+    """β·min(1, progress / warmup): the KL term's weight after ``progress`` (0..1) of training, rising
+    linearly from 0 over the first ``warmup`` fraction (KL annealing, Bowman et al. 2016)."""
+    if warmup <= 0:
+        return beta
+    return beta * min(1.0, max(progress, 0.0) / warmup)
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """The learning rate's multiplier after ``progress`` (0..1) of training: 1, or a cosine decay to 0."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'cosine'")
 
 
 def loss_function(recon_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
