@@ -237,6 +237,8 @@ def run_job(job: Job, settings: Settings, split: Split, params: Params) -> dict[
     """Train one arm for its budget, sample, score and save its grid; a JSON-able result row."""
     load_start = os.getloadavg()
     model = train_arm(job, params, split, settings)
+    print(f"[{time.strftime('%H:%M:%S')}] {job.arm}: {model.images_seen:,} images in {model.seconds:.0f} s; "
+          "sampling and scoring", file=sys.stderr, flush=True)
     started = time.perf_counter()
     samples = draw_samples(model, settings.samples, job.seed)
     held = to_tensor(split.held_out)
@@ -259,7 +261,8 @@ def run_sequential(jobs: list[Job], settings: Settings, threads: int) -> list[di
     split, params = load_data(settings), load_benchmark_params(settings)
     results = []
     for job in jobs:
-        print(f"[{time.strftime('%H:%M:%S')}] {job.arm} {job.budget_s:g} s seed {job.seed}", file=sys.stderr, flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {job.arm} {job.budget_s:g} s seed {job.seed}", file=sys.stderr,
+              flush=True)
         try:
             results.append(run_job(job, settings, split, params))
         except Exception as exc:  # one broken arm must not lose the others' figures
@@ -309,8 +312,8 @@ def run_parallel(jobs: list[Job], settings: Settings, cores_per_arm: int) -> lis
                     results.append(json.loads(result.read_text()))
                 else:
                     tail = log.read_text()[-2000:]
-                    print(f"{job.arm} {job.budget_s:g} s seed {job.seed} failed (exit {proc.returncode}); {log}:\n{tail}",
-                          file=sys.stderr)
+                    print(f"{job.arm} {job.budget_s:g} s seed {job.seed} failed (exit {proc.returncode}); "
+                          f"{log}:\n{tail}", file=sys.stderr)
                     results.append({**asdict(job), "failed": f"exit {proc.returncode}, see {log}"})
             if not block or not running:
                 return
@@ -419,6 +422,8 @@ def cpu_model() -> str:
 def report(results: list[dict[str, Any]], floor: dict[str, float], meta: dict[str, Any],
            params: Params, budgets: list[float]) -> str:
     gan, vae = params.train.gan, params.train.vae
+    copies = params.augment.copies if meta["augment"] else 0
+    augmentation = f"on, {copies} copy per image (in the budget and in images seen)" if copies else "off"
     floor_cells = ", ".join(f"{k} {floor[k + '_real_floor']:.3f}" for k in QUALITY_KEYS if k + "_real_floor" in floor)
     lines = [
         "## Sample quality at equal wall clock: genloop vs pytorch/examples references", "",
@@ -435,7 +440,7 @@ def report(results: list[dict[str, Any]], floor: dict[str, float], meta: dict[st
         f"- genloop arms: params.yaml as shipped: gan batch {gan.batch_size}, latent {gan.latent_dim}, "
         f"channels {gan.channels}, loss {gan.loss}, EMA {gan.ema_decay}, lr {gan.lr_g}/{gan.lr_d}; vae {vae.arch}, "
         f"batch {vae.batch_size}, latent {vae.latent_dim}, lr {vae.lr}; augmentation "
-        f"{'on, ' + str(params.augment.copies) + ' copy/image (in the budget and in images seen)' if meta['augment'] and params.augment.copies else 'off'}; "
+        f"{augmentation}; "
         "time checked between epochs (overrun at most half an epoch, see train s)",
         "- references (benchmarks/reference_models.py): DCGAN nz 100, ngf/ndf 64, BCE, Adam 2e-4 (0.5, 0.999), "
         "batch 128; VAE 784-400-20, BCE-sum + KL, Adam 1e-3, batch 128; time checked between steps",
