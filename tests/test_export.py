@@ -185,7 +185,8 @@ def test_exporting_unchanged_weights_again_registers_no_new_version(exported):
 
 def retrain(project, kind: str, lr: float) -> None:
     """New weights for ``kind`` (another learning rate, from scratch): a graph with other bytes to export."""
-    train_model(kind, project.params_with({f"train.{kind}.lr": lr}), project.paths, parent_run_id=None, resume=False)
+    key = {"vae": "train.vae.lr", "gan": "train.gan.lr_g"}[kind]
+    train_model(kind, project.params_with({key: lr}), project.paths, parent_run_id=None, resume=False)
 
 
 def test_champion_scored_on_other_evaluation_data_is_rescored_from_its_onnx(exported):
