@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["src", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", "data.dvc",
+COPIED = ["src", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
+          "data.dvc",
           ".gitignore", "mlflow/.gitkeep", "reports/.gitkeep"]
 TINY_PARAMS = {
     "train": {"vae": {"epochs": 1}, "gan": {"epochs": 1}},

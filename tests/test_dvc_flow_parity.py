@@ -33,7 +33,9 @@ import yaml
 
 from genloop.dvcio import run_dvc
 
-from project_copy import TINY_DVC_PARAMS, artifact_files, copy_project, project_env, ran_stages
+from project_copy import (
+    REPO_ROOT, TINY_DVC_PARAMS, artifact_files, clone_workspace, copy_project, git, project_env, ran_stages,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,15 +131,28 @@ def equivalent(rel: str, a: Path, b: Path) -> bool:
     return any(fnmatch.fnmatch(rel, pattern) and check(a, b) for pattern, check in RUN_SPECIFIC.items())
 
 
-@pytest.fixture(scope="module")
-def flow_root(tmp_path_factory, genloop_reproduced):
-    # The same code as the reproduced copy (not this checkout, which others may be editing meanwhile).
-    root = copy_project(tmp_path_factory.mktemp("flow"), TINY_DVC_PARAMS, source=genloop_reproduced.root)
+def run_flow(root: Path) -> None:
+    """`genloop run` (what `make run` runs) in a copy."""
     # The flow's temporary Prefect server needs ~16 s on a new database; on busy CPUs more than the 20 s default.
     env = {**project_env(root), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
     proc = subprocess.run(["genloop", "run"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def flow_root(tmp_path_factory, genloop_reproduced):
+    """A fresh clone (tracked files only: no data/, no dvc.lock) after `genloop run`."""
+    # The same code as the reproduced copy (not this checkout, which others may be editing meanwhile).
+    root = copy_project(tmp_path_factory.mktemp("flow"), TINY_DVC_PARAMS, source=genloop_reproduced.root)
+    run_flow(root)
     return root
+
+
+def test_fresh_clone_run_leaves_git_status_clean(flow_root):
+    assert git(REPO_ROOT, "ls-files", "dvc.lock") == "", \
+        "dvc.lock must not be committed: it records outputs only the committing machine has"
+    assert git(flow_root, "status", "--porcelain", "--untracked-files=all") == ""
+    assert not (flow_root / "dvc.lock").exists()  # data.dvc is rewritten with the committed md5: no change
 
 
 @pytest.fixture(scope="module")
@@ -161,18 +176,24 @@ def test_every_file_matches_and_deterministic_ones_byte_for_byte(both):
         assert flow[rel].read_bytes() == repro[rel].read_bytes(), rel
 
 
-def test_flow_records_its_outputs_so_dvc_has_nothing_to_do(flow_root, genloop_reproduced, both):
+def test_flow_keeps_an_existing_dvc_lock_current_so_dvc_has_nothing_to_do(flow_root, genloop_reproduced, both,
+                                                                        tmp_path):
     def outs(root):
         lock = yaml.safe_load((root / "dvc.lock").read_text())
         return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
 
-    flow_outs, repro_outs = outs(flow_root), outs(genloop_reproduced.root)
+    # A workspace that uses DVC has a dvc.lock (from its first `dvc repro`); any one will do, even an empty one.
+    # The second run skips every stage and ends by recording the outputs in it.
+    root = clone_workspace(flow_root, tmp_path / "repo")
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    run_flow(root)
+    flow_outs, repro_outs = outs(root), outs(genloop_reproduced.root)
     assert flow_outs.keys() == repro_outs.keys()
     flow_files, repro_files = both
     byte_differ = {rel for rel in flow_files if flow_files[rel].read_bytes() != repro_files[rel].read_bytes()}
     for path, md5 in flow_outs.items():
         holds_run_record = any(rel == path or rel.startswith(path + "/") for rel in byte_differ)
         assert md5 == repro_outs[path] or holds_run_record, f"{path}: hash differs between flow and repro"
-    proc = run_dvc(["repro"], cwd=flow_root, env=project_env(flow_root))
+    proc = run_dvc(["repro"], cwd=root, env=project_env(root))
     assert ran_stages(proc.stdout) == set()
     assert "up to date" in proc.stdout

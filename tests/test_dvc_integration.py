@@ -90,20 +90,41 @@ def test_plots_show_writes_html_naming_both_histories(genloop_reproduced, tmp_pa
         assert name in html
 
 
-def test_exp_run_reruns_the_vae_side_and_exp_show_lists_param_and_metrics(workspace):
+def experiment_rows(root) -> dict[str, dict]:
+    rows = json.loads(dvc(root, "exp", "show", "--json"))
+    return {exp["name"]: exp for row in rows for ex in (row.get("experiments") or []) for exp in ex["revs"]}
+
+
+def test_readme_experiment_story_works_without_a_committed_dvc_lock(workspace):
+    """The README's DVC section on a fresh clone: dvc.lock (written by the first `dvc repro`) is not in git,
+    the baseline is saved as an experiment, and metrics diff / exp show compare against it."""
+    from project_copy import git
+
+    git(workspace, "rm", "-q", "--cached", "dvc.lock")
+    git(workspace, "commit", "-q", "-m", "as the repository ships: no dvc.lock")
+    assert (workspace / "dvc.lock").exists() and git(workspace, "ls-files", "dvc.lock") == ""
+
+    dvc(workspace, "exp", "save", "-n", "baseline")
     out = dvc(workspace, "exp", "run", "-n", "vae-lr", "-S", "train.vae.lr=0.002")
     assert ran_stages(out) == {"train_vae", "evaluate", "export"}
     # DVC runs experiments in the workspace: the value stays in params.yaml afterwards.
     assert yaml.safe_load((workspace / "params.yaml").read_text())["train"]["vae"]["lr"] == 0.002
 
-    rows = json.loads(dvc(workspace, "exp", "show", "--json"))
-    experiments = {exp["name"]: exp for row in rows for ex in (row.get("experiments") or [])
-                   for exp in ex["revs"]}
-    assert "vae-lr" in experiments
-    data = experiments["vae-lr"]["data"]
-    assert data["params"]["params.yaml"]["data"]["train"]["vae"]["lr"] == 0.002
-    assert "fid" in data["metrics"]["reports/metrics.json"]["data"]["vae"]
+    experiments = experiment_rows(workspace)
+    assert {"baseline", "vae-lr"} <= set(experiments)
+    for name, lr in (("baseline", 0.001), ("vae-lr", 0.002)):
+        data = experiments[name]["data"]
+        assert data["params"]["params.yaml"]["data"]["train"]["vae"]["lr"] == lr
+        assert isinstance(data["metrics"]["reports/metrics.json"]["data"]["vae"]["fid"], float), name
 
-    diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))["reports/metrics.json"]
+    proc = run_dvc(["metrics", "diff", "baseline"], cwd=workspace, env=project_env(workspace), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "vae.fid" in proc.stdout and "failed to load" not in proc.stdout + proc.stderr
+    diff = json.loads(dvc(workspace, "metrics", "diff", "baseline", "--json"))["reports/metrics.json"]
     assert "vae.fid" in diff  # the VAE changed ...
     assert "gan.fid" not in diff  # ... the GAN (and its score) did not
+    assert diff["vae.fid"]["old"] == experiments["baseline"]["data"]["metrics"]["reports/metrics.json"]["data"]["vae"]["fid"]
+
+    dvc(workspace, "exp", "apply", "baseline")  # back to the baseline, from the local cache
+    assert yaml.safe_load((workspace / "params.yaml").read_text())["train"]["vae"]["lr"] == 0.001
+    assert json.loads(dvc(workspace, "metrics", "diff", "baseline", "--json")) == {}

@@ -14,10 +14,12 @@ import torch
 from genloop.checkpoints import load_sampler
 from genloop import promotion
 from genloop.evaluate import evaluate
+from genloop import export as export_module
 from genloop.export import (
-    INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ParityError, evaluation_data_hash, export, read_metadata, session,
+    INPUT_NAME, ONNX_FILES, OUTPUT_NAME, SHA256_TAG, ParityError, evaluation_data_hash, export, onnx_content_sha256,
+    read_metadata, session, write_metadata,
 )
-from genloop.train import read_run_id
+from genloop.train import read_run_id, train_model
 
 pytestmark = pytest.mark.integration
 
@@ -140,29 +142,68 @@ def test_first_export_makes_champions_whose_onnx_downloads_with_its_lineage(expo
     assert written[kind]["promotion"]["promotion.decision"] == "promoted"
 
 
-def test_exporting_the_same_models_again_keeps_the_champion_with_both_figures(exported):
+@pytest.mark.parametrize("kind", KINDS)
+def test_registered_version_is_tagged_with_the_hash_of_graph_and_weights(exported, kind):
+    project, result = exported
+    m = result.models[kind]
+    tags = project.client().get_model_version(m.registered_name, m.registered_version).tags
+    assert tags[SHA256_TAG] == onnx_content_sha256(project.paths.models / ONNX_FILES[kind])
+
+
+def test_content_hash_ignores_run_metadata_but_not_weights(exported, tmp_path):
+    project, _ = exported
+    original = project.paths.models / ONNX_FILES["gan"]
+    relabelled = tmp_path / "relabelled.onnx"
+    relabelled.write_bytes(original.read_bytes())
+    write_metadata(relabelled, {"run_id": "another-run", "git_commit": "another-commit"})
+    assert relabelled.read_bytes() != original.read_bytes()
+    assert onnx_content_sha256(relabelled) == onnx_content_sha256(original)
+
+    model = onnx.load(str(original))
+    weights = model.graph.initializer[0]
+    array = onnx.numpy_helper.to_array(weights).copy()
+    array.flat[0] += 1.0
+    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
+    changed = tmp_path / "changed.onnx"
+    onnx.save(model, str(changed))
+    assert onnx_content_sha256(changed) != onnx_content_sha256(original)
+
+
+def test_exporting_unchanged_weights_again_registers_no_new_version(exported):
     project, first = exported
+    counts = {kind: version_count(project, kind) for kind in KINDS}
     again = export(project.params, project.paths)
+    written = json.loads((project.paths.models / "export.json").read_text())
     for kind in KINDS:
-        decision = again.models[kind].promotion
-        assert decision is not None and not decision.promoted, decision
-        assert decision.champion_version == first.models[kind].registered_version
-        assert decision.candidate_value == decision.champion_value  # same model, same data: no improvement
-        assert not decision.rescored
-        champion = promotion.current_champion(project.client(), again.models[kind].registered_name)
-        assert str(champion.version) == first.models[kind].registered_version
+        m, before = again.models[kind], first.models[kind]
+        assert version_count(project, kind) == counts[kind], kind
+        assert m.unchanged_as == m.registered_version == before.registered_version
+        assert m.registration() == f"unchanged, not registered: same bytes as {m.registered_name} v{m.unchanged_as}"
+        assert m.promotion is None  # nothing new, nothing to decide
+        assert written[kind]["unchanged_as"] == before.registered_version
+        champion = promotion.current_champion(project.client(), m.registered_name)
+        assert str(champion.version) == before.registered_version
+
+
+def retrain(project, kind: str, lr: float) -> None:
+    """New weights for ``kind`` (another learning rate, from scratch): a graph with other bytes to export."""
+    key = {"vae": "train.vae.lr", "gan": "train.gan.lr_g"}[kind]
+    train_model(kind, project.params_with({key: lr}), project.paths, parent_run_id=None, resume=False)
 
 
 def test_champion_scored_on_other_evaluation_data_is_rescored_from_its_onnx(exported):
     project, _ = exported
+    champion_fid = json.loads(project.paths.metrics.read_text())["gan"]["fid"]  # evaluate's figure for the champion
+    retrain(project, "gan", lr=5e-4)
     # Other evaluation settings make another evaluation (hash); the gate re-scores the champion with
     # genloop.evaluate.score_samples on samples drawn from its registered ONNX file.
     params = project.params_with({"evaluate.kid_subsets": 5})
     result = export(params, project.paths)
     decision = result.models["gan"].promotion
+    assert result.models["gan"].unchanged_as is None and result.models["vae"].unchanged_as is not None
     assert decision.rescored and decision.champion_value is not None, decision
-    # The same generator, sampled from ONNX with evaluate's latent vectors: evaluate's own FID again.
-    assert decision.champion_value == pytest.approx(decision.candidate_value, rel=1e-3)
+    # The champion's generator, sampled from ONNX with evaluate's latent vectors: evaluate's own FID again.
+    assert decision.champion_value == pytest.approx(champion_fid, rel=1e-3)
     champion_tags = project.client().get_model_version("genloop-gan", decision.champion_version).tags
     new_hash = evaluation_data_hash(params, project.paths)
     assert float(champion_tags[f"rescored.{new_hash[:12]}.fid"]) == decision.champion_value
@@ -182,6 +223,30 @@ def test_impossible_parity_tolerance_raises_and_keeps_previous_models(exported):
         assert version_count(project, kind) == counts[kind], kind
     assert not list(project.paths.models.glob(".*.staged"))
     assert not list(project.paths.models.glob(".*.tmp"))
+
+
+def test_export_retried_after_registering_one_model_registers_it_once_and_gates_it(exported, monkeypatch):
+    project, _ = exported
+    retrain(project, "vae", lr=5e-4)
+    counts = {kind: version_count(project, kind) for kind in KINDS}
+
+    def interrupted(*args, **kwargs):
+        raise RuntimeError("interrupted after registering")
+
+    with monkeypatch.context() as patch:  # the first try registers the VAE, then dies before its gate
+        patch.setattr(export_module, "promote_if_better", interrupted)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            export(project.params, project.paths)
+    assert version_count(project, "vae") == counts["vae"] + 1
+
+    retried = export(project.params, project.paths)
+    vae = retried.models["vae"]
+    assert version_count(project, "vae") == counts["vae"] + 1  # not a second copy
+    assert vae.unchanged_as == vae.registered_version
+    assert vae.promotion is not None, "the retry must still pass the version through the gate"
+    tags = project.client().get_model_version(vae.registered_name, vae.registered_version).tags
+    assert "promotion.decision" in tags
+    assert version_count(project, "gan") == counts["gan"]
 
 
 def test_export_without_registering_adds_no_model_version(exported):

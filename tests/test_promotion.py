@@ -109,6 +109,29 @@ def test_an_equal_score_is_not_an_improvement(registry):
     assert registry.champion() == "1"
 
 
+def test_figures_equal_but_for_float_noise_do_not_promote(registry):
+    registry.add(8.140290)
+    decision = registry.add(8.140290 * (1 - 1e-9))  # what re-evaluating unchanged weights can give
+    assert not decision.promoted and registry.champion() == "1"
+    assert "does not beat" in decision.reason and "tolerance" in decision.reason
+
+
+def test_a_real_improvement_beyond_the_tolerance_promotes(registry):
+    registry.add(8.140290)
+    decision = registry.add(8.140290 * (1 - 1e-4))
+    assert decision.promoted and registry.champion() == decision.version
+
+
+@pytest.mark.parametrize("direction, worse_sign", [("minimize", 1), ("maximize", -1)])
+def test_tolerance_is_relative_to_the_champion_and_adds_to_the_margin(registry, direction, worse_sign):
+    config = PromotionConfig(metric="fid", direction=direction, margin=1.0, tolerance=0.01)  # 1 + 1% of 100
+    registry.add(100.0, config=config)
+    assert not registry.add(100.0 - worse_sign * 1.9, config=config).promoted  # beats the margin, not margin + 1%
+    decision = registry.add(100.0 - worse_sign * 2.1, config=config)
+    assert decision.promoted and registry.champion() == decision.version
+    assert float(registry.tags(decision.version)["promotion.tolerance"]) == 0.01
+
+
 def test_margin_is_respected(registry):
     config = PromotionConfig(margin=2.0)
     registry.add(30.0, config=config)

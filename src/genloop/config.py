@@ -143,6 +143,8 @@ class PromotionConfig(Strict):
     metric: str = Field("fid", description="key of reports/metrics.json[MODEL] compared, e.g. fid, kid_mean")
     direction: Literal["minimize", "maximize"] = "minimize"
     margin: float = Field(0.0, ge=0.0, description="how much better than the champion a version must score")
+    tolerance: float = Field(1e-6, ge=0.0, description="relative to the champion's figure: differences this small "
+                             "are float noise, not an improvement (added to the margin)")
 
 
 class ExportConfig(Strict):

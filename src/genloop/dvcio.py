@@ -12,6 +12,9 @@ import yaml
 from genloop.errors import GenloopError
 
 
+LOCK_FILE = "dvc.lock"
+
+
 class DvcError(GenloopError, RuntimeError):
     pass
 
@@ -55,6 +58,14 @@ def read_dvc_hash(dvc_file: Path) -> str:
         raise DvcError(f"{dvc_file}: no outs[0].md5 entry; is it a DVC file?") from None
 
 
-def dvc_commit(root: Path) -> None:
-    """Record outputs produced outside ``dvc repro`` (by the Prefect flow) in ``dvc.lock``."""
+def dvc_commit(root: Path) -> bool:
+    """Record outputs produced outside ``dvc repro`` (by the Prefect flow) in ``dvc.lock``, if there is one.
+
+    dvc.lock is not in git: it records this machine's outputs (MLflow run ids, CPU-dependent weights),
+    which no other clone has. A clone writes its own with its first ``dvc repro`` (or ``dvc commit -f``);
+    until then the flow writes none, so ``make run`` on a fresh clone leaves ``git status`` clean.
+    """
+    if not (root / LOCK_FILE).exists():
+        return False
     run_dvc(["commit", "--force", "--quiet"], cwd=root)
+    return True

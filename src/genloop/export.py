@@ -4,10 +4,12 @@ A graph whose ONNX Runtime output differs from PyTorch by more than the toleranc
 published: the stage fails and ``models/`` keeps what it had. Each file carries its lineage in
 ``metadata_props`` (data hash, commit, run, params); each registered version the same as tags, plus
 its evaluation figures, and it becomes ``champion`` only through the gate in genloop.promotion.
+An export whose graph and weights equal the latest (or champion) version's registers nothing new.
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from genloop.datasets import read_run_id
 
 INPUT_NAME, OUTPUT_NAME = "z", "image"
 ONNX_FILES = {"vae": "vae_decoder.onnx", "gan": "gan_generator.onnx"}
+SHA256_TAG = "genloop.onnx_sha256"  # model-version tag: onnx_content_sha256 of its graph
+
+log = logging.getLogger(__name__)
 
 
 class ParityError(RuntimeError):
@@ -36,6 +41,15 @@ class ExportedModel:
     registered_name: str | None
     registered_version: str | None
     promotion: promotion.PromotionDecision | None = None
+    unchanged_as: str | None = None  # the version with the same graph and weights; nothing new was registered
+
+    def registration(self) -> str:
+        """One line on what the registry got, for logs and the CLI."""
+        if self.registered_name is None:
+            return "not registered"
+        if self.unchanged_as is not None:
+            return f"unchanged, not registered: same bytes as {self.registered_name} v{self.unchanged_as}"
+        return f"registered {self.registered_name} v{self.registered_version}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,24 @@ def write_metadata(onnx_path: Path, metadata: dict[str, str]) -> None:
     atomic.write_bytes(onnx_path, model.SerializeToString())
 
 
+def onnx_content_sha256(onnx_path: Path) -> str:
+    """sha256 of the graph and weights only: without ``metadata_props`` (run id, commit, params) and the
+    exporter's per-node stack traces, so re-exporting the same weights gives the same hash."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    for function in model.functions:
+        del function.metadata_props[:]
+        for node in function.node:
+            del node.metadata_props[:]
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
 def read_metadata(onnx_path: Path) -> dict[str, str]:
     import onnx
 
@@ -173,8 +205,45 @@ def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
     return _Staged(kind, module, latent_dim, staged, paths.models / ONNX_FILES[kind], diffs)
 
 
+def same_bytes_version(client, name: str, sha256: str) -> str | None:
+    """The latest or the champion version of ``name`` whose graph and weights hash to ``sha256``, if any."""
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        return None
+    latest = client.get_model_version(name, str(max(int(v.version) for v in versions)))
+    for version in (latest, promotion.current_champion(client, name)):
+        if version is not None and version.tags.get(SHA256_TAG) == sha256:
+            return str(version.version)
+    return None
+
+
+def register_model(kind: str, name: str, item: _Staged, params: Params, paths: ProjectPaths) -> tuple[str, bool]:
+    """Register the published graph as a new version of ``name`` and return (version, True); when the latest
+    or champion version already holds the same graph and weights, register nothing and return (it, False).
+
+    So an export of unchanged weights, or one retried after it registered a model, adds no duplicate.
+    """
+    from mlflow import MlflowClient
+
+    tracking.setup(params.mlflow, paths)
+    sha256 = onnx_content_sha256(item.target)
+    same = same_bytes_version(MlflowClient(), name, sha256)
+    if same is not None:
+        return same, False
+    return _log_and_register(kind, name, item.target, item.module, item.latent_dim, item.diffs, params, paths,
+                             sha256), True
+
+
+def _gated(name: str, version: str) -> bool:
+    """Whether the promotion gate has already decided on this version (a retried export may not have)."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(name, version).tags
+    return f"{promotion.DECISION_PREFIX}decision" in tags or f"{promotion.DECISION_PREFIX}forced" in tags
+
+
 def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Module, latent_dim: int,
-                      diffs: dict[int, float], params: Params, paths: ProjectPaths) -> str:
+                      diffs: dict[int, float], params: Params, paths: ProjectPaths, sha256: str) -> str:
     import mlflow
     import onnx
     from mlflow import MlflowClient
@@ -196,7 +265,8 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
     version = str(info.registered_model_version)
     client = MlflowClient()
     tags = {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}",
-            promotion.PARITY_TAG: "true", **promotion.metric_tags(evaluation_metrics(paths, kind))}
+            promotion.PARITY_TAG: "true", **promotion.metric_tags(evaluation_metrics(paths, kind)),
+            SHA256_TAG: sha256}  # last: a version carrying the hash carries every other tag too
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version
@@ -251,16 +321,19 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
 
     models: dict[str, ExportedModel] = {}
     for item in staged:
-        name = version = decision = None
+        name = version = decision = unchanged_as = None
         if register:
             name = params.export.vae_model_name if item.kind == "vae" else params.export.gan_model_name
-            version = _log_and_register(item.kind, name, item.target, item.module, item.latent_dim,
-                                        item.diffs, params, paths)
-            decision = promote_if_better(item.kind, name, version, params, paths)
-        models[item.kind] = ExportedModel(item.kind, item.target, item.diffs, name, version, decision)
+            version, new = register_model(item.kind, name, item, params, paths)
+            unchanged_as = None if new else version
+            if new or not _gated(name, version):
+                decision = promote_if_better(item.kind, name, version, params, paths)
+        models[item.kind] = ExportedModel(item.kind, item.target, item.diffs, name, version, decision, unchanged_as)
+        log.info("%s: %s", item.kind, models[item.kind].registration())
     atomic.write_json(paths.models / "export.json", {
         kind: {"path": str(m.path.relative_to(paths.root)), "max_abs_diff": {str(k): v for k, v in m.max_abs_diff.items()},
                "registered_name": m.registered_name, "registered_version": m.registered_version,
+               "unchanged_as": m.unchanged_as,
                "promotion": m.promotion.tags() if m.promotion else None}
         for kind, m in models.items()
     })

@@ -1,7 +1,7 @@
 """The promotion gate: which registered version serves as ``champion``, and its history.
 
-A new version takes the ``champion`` alias only when its primary metric beats the champion's by the
-margin, both scored on the same evaluation data (a tag on each version records that data's hash;
+A new version takes the ``champion`` alias only when its primary metric beats the champion's by more
+than the margin plus a relative tolerance (so float noise between equal models never flips it), both scored on the same evaluation data (a tag on each version records that data's hash;
 a champion scored on other data is re-scored on today's first). A version whose ONNX parity check
 failed never becomes champion, not even by hand. Every move is appended to a registered-model tag,
 so ``rollback`` can restore the previous champion.
@@ -43,6 +43,7 @@ class PromotionDecision:
     champion_value: float | None
     rescored: bool
     reason: str
+    tolerance: float = 0.0
 
     def tags(self) -> dict[str, str]:
         def fmt(value: float | None) -> str:
@@ -51,6 +52,7 @@ class PromotionDecision:
         return {f"{DECISION_PREFIX}{k}": v for k, v in {
             "decision": "promoted" if self.promoted else "kept",
             "metric": self.metric, "direction": self.direction, "margin": repr(self.margin),
+            "tolerance": repr(self.tolerance),
             "candidate_value": fmt(self.candidate_value), "champion_value": fmt(self.champion_value),
             "champion_version": self.champion_version or "none", "rescored": str(self.rescored).lower(),
             "reason": self.reason,
@@ -69,11 +71,16 @@ def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
     return {k[len(METRIC_PREFIX):]: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)}
 
 
+def required_gain(champion: float, config: PromotionConfig) -> float:
+    """How much better than ``champion`` a candidate must score: the margin plus the relative tolerance."""
+    return config.margin + config.tolerance * abs(champion)
+
+
 def beats(candidate: float, champion: float, config: PromotionConfig) -> bool:
-    """Strictly better than the champion by more than the margin, in the configured direction."""
+    """Better than the champion by more than margin + tolerance, in the configured direction."""
     if config.direction == "minimize":
-        return candidate < champion - config.margin
-    return candidate > champion + config.margin
+        return candidate < champion - required_gain(champion, config)
+    return candidate > champion + required_gain(champion, config)
 
 
 # ---- registry access (MlflowClient) ---------------------------------------------------------------
@@ -204,7 +211,7 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
         decision = PromotionDecision(
             name, str(candidate.version), promoted, config.metric, config.direction, config.margin,
             None if value is None else float(value), str(champion.version) if champion else None,
-            champion_value, rescored, reason)
+            champion_value, rescored, reason, config.tolerance)
         if promoted:
             set_champion(client, name, str(candidate.version))
         for key, tag in decision.tags().items():
@@ -244,7 +251,7 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
     better = "lower" if config.direction == "minimize" else "higher"
     rescored_note = " (re-scored on this evaluation data)" if rescored else ""
     figures = (f"{config.metric} {float(value):.6g} vs champion v{champion.version} {champion_value:.6g}{rescored_note}, "
-               f"margin {config.margin:g}, {better} is better")
+               f"margin {config.margin:g} + tolerance {config.tolerance:g} (relative), {better} is better")
     if beats(float(value), champion_value, config):
         return decide(True, f"beats the champion: {figures}", champion_value, rescored)
     return decide(False, f"does not beat the champion: {figures}", champion_value, rescored)
