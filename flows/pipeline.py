@@ -105,8 +105,7 @@ def record_dvc_lock_task(paths: ProjectPaths) -> bool:
     """Write the flow's outputs into dvc.lock, so a `dvc repro` right after has nothing to do."""
     if not dvcio.is_dvc_repo(paths.root) or not (paths.root / "dvc.yaml").exists():
         return False
-    dvcio.dvc_commit(paths.root)
-    return True
+    return dvcio.dvc_commit(paths.root)
 
 
 def prepare(project_root: str, params_file: str | None, overrides: dict[str, Any] | None,
@@ -160,7 +159,7 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
         "classifier_accuracy": evaluated.result.classifier_accuracy,
         "onnx": {
             k: {"path": str(m.path), "max_abs_diff": max(m.max_abs_diff.values()),
-                "registered": f"{m.registered_name} v{m.registered_version}" if m.registered_name else None,
+                "registered": m.registration() if m.registered_name else None,
                 "promotion": m.promotion.summary() if getattr(m, "promotion", None) else None}
             for k, m in exported.result.models.items()
         },

@@ -263,8 +263,7 @@ def export_cmd(obj: Context, no_register: bool) -> None:
 
     r = run(obj.params(), obj.paths, register=False if no_register else None)
     for m in r.models.values():
-        reg = f", registered {m.registered_name} v{m.registered_version}" if m.registered_name else ""
-        click.echo(f"{m.kind}: {m.path} (max |ort - torch| {max(m.max_abs_diff.values()):.1e}{reg})")
+        click.echo(f"{m.kind}: {m.path} (max |ort - torch| {max(m.max_abs_diff.values()):.1e}; {m.registration()})")
         if m.promotion is not None:
             click.echo(f"  {m.promotion.summary()}")
 

@@ -6,7 +6,6 @@ Anything that is not a user error (a plain ``ValueError``, a bug) keeps its trac
 from __future__ import annotations
 
 import os
-import sys
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -31,23 +30,10 @@ class ProjectBusyError(GenloopError):
     """Another genloop command holds the project lock; the message names it."""
 
 
-# Errors of modules not yet rebased on GenloopError: (module, class name). Looked up only in modules
-# already imported (an error can only come from a loaded module), so this file imports nothing heavy.
-_LEGACY_USER_ERRORS = (
-    ("genloop.export", "ParityError"),
-    ("genloop.promotion", "PromotionError"),
-)
-
-
 def is_user_error(exc: BaseException) -> bool:
-    """True for GenloopError and the legacy user errors; a FileNotFoundError counts only when genloop
-    raised it with a message (``errno`` unset), not when the OS did (that is a bug worth a traceback)."""
+    """True for GenloopError; a FileNotFoundError counts only when genloop with a message (``errno`` unset), not when the OS did (that is a bug worth a traceback)."""
     if isinstance(exc, GenloopError):
         return True
     if isinstance(exc, FileNotFoundError) and exc.errno is None:
         return True
-    for module_name, name in _LEGACY_USER_ERRORS:
-        cls = getattr(sys.modules.get(module_name), name, None)
-        if isinstance(cls, type) and isinstance(exc, cls):
-            return True
     return False

@@ -21,6 +21,7 @@ from genloop.checkpoints import load_sampler
 from genloop.config import ExportConfig, Params
 from genloop.paths import ProjectPaths
 from genloop.datasets import read_run_id
+from genloop.errors import GenloopError
 
 INPUT_NAME, OUTPUT_NAME = "z", "image"
 ONNX_FILES = {"vae": "vae_decoder.onnx", "gan": "gan_generator.onnx"}
@@ -29,7 +30,7 @@ SHA256_TAG = "genloop.onnx_sha256"  # model-version tag: onnx_content_sha256 of 
 log = logging.getLogger(__name__)
 
 
-class ParityError(RuntimeError):
+class ParityError(GenloopError, RuntimeError):
     pass
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genloop.config import PromotionConfig
+from genloop.errors import GenloopError
 
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of versions, oldest first, last = champion
@@ -26,7 +27,7 @@ DECISION_PREFIX = "promotion."
 Rescorer = Callable[[str, str], dict[str, float]]
 
 
-class PromotionError(ValueError):
+class PromotionError(GenloopError, ValueError):
     """A promotion or rollback that cannot happen; the message says why."""
 
 

@@ -37,7 +37,7 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths) -> str:
         "",
         "ONNX models:",
         *(f"  {kind}: {info['path']}  (max |ort - torch| {info['max_abs_diff']:.1e}"
-          + (f", registered {info['registered']})" if info.get("registered") else ")")
+          + (f"; {info['registered']})" if info.get("registered") else ")")
           for kind, info in result["onnx"].items()),
         *(f"  {kind}: {info['promotion']}" + (" (export skipped: the earlier run's decision)"
                                               if "export" in (result.get("cached_stages") or []) else "")
