@@ -155,6 +155,16 @@ class ExportConfig(Strict):
     gan_model_name: str = "genloop-gan"
     promotion: PromotionConfig = PromotionConfig()
 
+    def model_name(self, kind: str) -> str:
+        """The registered (and served) name of model kind ``vae`` or ``gan``."""
+        return {"vae": self.vae_model_name, "gan": self.gan_model_name}[kind]
+
+    def served_files(self) -> dict[str, str]:
+        """Registered name -> the ONNX file export writes for it in models/ (what `genloop serve` serves)."""
+        from genloop.paths import ONNX_FILES
+
+        return {self.model_name(kind): file for kind, file in ONNX_FILES.items()}
+
 
 class ServeConfig(Strict):
     """Defaults of ``genloop serve``; its command-line options override them."""

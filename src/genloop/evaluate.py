@@ -31,6 +31,7 @@ from genloop.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS,
 from genloop.models.classifier import (DigitClassifier, classifier_key, embed, load_classifier,
                                        normalise_features, save_classifiers, train_classifier)
 from genloop.paths import ProjectPaths
+from genloop.seeds import sampling_seed
 
 if TYPE_CHECKING:
     from genloop.report import HtmlReport
@@ -263,7 +264,7 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     walks: dict[str, np.ndarray] = {}
     for kind in MODELS:
         checkpoint = paths.train(kind) / "model.pt"
-        fake = sample(checkpoint, len(data.held_out), params.seed + 1)
+        fake = sample(checkpoint, len(data.held_out), sampling_seed(params.seed))
         scores, shares[kind] = score(data, fake, config, params.seed)
         metrics[kind] = _with_floor(scores, floor, data.classifier_accuracy)
         if kind == "vae":

@@ -19,12 +19,13 @@ import torch
 from genloop import atomic, promotion, tracking
 from genloop.checkpoints import load_sampler
 from genloop.config import ExportConfig, Params
-from genloop.paths import ProjectPaths
+from genloop.paths import ONNX_FILES, ProjectPaths
 from genloop.datasets import read_run_id
 from genloop.errors import GenloopError
+from genloop.onnx_runtime import open_session, session_options
+from genloop.seeds import sampling_seed
 
 INPUT_NAME, OUTPUT_NAME = "z", "image"
-ONNX_FILES = {"vae": "vae_decoder.onnx", "gan": "gan_generator.onnx"}
 SHA256_TAG = "genloop.onnx_sha256"  # model-version tag: onnx_content_sha256 of its graph
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,7 @@ def export_onnx(module: torch.nn.Module, latent_dim: int, target: Path) -> None:
 
 
 def session(path: Path, providers: list[str] | None = None, threads: int = 0):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    return open_session(path, providers, session_options(intra_op_threads=threads))
 
 
 EVAL_SPLITS = ("train", "val", "test")  # what genloop.evaluate scores against
@@ -193,7 +188,7 @@ def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
     """Export beside the target and check parity; nothing is published yet."""
     config: ExportConfig = params.export
     module, latent_dim = load_sampler(paths.train(kind) / "model.pt")
-    staged = paths.models / f".{ONNX_FILES[kind]}.staged"
+    staged = paths.onnx(kind).with_name(f".{paths.onnx(kind).name}.staged")
     export_onnx(module, latent_dim, staged)
     write_metadata(staged, lineage_metadata(kind, latent_dim, params, paths))  # before parity: check what ships
     diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed)
@@ -203,7 +198,7 @@ def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
             f"{kind}: ONNX Runtime differs from PyTorch by {worst:.2e} "
             f"(> export.parity_tolerance={config.parity_tolerance:.0e}); per batch size: {diffs}"
         )
-    return _Staged(kind, module, latent_dim, staged, paths.models / ONNX_FILES[kind], diffs)
+    return _Staged(kind, module, latent_dim, staged, paths.onnx(kind), diffs)
 
 
 def same_bytes_version(client, name: str, sha256: str) -> str | None:
@@ -283,7 +278,7 @@ def champion_rescorer(params: Params, paths: ProjectPaths) -> promotion.Rescorer
 
         with tempfile.TemporaryDirectory(prefix="genloop-rescore-") as tmp:
             onnx_file = promotion.download_onnx(f"models:/{name}/{version}", Path(tmp))
-            images = onnx_samples(onnx_file, _evaluation_sample_count(paths), params.seed + 1)
+            images = onnx_samples(onnx_file, _evaluation_sample_count(paths), sampling_seed(params.seed))
         try:
             return dict(score_samples(params, paths, images))
         except (ValueError, RuntimeError) as exc:  # e.g. a champion drawing another image size
@@ -318,13 +313,13 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
             item.staged.replace(item.target)
     finally:  # covers a model that failed before it was staged, too
         for kind in ONNX_FILES:
-            (paths.models / f".{ONNX_FILES[kind]}.staged").unlink(missing_ok=True)
+            paths.onnx(kind).with_name(f".{paths.onnx(kind).name}.staged").unlink(missing_ok=True)
 
     models: dict[str, ExportedModel] = {}
     for item in staged:
         name = version = decision = unchanged_as = None
         if register:
-            name = params.export.vae_model_name if item.kind == "vae" else params.export.gan_model_name
+            name = params.export.model_name(item.kind)
             version, new = register_model(item.kind, name, item, params, paths)
             unchanged_as = None if new else version
             if new or not _gated(name, version):

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# The ONNX file each model kind is exported to (models/), and so served from.
+ONNX_FILES = {"vae": "vae_decoder.onnx", "gan": "gan_generator.onnx"}
+
+
 @dataclass(frozen=True)
 class ProjectPaths:
     root: Path
@@ -50,6 +54,9 @@ class ProjectPaths:
     @property
     def models(self) -> Path:
         return self.root / "models"
+
+    def onnx(self, kind: str) -> Path:
+        return self.models / ONNX_FILES[kind]
 
     @property
     def reports(self) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 
 from genloop.config import ConfigError, MlflowConfig, Params, SweepConfig, SweepRange, load_params
 from genloop.paths import ProjectPaths
+from genloop.seeds import sampling_seed
 
 SWEEPABLE = ("train.vae.", "train.gan.", "augment.", "evaluate.", "seed")
 BEST_TAG = "genloop.sweep_best"
@@ -182,7 +183,7 @@ def score_models(params: Params, paths: ProjectPaths, kinds: tuple[str, ...]) ->
     data = load_evaluation_data(params, paths)
     scores: dict[str, float] = {}
     for kind in kinds:
-        fake = sample(paths.train(kind) / "model.pt", len(data.held_out), params.seed + 1)
+        fake = sample(paths.train(kind) / "model.pt", len(data.held_out), sampling_seed(params.seed))
         metrics, _ = score(data, fake, params.evaluate, params.seed)
         scores.update({f"{kind}.{k}": float(v) for k, v in metrics.items()})
     return scores

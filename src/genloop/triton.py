@@ -107,8 +107,7 @@ def write_exported(params, paths, exported: dict) -> dict[str, Path]:
     config: TritonConfig = params.deploy.triton
     if not config.write:
         return {}
-    names = {"vae": params.export.vae_model_name, "gan": params.export.gan_model_name}
-    models = {names[kind]: m.path for kind, m in exported.items()}
-    parameters = {names[kind]: {"genloop_registry_version": m.registered_version}
+    models = {params.export.model_name(kind): m.path for kind, m in exported.items()}
+    parameters = {params.export.model_name(kind): {"genloop_registry_version": m.registered_version}
                   for kind, m in exported.items() if m.registered_version is not None}
     return write_repository(paths.models / "triton", models, config, parameters)

@@ -1,7 +1,7 @@
 """``genloop serve``: the exported ONNX generators over the Open Inference Protocol (KServe V2) REST API."""
-from genloop.serving.settings import DEFAULT_MODEL_FILES, ServeSettings, ServingError, default_model_paths
+from genloop.serving.settings import ServeSettings, ServingError, default_model_paths
 
-__all__ = ["DEFAULT_MODEL_FILES", "ServeSettings", "ServingError", "create_app", "default_model_paths"]
+__all__ = ["ServeSettings", "ServingError", "create_app", "default_model_paths"]
 
 
 def create_app(settings: ServeSettings, holder=None):

@@ -100,7 +100,7 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     from pydantic import ValidationError
 
     from genloop.config import ConfigError
-    from genloop.serving.settings import DEFAULT_MODEL_FILES, ServeSettings, ServingError, default_model_paths
+    from genloop.serving.settings import ServeSettings, ServingError, default_model_paths
 
     # click treats an empty environment variable as unset, which would silently serve without a token.
     if (token is not None and not token.strip()) or (token is None and TOKEN_ENV in os.environ
@@ -110,11 +110,13 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     by_path = bool(model_specs) or models_dir is not None
     if champions and by_path:
         raise click.UsageError("--champions serves the registry; leave out --models/--model (or use --files)")
-    models = _parse_models(model_specs) if model_specs else default_model_paths(models_dir or _default_models_dir(ctx))
     try:
         params, root = _project(ctx)
     except ConfigError as exc:
         _fail(str(exc))
+    models = (_parse_models(model_specs) if model_specs
+              else default_model_paths(models_dir or _default_models_dir(ctx), params.export))
+    served_names = list(params.export.served_files())
     config = params.serve
     versions: dict[str, str] = {}
     source = None  # the registry's champions: its download folder lives until the server stops
@@ -124,11 +126,11 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
         if champions is None and not by_path:
             from genloop.serving.registry import has_champions
 
-            champions = has_champions(params.mlflow, root, list(DEFAULT_MODEL_FILES))
+            champions = has_champions(params.mlflow, root, served_names)
         if champions:
             from genloop.serving.registry import ChampionSource
 
-            source = ChampionSource(params.mlflow, root, list(DEFAULT_MODEL_FILES))
+            source = ChampionSource(params.mlflow, root, served_names)
             found = source.champions()
             models = {name: c.path for name, c in found.items()}
             versions = {name: c.version for name, c in found.items()}

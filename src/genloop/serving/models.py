@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genloop.onnx_runtime import open_session, session_options
 from genloop.serving.settings import ServeSettings, ServingError
 
 log = logging.getLogger("genloop.serving")
@@ -148,25 +149,12 @@ class ModelHolder:
         return self._ready.is_set()
 
     def session_options(self):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.settings.intra_op_threads
-        options.inter_op_num_threads = self.settings.inter_op_threads
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        # No busy-waiting between runs: spinning worker threads take CPU from the event loop that
-        # parses requests on the same cores (benchmarks/serve_load.py compares settings).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return options
+        return session_options(self.settings.intra_op_threads, self.settings.inter_op_threads, spinning=False)
 
     def build(self, name: str, path: Path, version: str, registry_version: str | None = None) -> ServedModel:
         """A new session on ``path``, warmed up; what a (re)load swaps in. Raises ServingError."""
-        import onnxruntime as ort
-
         try:
-            session = ort.InferenceSession(str(path), self.session_options(), providers=self.providers)
+            session = open_session(path, self.providers, self.session_options())
         except Exception as exc:  # onnxruntime raises its own types for unreadable files
             raise ServingError(f"{name}: cannot load {path} with onnxruntime: {exc}") from exc
         if self.settings.providers == "cuda" and session.get_providers()[0] != CUDA:

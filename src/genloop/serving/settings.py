@@ -6,17 +6,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-# The names `genloop export` registers in MLflow, and the files it writes into models/.
-DEFAULT_MODEL_FILES = {"genloop-vae": "vae_decoder.onnx", "genloop-gan": "gan_generator.onnx"}
+from genloop.config import ExportConfig
 
 
 class ServingError(RuntimeError):
     """A server that cannot start: the message says what is wrong and what to do about it."""
 
 
-def default_model_paths(models_dir: str | Path = "models") -> dict[str, Path]:
-    """``genloop-vae`` and ``genloop-gan`` from the files ``genloop export`` writes into ``models_dir``."""
-    return {name: Path(models_dir) / file for name, file in DEFAULT_MODEL_FILES.items()}
+def default_model_paths(models_dir: str | Path = "models", export: ExportConfig | None = None) -> dict[str, Path]:
+    """The names ``export`` registers (``export.vae_model_name``, ``export.gan_model_name``), served from
+    the files ``genloop export`` writes into ``models_dir``."""
+    return {name: Path(models_dir) / file for name, file in (export or ExportConfig()).served_files().items()}
 
 
 class ServeSettings(BaseModel):
