@@ -143,9 +143,12 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
     logger.info("MLflow parent run %s", parent_run_id)
     tracking.log_data_reports(parent_run_id, [*cleaned.result.reports, augmented.result.preview])
     try:
-        train_states = {kind: train_task(kind, cfg, where, parent_run_id, force, wait_for=after(augment_state),
-                                         return_state=True) for kind in ("vae", "gan")}
-        trained = {kind: outcome(state) for kind, state in train_states.items()}
+        train_states: dict[str, State] = {}
+        trained: dict[str, StageOutcome] = {}
+        for kind in ("vae", "gan"):  # one after the other; a failed training stops the flow here
+            train_states[kind] = train_task(kind, cfg, where, parent_run_id, force, wait_for=after(augment_state),
+                                            return_state=True)
+            trained[kind] = outcome(train_states[kind])
         evaluate_state = evaluate_task(cfg, where, force, wait_for=after(*train_states.values()), return_state=True)
         evaluated = outcome(evaluate_state)
         export_state = export_task(cfg, where, force, wait_for=after(evaluate_state), return_state=True)

@@ -142,3 +142,18 @@ def test_logging_onto_a_finished_run_keeps_its_end_time(store):
         mlflow.log_metric("onnx_max_abs_diff", 1e-7)
     info = client.get_run(run_id).info
     assert (info.status, info.end_time) == ("FINISHED", ended)
+
+
+def test_model_details_put_params_in_a_file_and_metrics_on_the_logged_model(store):
+    import mlflow
+    from mlflow import MlflowClient
+
+    paths, config, experiment_id = store
+    client = MlflowClient()
+    run_id = client.create_run(experiment_id).info.run_id
+    model = mlflow.initialize_logged_model(name="onnx", source_run_id=run_id, experiment_id=experiment_id)
+    tracking.log_model_details(run_id, model.model_id, {"train": {"vae": {"epochs": 3}}}, {"fid": 2.5})
+    assert {m.key: m.value for m in mlflow.get_logged_model(model.model_id).metrics} == {"fid": 2.5}
+    params_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="params.json",
+                                                      dst_path=str(paths.root / "dl"))
+    assert json.loads(open(params_file).read())["train"]["vae"]["epochs"] == 3

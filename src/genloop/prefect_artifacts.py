@@ -30,8 +30,13 @@ def route_genloop_logs() -> None:
 def metrics_table(figures: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     """One row per metric: VAE, GAN and the real-data floor (None where a value is missing)."""
     metrics = list(dict.fromkeys(m for name in (*headline.MODELS, headline.FLOOR) for m in figures.get(name, {})))
-    return [{"metric": m, "vae": figures.get("vae", {}).get(m), "gan": figures.get("gan", {}).get(m),
-             "real floor": figures.get(headline.FLOOR, {}).get(m)} for m in metrics]
+
+    def cell(name: str, metric: str) -> float | None:
+        value = figures.get(name, {}).get(metric)
+        return None if value is None else float(f"{value:.4g}")
+
+    return [{"metric": m, "vae": cell("vae", m), "gan": cell("gan", m), "real floor": cell(headline.FLOOR, m)}
+            for m in metrics]
 
 
 def promotion_markdown(onnx: dict[str, dict[str, Any]]) -> str:
