@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                     "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true"}.items():
+                     "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true",
+                     "PREFECT_LOGGING_EXTRA_LOGGERS": "genloop"}.items():
     os.environ.setdefault(_key, _value)
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -24,8 +25,9 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Completed, State  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
+from prefect.utilities.annotations import opaque  # noqa: E402
 
-from genloop import caching, dvcio, tracking  # noqa: E402
+from genloop import caching, dvcio, prefect_artifacts, tracking  # noqa: E402
 from genloop.caching import StageOutcome  # noqa: E402
 from genloop.augment import augment  # noqa: E402
 from genloop.clean import clean  # noqa: E402
@@ -63,6 +65,11 @@ def run_or_skip(name: str, params: Params, paths: ProjectPaths, force: bool, run
     result = run()
     caching.record(spec, paths, checked, result)
     return StageOutcome(result, False, checked.reason)
+
+
+def after(*upstream: Any) -> list[Any]:
+    """``wait_for`` entries that link to exactly these task runs (states or returned values)."""
+    return [opaque(u) for u in upstream]
 
 
 def outcome(value: StageOutcome | State) -> StageOutcome:
@@ -119,21 +126,37 @@ def prepare(project_root: str, params_file: str | None, overrides: dict[str, Any
 
 def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dict[str, Any] | None,
                   force: bool, runner: str, started: float) -> dict[str, Any]:
-    """clean -> augment -> train (VAE, GAN) -> evaluate -> export, under one MLflow parent run."""
-    logger = get_run_logger()
-    cleaned = outcome(clean_task(params, paths, force))
-    logger.info(cleaned.result.summary())
-    augmented = outcome(augment_task(params, paths, force))
+    """clean -> augment -> train (VAE, GAN) -> evaluate -> export, under one MLflow parent run.
 
-    parent_run_id = tracking.start_parent_run(
-        params.mlflow, paths, runner=runner, run_name=f"{runner}-{flow_run.get_name() or 'local'}"
-    )
+    Each task waits for the one before it (``wait_for``), so the flow run's graph draws that chain
+    rather than every task hanging from collect.
+    """
+    logger = get_run_logger()
+    prefect_artifacts.route_genloop_logs()
+    # Configuration, not data: `opaque` keeps Prefect from searching it (and upstream results) for
+    # strings that happen to be other tasks' results, which would draw false edges.
+    cfg, where = opaque(params), opaque(paths)
+    clean_state = clean_task(cfg, where, force, wait_for=after(collected), return_state=True)
+    cleaned = outcome(clean_state)
+    logger.info(cleaned.result.summary())
+    augment_state = augment_task(cfg, where, force, wait_for=after(clean_state), return_state=True)
+    augmented = outcome(augment_state)
+
+    run_name = f"{runner}-{flow_run.get_name() or 'local'}"
+    parent_run_id = tracking.start_parent_run(params.mlflow, paths, runner=runner, run_name=run_name)
     logger.info("MLflow parent run %s", parent_run_id)
     tracking.log_data_reports(parent_run_id, [*cleaned.result.reports, augmented.result.preview])
     try:
-        trained = {kind: outcome(train_task(kind, params, paths, parent_run_id, force)) for kind in MODELS}
-        evaluated = outcome(evaluate_task(params, paths, force))
-        exported = outcome(export_task(params, paths, force))
+        train_states: dict[str, State] = {}
+        trained: dict[str, StageOutcome] = {}
+        for kind in MODELS:  # one after the other; a failed training stops the flow here
+            train_states[kind] = train_task(kind, cfg, where, parent_run_id, force, wait_for=after(augment_state),
+                                            return_state=True)
+            trained[kind] = outcome(train_states[kind])
+        evaluate_state = evaluate_task(cfg, where, force, wait_for=after(*train_states.values()), return_state=True)
+        evaluated = outcome(evaluate_state)
+        export_state = export_task(cfg, where, force, wait_for=after(evaluate_state), return_state=True)
+        exported = outcome(export_state)
     except BaseException:
         tracking.end_run(parent_run_id, "FAILED")
         raise
@@ -141,12 +164,16 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
               "evaluate": evaluated, "export": exported}
     cached = [name for name, o in stages.items() if o.cached]
     _tag_parent(parent_run_id, cached, trained)
+    tracking.log_parent_metrics(parent_run_id, paths.metrics)
+    if len(cached) == len(stages):
+        run_name = tracking.mark_all_skipped(parent_run_id, run_name, {k: t.result.run_id for k, t in trained.items()})
+        logger.info("every stage skipped: MLflow parent run %r only points to the earlier runs", run_name)
     tracking.end_run(parent_run_id)
     caching.record_trained_data(paths, caching.data_identity(paths, collected.dvc_hash), parent_run_id)
     if not overrides:
-        record_dvc_lock_task(paths)
+        record_dvc_lock_task(where, wait_for=after(export_state))
 
-    return {
+    summary = {
         "seconds": time.perf_counter() - started,
         "rows": collected.rows,
         "image_shape": f"{collected.image_shape[0]}x{collected.image_shape[1]}",
@@ -164,6 +191,9 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
             for k, m in exported.result.models.items()
         },
     }
+    prefect_artifacts.publish(summary, paths.metrics, getattr(evaluated.result, "html", None),
+                              tracking.setup(params.mlflow, paths))
+    return summary
 
 
 def _tag_parent(parent_run_id: str, cached: list[str], trained: dict[str, StageOutcome]) -> None:

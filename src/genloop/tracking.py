@@ -5,12 +5,17 @@ because Prefect runs tasks on worker threads.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from genloop import dvcio
+from genloop import dvcio, headline
 from genloop.config import MlflowConfig
 from genloop.paths import ProjectPaths
 
@@ -91,7 +96,8 @@ def parent_for_dvc(config: MlflowConfig, paths: ProjectPaths) -> str:
 
     experiment_id = setup(config, paths)
     tags = lineage_tags(paths)
-    key = f"{tags['dvc_data_hash']}@{tags['git_commit']}"
+    experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`: each experiment its own parent
+    key = f"{tags['dvc_data_hash']}@{tags['git_commit']}" + (f"#{experiment}" if experiment else "")
     client = MlflowClient()
     found = client.search_runs(
         [experiment_id],
@@ -101,7 +107,8 @@ def parent_for_dvc(config: MlflowConfig, paths: ProjectPaths) -> str:
     if found:
         return found[0].info.run_id
     run = client.create_run(
-        experiment_id, run_name="pipeline-dvc", tags={RUNNER_TAG: "dvc", PIPELINE_KEY_TAG: key, **tags}
+        experiment_id, run_name=dvc_run_name(tags["git_commit"]),
+        tags={RUNNER_TAG: "dvc", PIPELINE_KEY_TAG: key, **tags},
     )
     client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -141,3 +148,78 @@ def log_data_reports(run_id: str, reports: list[Path | None] | tuple[Path | None
             client.log_artifact(run_id, str(report), artifact_path=artifact_path)
         logged.append(report)
     return logged
+
+
+def dvc_run_name(commit: str, environ: dict[str, str] | None = None) -> str:
+    """``dvc-exp <name>`` under `dvc exp run` (DVC sets DVC_EXP_NAME), else ``dvc-repro <short sha>``."""
+    environ = os.environ if environ is None else environ
+    experiment = environ.get("DVC_EXP_NAME")
+    return f"dvc-exp {experiment}" if experiment else f"dvc-repro {commit[:7]}"
+
+
+def log_parent_metrics(run_id: str, metrics_file: Path) -> dict[str, float]:
+    """Put both models' headline metrics (``vae_fid``, ``gan_fid``, ``real_floor_fid``, ...) on the
+    parent run, so the runs table and chart view compare pipelines, not only their children."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    values = headline.flat(headline.read(metrics_file))
+    stamp = int(time.time() * 1000)
+    if values:
+        MlflowClient().log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in values.items()])
+    return values
+
+
+def mark_all_skipped(run_id: str, run_name: str, reused: dict[str, str]) -> str:
+    """Name the parent of a pipeline whose every stage was skipped ``... (all stages skipped)`` and
+    say in its description which earlier runs hold the models; returns the new name."""
+    from mlflow import MlflowClient
+
+    name = f"{run_name} (all stages skipped)"
+    runs = ", ".join(f"{kind}: {rid}" for kind, rid in reused.items()) or "none"
+    note = (f"Nothing ran: params, code and data were unchanged, so every stage was skipped. "
+            f"The models and their metrics are those of the earlier training runs ({runs}).")
+    client = MlflowClient()
+    client.set_tag(run_id, "mlflow.runName", name)
+    client.set_tag(run_id, "mlflow.note.content", note)
+    client.set_tag(run_id, "genloop.all_stages_skipped", "true")
+    return name
+
+
+@contextmanager
+def reopened_run(run_id: str) -> Iterator[Any]:
+    """``mlflow.start_run(run_id=...)`` on a finished run (to log a model onto its training run) that
+    puts back its status and end time afterwards: the run ends when its training ended."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    before = client.get_run(run_id).info
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+    if before.end_time:
+        client.set_terminated(run_id, before.status, end_time=before.end_time)
+
+
+VERSION_TAG_KEYS = ("run_id", "model_kind", "latent_dim", "dvc_data_hash", "git_commit", "eval_data_hash",
+                    "parity_passed", "onnx_max_abs_diff")
+
+
+def version_tags(tags: dict[str, str], keep_metrics: Iterable[str]) -> dict[str, str]:
+    """The few tags a registry version needs (lineage, parity, the promotion metric and the headline
+    metrics): the full params go to ``params.json`` and all metrics onto the LoggedModel instead."""
+    metrics = {f"metric.{m}" for m in (*keep_metrics, *headline.PREFERRED)}
+    return {k: v for k, v in tags.items() if k in VERSION_TAG_KEYS or k in metrics
+            or k.startswith("promotion.")}
+
+
+def log_model_details(run_id: str, model_id: str | None, params: dict[str, Any],
+                      metrics: dict[str, float]) -> None:
+    """Attach the full params as ``params.json`` to the training run and the evaluation metrics to the
+    MLflow 3 LoggedModel (``log_metrics(model_id=...)``), where the Models tab shows them."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    MlflowClient().log_text(run_id, json.dumps(params, indent=2, sort_keys=True), "params.json")
+    if model_id and metrics:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, run_id=run_id, model_id=model_id)

@@ -6,9 +6,14 @@ through a Checkpoint so the same run can also render GE's Data Docs (static HTML
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
+import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,47 @@ from genloop.errors import GenloopError
 
 ROW_ID = "id"
 DOCS_SITE = "genloop"
+DATA_ASSET = "data/images.npy + manifest.csv"
+# GE's status icons are Font Awesome glyphs from a CDN: offline the status column is blank, so the
+# pages get text marks instead (colour plus a word, readable without any font or script).
+_ICON = re.compile(r'<i class="fas fa-(check-circle text-success|times text-danger)"\s*(aria-hidden="true")?\s*></i>')
+_MARKS = {"check-circle text-success": ("passed", "#1a7f37", "&#10004;"),
+          "times text-danger": ("failed", "#cf222e", "&#10008;")}
+
+
+@contextlib.contextmanager
+def quiet_great_expectations() -> Iterator[None]:
+    """Hide GE's INFO records ("Created temporary directory ... for ephemeral docs site", registry and
+    datasource chatter) while GE is imported and runs; its warnings still show."""
+    def loggers() -> list[logging.Logger]:
+        return [logging.getLogger("great_expectations"),
+                *(logger for name, logger in logging.Logger.manager.loggerDict.items()
+                  if name.startswith("great_expectations.") and isinstance(logger, logging.Logger))]
+
+    saved: dict[logging.Logger, int] = {}
+
+    def hush() -> None:
+        for logger in loggers():
+            saved.setdefault(logger, logger.level)
+            if logger.level < logging.WARNING:  # NOTSET too: the parent's WARNING then applies
+                logger.setLevel(logging.WARNING)
+
+    hush()
+    try:
+        import great_expectations  # noqa: F401  (some of its loggers set their own level on import)
+
+        hush()
+        yield
+    finally:
+        for logger, level in saved.items():
+            logger.setLevel(level)
+
+
+def run_name_for(table: pd.DataFrame) -> str:
+    """``genloop-clean-<digest>``: names the Data Docs run after the images' content, so two
+    validations of the same data share a name and a changed data set shows a new one."""
+    hashes = table["content_hash"].astype(str) if "content_hash" in table.columns else table.index.astype(str)
+    return "genloop-clean-" + hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:10]
 
 
 class DataValidationError(GenloopError, RuntimeError):
@@ -62,12 +108,21 @@ def _suite(config: CleanConfig, expected_shape: tuple[int, int]):
 
 
 def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int],
-                   docs_dir: Path | None = None) -> ValidationOutcome:
+                   docs_dir: Path | None = None, run_name: str | None = None,
+                   data_asset: str = DATA_ASSET) -> ValidationOutcome:
     """Run the suite on ``table`` (one row per image, see ``clean.image_table``).
 
-    With ``docs_dir``, GE's Data Docs for this run are built there (``index.html`` at the top).
+    With ``docs_dir``, GE's Data Docs for this run are built there (``index.html`` at the top), the
+    run named ``run_name`` (default ``run_name_for(table)``) and the asset ``data_asset``.
     """
+    with quiet_great_expectations():
+        return _validate_table(table, config, expected_shape, docs_dir, run_name or run_name_for(table), data_asset)
+
+
+def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int],
+                    docs_dir: Path | None, run_name: str, data_asset: str) -> ValidationOutcome:
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -96,10 +151,12 @@ def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tup
         actions=[UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs_dir is not None else [],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
     ))
-    (result,) = checkpoint.run(batch_parameters={"dataframe": table}).run_results.values()
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
+    (result,) = checkpoint.run(batch_parameters={"dataframe": table}, run_id=run_id).run_results.values()
     if docs_dir is not None:
         context.build_data_docs(site_names=[DOCS_SITE])
-        link_pages_offline(Path(docs_dir))
+        statuses = mark_status_offline(Path(docs_dir), data_asset)
+        link_pages_offline(Path(docs_dir), statuses)
 
     row_reasons: dict[int, list[str]] = {}
     dataset_failures: list[str] = []
@@ -131,16 +188,47 @@ def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tup
     )
 
 
-def link_pages_offline(docs_dir: Path) -> None:
-    """Put plain links to the site's pages at the top of ``index.html``.
+def _mark(match: re.Match[str]) -> str:
+    word, colour, glyph = _MARKS[match.group(1)]
+    if match.group(2):  # the page header's overall status
+        return (f'<span class="genloop-status" data-status="{word}" style="color:#fff;background:{colour};'
+                f'padding:0 .4em;border-radius:3px;font-weight:bold">{glyph} {word.upper()}</span>')
+    return f'<span class="genloop-status" data-status="{word}" style="color:{colour};font-weight:bold">{glyph} {word}</span>'
+
+
+def mark_status_offline(docs_dir: Path, data_asset: str) -> dict[str, bool]:
+    """Replace the CDN status icons of every validation page with coloured text marks and fill in the
+    data asset GE leaves as ``None`` for in-memory data; returns each page's overall success."""
+    statuses: dict[str, bool] = {}
+    for page in sorted((docs_dir / "validations").rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        header = _ICON.search(text.split("Status:", 1)[1]) if "Status:" in text else None
+        text = _ICON.sub(_mark, text)
+        text = text.replace("Data asset: None<br>", f"Data asset: {html.escape(data_asset)}<br>")
+        page.write_text(text, encoding="utf-8")
+        if header is not None:
+            statuses[page.relative_to(docs_dir).as_posix()] = header.group(1).startswith("check")
+    return statuses
+
+
+def link_pages_offline(docs_dir: Path, statuses: dict[str, bool] | None = None) -> None:
+    """Put plain links to the site's pages at the top of ``index.html``, each validation with its status.
 
     GE's index lists its pages in tables that scripts from a CDN fill in; offline (the usual case
     here) the index shows no links. The pages themselves render readably without those scripts.
     """
     index = docs_dir / "index.html"
+    statuses = statuses or {}
     pages = sorted(p.relative_to(docs_dir).as_posix()
                    for folder in ("validations", "expectations") for p in (docs_dir / folder).rglob("*.html"))
-    items = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>' for p in pages)
+
+    def status(page: str) -> str:
+        if page not in statuses:
+            return ""
+        word, colour, glyph = _MARKS["check-circle text-success" if statuses[page] else "times text-danger"]
+        return f' <span class="genloop-status" data-status="{word}" style="color:{colour};font-weight:bold">{glyph} {word}</span>'
+
+    items = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a>{status(p)}</li>' for p in pages)
     block = (f'<section id="genloop-pages" style="margin:1em;font-family:sans-serif">'
              f"<h2>genloop data validation</h2><ul>{items}</ul></section>")
     text = index.read_text(encoding="utf-8")
