@@ -10,15 +10,13 @@ Run it with ``genloop run`` or ``make run``; ``make prefect-up`` serves it as a 
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                     "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true",
-                     "PREFECT_LOGGING_EXTRA_LOGGERS": "genloop"}.items():
-    os.environ.setdefault(_key, _value)
+from genloop.telemetry import switch_off
+
+switch_off(PREFECT_LOGGING_EXTRA_LOGGERS="genloop")  # before prefect is imported
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402

@@ -10,10 +10,11 @@ stops when the process stops, which pauses the deployments until the next start.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from genloop.telemetry import switch_off
+
+switch_off()  # before prefect is imported
 
 from prefect import serve  # noqa: E402
 from prefect.types.entrypoint import EntrypointType  # noqa: E402

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-for _key, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                     "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true"}.items():
-    os.environ.setdefault(_key, _value)
+from genloop.telemetry import switch_off
+
+switch_off()  # before prefect is imported
 
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402

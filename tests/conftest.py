@@ -14,11 +14,9 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genloop-prefect-")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    from genloop.telemetry import switch_off
+
+    switch_off()
     # Subprocesses (dvc stages calling `genloop ...`) must find the venv's entry points.
     if VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ.get("PATH", "")

@@ -22,3 +22,11 @@ def test_export_writes_each_kind_where_project_paths_says(tmp_path):
 
 def test_scoring_never_replays_the_training_seed():
     assert all(sampling_seed(seed) != seed for seed in (0, 1, 42, 2**31))
+
+
+def test_switch_off_keeps_what_the_user_set_and_quiets_the_rest():
+    from genloop.telemetry import QUIET_ENV, quiet_env
+
+    env = quiet_env({"DO_NOT_TRACK": "false", "PATH": "/bin"})
+    assert env["DO_NOT_TRACK"] == "false" and env["PATH"] == "/bin"
+    assert {k: env[k] for k in QUIET_ENV if k != "DO_NOT_TRACK"} == {k: v for k, v in QUIET_ENV.items() if k != "DO_NOT_TRACK"}

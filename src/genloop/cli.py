@@ -4,20 +4,13 @@ Heavy libraries are imported inside the commands so ``--help`` stays instant.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GIT_PYTHON_REFRESH": "quiet",
-}
+from genloop.telemetry import switch_off
 
 
 def _parse_overrides(values: tuple[str, ...], option: str = "--set",
@@ -71,8 +64,7 @@ class Context:
 @click.pass_context
 def main(ctx: click.Context, root: Path, params_file: Path | None, overrides: tuple[str, ...], wait: float) -> None:
     """genloop: collect -> clean -> augment -> train -> evaluate -> export, tracked in MLflow."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    switch_off()
     ctx.obj = Context(root, params_file, _parse_overrides(overrides), wait)
 
 

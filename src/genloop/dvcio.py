@@ -1,7 +1,6 @@
 """The DVC adapter: version ``data/`` and read back the hashes DVC recorded."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -10,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from genloop.errors import GenloopError
+from genloop.telemetry import quiet_env
 
 
 LOCK_FILE = "dvc.lock"
@@ -21,7 +21,7 @@ class DvcError(GenloopError, RuntimeError):
 
 def dvc_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """DVC reports analytics unless told not to; offline that fails noisily."""
-    return {**(os.environ if base is None else base), "DVC_NO_ANALYTICS": "1"}
+    return {**quiet_env(base), "DVC_NO_ANALYTICS": "1"}
 
 
 def _dvc_exe() -> str:

@@ -251,7 +251,7 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
     with torch.no_grad():
         out = module(torch.from_numpy(z)).numpy()
     lineage = read_metadata(onnx_path)
-    with mlflow.start_run(run_id=run_id):
+    with tracking.reopened_run(run_id):
         mlflow.log_metric("onnx_max_abs_diff", max(diffs.values()))
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)), name="onnx", registered_model_name=name,
@@ -260,9 +260,13 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    tags = {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}",
-            promotion.PARITY_TAG: "true", **promotion.metric_tags(evaluation_metrics(paths, kind)),
-            SHA256_TAG: sha256}  # last: a version carrying the hash carries every other tag too
+    metrics = evaluation_metrics(paths, kind)
+    tags = tracking.version_tags(
+        {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}",
+         promotion.PARITY_TAG: "true", **promotion.metric_tags(metrics)},
+        keep_metrics=[params.export.promotion.metric])
+    tags[SHA256_TAG] = sha256  # last: a version carrying the hash carries every other tag too
+    tracking.log_model_details(run_id, info.model_id, params.model_dump(mode="json"), metrics)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version

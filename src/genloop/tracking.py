@@ -18,6 +18,7 @@ from typing import Any
 from genloop import dvcio, headline
 from genloop.config import MlflowConfig
 from genloop.paths import ProjectPaths
+from genloop.telemetry import switch_off
 
 RUNNER_TAG = "genloop.runner"
 PIPELINE_KEY_TAG = "genloop.pipeline_key"
@@ -36,7 +37,7 @@ def tracking_uri(config: MlflowConfig, root: Path) -> str:
 
 def setup(config: MlflowConfig, paths: ProjectPaths) -> str:
     """Point MLflow at the project's store and return the experiment id (created on first use)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    switch_off()
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(config, paths.root))

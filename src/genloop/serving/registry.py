@@ -30,9 +30,9 @@ def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:
 
 
 def _client(config: MlflowConfig, root: Path):
-    import os
+    from genloop.telemetry import switch_off
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    switch_off()
     import mlflow
     from mlflow import MlflowClient
 
