@@ -24,13 +24,13 @@ def test_shipped_params_file_matches_the_code_defaults():
 
 def test_file_values_are_read(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("seed: 7\ntrain:\n  vae:\n    epochs: 3\n")
+    file.write_text("seed: 7\ntrain:\n  vae:\n    images: 3000\n")
     params = load_params(file)
     assert params.seed == 7
-    assert params.train.vae.epochs == 3
+    assert params.train.vae.images == 3000
     # untouched siblings keep their defaults
     assert params.train.vae.batch_size == 128
-    assert params.train.gan.epochs == 60
+    assert params.train.gan.images == Params().train.gan.images
 
 
 def test_typo_key_names_file_and_field_path(tmp_path):
@@ -52,19 +52,19 @@ def test_wrong_type_names_field(tmp_path):
 
 def test_dotted_override_wins_over_file(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("train:\n  vae:\n    epochs: 3\n    lr: 0.5\n")
-    params = load_params(file, overrides={"train.vae.epochs": 2})
-    assert params.train.vae.epochs == 2
+    file.write_text("train:\n  vae:\n    images: 3000\n    lr: 0.5\n")
+    params = load_params(file, overrides={"train.vae.images": 2000})
+    assert params.train.vae.images == 2000
     assert params.train.vae.lr == 0.5  # sibling from the file survives the merge
 
 
 def test_nested_override_merges_with_file(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("seed: 1\ntrain:\n  vae:\n    epochs: 3\n")
-    params = load_params(file, overrides={"seed": 9, "train": {"gan": {"epochs": 4}}})
+    file.write_text("seed: 1\ntrain:\n  vae:\n    images: 3000\n")
+    params = load_params(file, overrides={"seed": 9, "train": {"gan": {"images": 4000}}})
     assert params.seed == 9
-    assert params.train.gan.epochs == 4
-    assert params.train.vae.epochs == 3
+    assert params.train.gan.images == 4000
+    assert params.train.vae.images == 3000
 
 
 def test_override_without_file(tmp_path):
@@ -83,7 +83,7 @@ def test_dotted_to_nested():
 
 def test_invalid_yaml_names_file(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("train: [unclosed\n  vae: {epochs: 3\n")
+    file.write_text("train: [unclosed\n  vae: {images: 3\n")
     with pytest.raises(ConfigError) as info:
         load_params(file)
     assert str(file) in str(info.value)

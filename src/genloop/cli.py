@@ -27,7 +27,7 @@ def _parse_overrides(values: tuple[str, ...]) -> dict[str, Any]:
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. train.vae.epochs=5", param_hint="--set")
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. train.vae.images=50000", param_hint="--set")
         overrides[key.strip()] = yaml.safe_load(raw)
     return overrides
 
@@ -52,13 +52,26 @@ class Context:
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Parameters file (default: ROOT/params.yaml).")
 @click.option("--set", "-S", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a parameter, e.g. -S train.vae.epochs=5 (repeatable).")
+              help="Override a parameter, e.g. -S train.vae.images=50000 (repeatable).")
 @click.pass_context
 def main(ctx: click.Context, root: Path, params_file: Path | None, overrides: tuple[str, ...]) -> None:
     """genloop: collect -> clean -> augment -> train -> evaluate -> export, tracked in MLflow."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    _log_to_stderr()
     ctx.obj = Context(root, params_file, _parse_overrides(overrides))
+
+
+def _log_to_stderr() -> None:
+    """genloop's INFO lines (e.g. training progress when no terminal shows a progress bar) on stderr."""
+    import logging
+
+    logger = logging.getLogger("genloop")
+    if not logger.handlers and not logging.getLogger().handlers:  # leave configured hosts (pytest) alone
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _fail(exc: Exception) -> None:
@@ -188,7 +201,7 @@ def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> N
         r = train_model(kind, params, obj.paths, parent_run_id, resume=not fresh)
         parent_run_id = r.parent_run_id
         resumed = f" (resumed from epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else ""
-        click.echo(f"{kind}: {r.epochs} epochs{resumed}, {r.images_per_second:,.0f} images/s, "
+        click.echo(f"{kind}: {r.images:,} images in {r.epochs} epochs{resumed}, {r.images_per_second:,.0f} images/s, "
                    f"final {', '.join(f'{k}={v:.4g}' for k, v in r.final_metrics.items())}; run {r.run_id}")
 
 

@@ -67,9 +67,13 @@ class AugmentConfig(Strict):
         return self
 
 
+IMAGES_BUDGET = ("training images to see, the bound of a training: the same cost per pixel on any data set; "
+                 "epochs = ceil(images / training set size), the last one partial")
+
+
 class VAEConfig(Strict):
     arch: Literal["conv", "mlp"] = Field("conv", description="conv, or the pytorch/examples MLP")
-    epochs: int = Field(60, ge=1)
+    images: int = Field(300_000, ge=1, description=IMAGES_BUDGET)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     latent_dim: int = Field(16, ge=1)
@@ -79,7 +83,7 @@ class VAEConfig(Strict):
 
 
 class GANConfig(Strict):
-    epochs: int = Field(60, ge=1)
+    images: int = Field(400_000, ge=1, description=IMAGES_BUDGET + "; 400k: digits FID 1.09x the real floor")
     batch_size: int = Field(64, ge=2, description="64 trains steadier than 128 on the 8x8 digits")
     lr_g: float = Field(2e-4, gt=0.0)
     lr_d: float = Field(2e-4, gt=0.0)
@@ -89,6 +93,10 @@ class GANConfig(Strict):
     loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="generator weight EMA; 0 turns it off")
     spectral_norm: bool = Field(False, description="spectral norm on the discriminator (drops its batch norm)")
+    diffaugment: list[Literal["translation", "cutout"]] = Field(
+        default_factory=list,
+        description="DiffAugment operations on real and fake images before the discriminator; off ([]): "
+                    "translation+cutout raised FID at 400k images 5.3 -> 8.1 (digits), 140 -> 656 (MNIST)")
 
 
 class TrainConfig(Strict):
