@@ -121,3 +121,10 @@ def test_params_are_frozen():
     params = Params()
     with pytest.raises(Exception):
         params.seed = 3  # type: ignore[misc]
+
+
+def test_the_old_epochs_budget_is_rejected_with_a_pointer_to_images(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  gan:\n    epochs: 60\n")
+    with pytest.raises(ConfigError, match=r"train\.gan\.epochs: .*bounded by `images`"):
+        load_params(file)

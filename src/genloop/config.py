@@ -258,7 +258,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``{"train.vae.epochs": 2}`` -> ``{"train": {"vae": {"epochs": 2}}}`` (as ``dvc exp -S`` spells them)."""
+    """``{"train.vae.images": 2}`` -> ``{"train": {"vae": {"images": 2}}}`` (as ``dvc exp -S`` spells them)."""
     nested: dict[str, Any] = {}
     for dotted, value in overrides.items():
         node = nested
@@ -272,8 +272,15 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
 def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     """pydantic's errors as one line of ``field.path: message`` items (no URLs, no input dumps)."""
     return "; ".join(
-        f"{prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        f"{prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}{_hint(err['loc'])}"
+        for err in exc.errors()
     )
+
+
+def _hint(loc: tuple) -> str:
+    if tuple(loc[-1:]) == ("epochs",) and tuple(loc[:1]) == ("train",):
+        return " (trainings are bounded by `images`, the training images to see, since issue 10)"
+    return ""
 
 
 def params_from_dict(raw: dict[str, Any], origin: str = "<params>") -> Params:
