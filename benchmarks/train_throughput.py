@@ -108,7 +108,7 @@ def main() -> None:
           f"lr {args.genloop_lr}; examples arm batch 128, lr 0.001")
 
     cfg = VAEConfig(arch="mlp", latent_dim=20, hidden=400, batch_size=args.genloop_batch, lr=args.genloop_lr,
-                    epochs=args.epochs)
+                    images=args.epochs * len(train_np))
     torch.manual_seed(args.seed)
     genloop = fit_vae(cfg, train_t, test_t, torch.device("cpu"), torch.Generator().manual_seed(args.seed))
     genloop_model = genloop.state["vae"]

@@ -54,7 +54,7 @@ def main() -> None:
     test = to_tensor(load_split(paths, "test")[0])
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     epochs = max(1, math.ceil(args.images / len(data)))
-    cfg = VAEConfig(**{**params.train.vae.model_dump(), **overrides, "epochs": epochs})
+    cfg = VAEConfig(**{**params.train.vae.model_dump(), **overrides, "images": epochs * len(data)})
 
     torch.manual_seed(args.seed)
     trainer = fit_vae(cfg, data, val, torch.device("cpu"), torch.Generator().manual_seed(args.seed))

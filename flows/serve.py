@@ -38,7 +38,7 @@ def deployments(root: Path) -> list:
         pipeline.to_deployment(
             name="local", parameters=where, tags=["genloop"], **BY_MODULE,
             description="The whole genloop loop on this checkout; override params with "
-                        "-p overrides='{\"train.vae.epochs\": 5}', run every stage with -p force=true",
+                        "-p overrides='{\"train.vae.images\": 50000}', run every stage with -p force=true",
         ),
         sweep.to_deployment(
             name="local", parameters=where, tags=["genloop"], **BY_MODULE,

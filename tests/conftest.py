@@ -35,7 +35,7 @@ from dataclasses import dataclass as _genloop_dataclass, field as _genloop_field
 from typing import Any as _GenloopAny
 
 GENLOOP_TINY_OVERRIDES = {
-    "train.vae.epochs": 2, "train.gan.epochs": 2, "evaluate.classifier_epochs": 2,
+    "train.vae.images": 2000, "train.gan.images": 2000, "evaluate.classifier_epochs": 2,
     "augment.copies": 0, "train.threads": 2, "evaluate.kid_subsets": 10,
 }
 

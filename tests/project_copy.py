@@ -19,7 +19,7 @@ COPIED = ["src", "flows", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/con
           "data.dvc",
           ".gitignore", "mlflow/.gitkeep", "reports/.gitkeep"]
 TINY_PARAMS = {
-    "train": {"vae": {"epochs": 1}, "gan": {"epochs": 1}},
+    "train": {"vae": {"images": 1000}, "gan": {"images": 1000}},
     "evaluate": {"classifier_epochs": 1, "kid_subsets": 5},
     "augment": {"copies": 0},
 }
@@ -86,7 +86,7 @@ def artifact_files(root: Path) -> dict[str, Path]:
     return found
 
 
-# Tiny epochs; no Model Registry (export's registration is MLflow's concern, tested elsewhere).
+# Tiny budgets; no Model Registry (export's registration is MLflow's concern, tested elsewhere).
 TINY_DVC_PARAMS = deep_update(deep_update({}, TINY_PARAMS), {"export": {"register_models": False}})
 
 

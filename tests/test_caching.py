@@ -43,7 +43,7 @@ def test_a_params_change_names_the_section(project):
     _run(project, Params())
     changed = caching.check(SPEC, load_params(project.root / "none.yaml", {"augment.copies": 3}), project)
     assert not changed.hit and changed.reason == "changed: params augment"
-    other = caching.check(SPEC, load_params(project.root / "none.yaml", {"train.vae.epochs": 3}), project)
+    other = caching.check(SPEC, load_params(project.root / "none.yaml", {"train.vae.images": 3}), project)
     assert other.hit  # a section the stage does not read
 
 

@@ -24,13 +24,13 @@ def test_shipped_params_file_matches_the_code_defaults():
 
 def test_file_values_are_read(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("seed: 7\ntrain:\n  vae:\n    epochs: 3\n")
+    file.write_text("seed: 7\ntrain:\n  vae:\n    images: 3000\n")
     params = load_params(file)
     assert params.seed == 7
-    assert params.train.vae.epochs == 3
+    assert params.train.vae.images == 3000
     # untouched siblings keep their defaults
     assert params.train.vae.batch_size == 128
-    assert params.train.gan.epochs == 60
+    assert params.train.gan.images == Params().train.gan.images
 
 
 def test_typo_key_names_file_and_field_path(tmp_path):
@@ -52,19 +52,19 @@ def test_wrong_type_names_field(tmp_path):
 
 def test_dotted_override_wins_over_file(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("train:\n  vae:\n    epochs: 3\n    lr: 0.5\n")
-    params = load_params(file, overrides={"train.vae.epochs": 2})
-    assert params.train.vae.epochs == 2
+    file.write_text("train:\n  vae:\n    images: 3000\n    lr: 0.5\n")
+    params = load_params(file, overrides={"train.vae.images": 2000})
+    assert params.train.vae.images == 2000
     assert params.train.vae.lr == 0.5  # sibling from the file survives the merge
 
 
 def test_nested_override_merges_with_file(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("seed: 1\ntrain:\n  vae:\n    epochs: 3\n")
-    params = load_params(file, overrides={"seed": 9, "train": {"gan": {"epochs": 4}}})
+    file.write_text("seed: 1\ntrain:\n  vae:\n    images: 3000\n")
+    params = load_params(file, overrides={"seed": 9, "train": {"gan": {"images": 4000}}})
     assert params.seed == 9
-    assert params.train.gan.epochs == 4
-    assert params.train.vae.epochs == 3
+    assert params.train.gan.images == 4000
+    assert params.train.vae.images == 3000
 
 
 def test_override_without_file(tmp_path):
@@ -83,7 +83,7 @@ def test_dotted_to_nested():
 
 def test_invalid_yaml_names_file(tmp_path):
     file = tmp_path / "params.yaml"
-    file.write_text("train: [unclosed\n  vae: {epochs: 3\n")
+    file.write_text("train: [unclosed\n  vae: {images: 3\n")
     with pytest.raises(ConfigError) as info:
         load_params(file)
     assert str(file) in str(info.value)
@@ -127,9 +127,9 @@ def test_unknown_override_key_names_the_option_and_suggests_the_nearest_keys(tmp
     file = tmp_path / "params.yaml"
     file.write_text("seed: 1\n")
     with pytest.raises(ConfigError) as info:
-        load_params(file, overrides={"train.vae.epochz": 2})
+        load_params(file, overrides={"train.vae.imagez": 2})
     message = str(info.value)
-    assert "-S train.vae.epochz: unknown key train.vae.epochz; did you mean train.vae.epochs" in message
+    assert "-S train.vae.imagez: unknown key train.vae.imagez; did you mean train.vae.images" in message
     assert str(file) not in message  # the file is not to blame
     assert "Extra inputs" not in message
 
@@ -169,3 +169,10 @@ def test_config_error_is_a_user_error():
 
     assert issubclass(ConfigError, GenloopError) and is_user_error(ConfigError("x"))
     assert not is_user_error(ValueError("a bug"))
+
+
+def test_the_old_epochs_budget_is_rejected_with_a_pointer_to_images(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  gan:\n    epochs: 60\n")
+    with pytest.raises(ConfigError, match=r"unknown key train\.gan\.epochs \(trainings are bounded by `images`"):
+        load_params(file)

@@ -56,7 +56,7 @@ def test_second_repro_with_nothing_changed_is_a_quick_no_op(genloop_reproduced):
 
 def test_changing_a_gan_parameter_reruns_only_what_depends_on_it(workspace):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["train"]["gan"]["epochs"] = 2
+    params["train"]["gan"]["images"] = 2000
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran_stages(reproduce(workspace)) == {"train_gan", "evaluate", "export"}
 

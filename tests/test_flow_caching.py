@@ -20,7 +20,7 @@ from flows import pipeline as flows
 pytestmark = pytest.mark.integration
 
 TINY = {
-    "train.vae.epochs": 1, "train.gan.epochs": 1, "evaluate.classifier_epochs": 1,
+    "train.vae.images": 1200, "train.gan.images": 1200, "evaluate.classifier_epochs": 1,
     "augment.copies": 0, "evaluate.kid_subsets": 5, "train.threads": 2,
 }
 STAGES = ["clean", "augment", "train_vae", "train_gan", "evaluate", "export"]

@@ -16,7 +16,7 @@ from flows.pipeline import pipeline
 pytestmark = pytest.mark.integration
 
 TINY = {
-    "train.vae.epochs": 2, "train.gan.epochs": 2, "evaluate.classifier_epochs": 2,
+    "train.vae.images": 2400, "train.gan.images": 2400, "evaluate.classifier_epochs": 2,
     "augment.copies": 1, "evaluate.kid_subsets": 5,
 }
 

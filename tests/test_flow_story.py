@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-TINY = {"train.vae.epochs": 1, "train.gan.epochs": 1, "evaluate.classifier_epochs": 1,
+TINY = {"train.vae.images": 1200, "train.gan.images": 1200, "evaluate.classifier_epochs": 1,
         "augment.copies": 0, "evaluate.kid_subsets": 5}
 CHAIN = {"collect": set(), "clean": {"collect"}, "augment": {"clean"}, "train-vae": {"augment"},
          "train-gan": {"augment"}, "evaluate": {"train-vae", "train-gan"}, "export": {"evaluate"}}

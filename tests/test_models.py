@@ -1,5 +1,5 @@
 """Unit tests for genloop.models: shapes at 8x8 and 28x28, output ranges, size checks, the VAE loss and
-test ELBO, the GAN losses, the generator EMA and spectral norm."""
+test ELBO, the GAN losses, the generator EMA, spectral norm and DiffAugment."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from genloop.models.classifier import DigitClassifier, FeatureExtractor
 from torch.nn.utils import parametrize
 
+from genloop.models.diffaugment import cutout, diff_augment, translate
 from genloop.models.gan import (Discriminator, Generator, WeightEMA, discriminator_loss, generator_loss,
                                 init_weights, recalibrate_batch_norm)
 from genloop.models.vae import ConvVAE, MLPVAE, loss_function, negative_elbo_nats
@@ -285,3 +286,43 @@ def test_recalibrate_batch_norm_sets_the_statistics_from_the_generators_own_outp
         pre = gen.fc[0](z)
     assert torch.allclose(norm.running_mean, pre.mean(0), atol=1e-5)  # the average over all 3 batches
     assert not gen.training and norm.momentum == 0.1
+
+
+# ---- DiffAugment ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("height,width", SIZES)
+@pytest.mark.parametrize("policy", [["translation"], ["cutout"], ["translation", "cutout"]])
+def test_diff_augment_keeps_the_shape_and_passes_gradients(height, width, policy):
+    x = torch.rand(BATCH, 1, height, width, requires_grad=True)
+    out = diff_augment(x, policy)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert ((x.grad == 0) | (x.grad == 1)).all()  # each output pixel is one input pixel or zero
+
+
+def test_diff_augment_off_returns_the_input_itself():
+    x = torch.rand(BATCH, 1, 8, 8)
+    assert diff_augment(x, []) is x
+
+
+def test_translation_shifts_whole_images_and_fills_with_zeros():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0
+    out = translate(x)
+    assert torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(64))  # the dot moves, it is not lost or smeared
+    rows, cols = out[:, 0].nonzero()[:, 1], out[:, 0].nonzero()[:, 2]
+    assert (rows - 14).abs().max() <= 4 and (cols - 14).abs().max() <= 4  # 1/8 of 28, rounded
+    assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) > 1
+
+
+def test_cutout_zeroes_one_square_of_half_the_side_at_most():
+    out = cutout(torch.ones(64, 1, 8, 8))
+    zeroed = (out == 0).sum(dim=(1, 2, 3))
+    assert (zeroed <= 16).all() and (zeroed > 0).all()
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_diff_augment_rejects_an_unknown_operation():
+    with pytest.raises(ValueError, match="colour"):
+        diff_augment(torch.rand(2, 1, 8, 8), ["colour"])

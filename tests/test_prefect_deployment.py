@@ -51,7 +51,7 @@ def test_deployment_run_completes_and_leaves_mlflow_runs(served_project):
     from mlflow import MlflowClient
 
     root, env = served_project
-    overrides = json.dumps({"train.vae.epochs": 1, "train.gan.epochs": 1, "evaluate.classifier_epochs": 1})
+    overrides = json.dumps({"train.vae.images": 1200, "train.gan.images": 1200, "evaluate.classifier_epochs": 1})
     proc = deployment_run(env, f"overrides={overrides}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Completed" in proc.stdout
@@ -86,7 +86,7 @@ def test_sweep_deployment_runs_trials_on_dask(served_project):
 
     root, env = served_project
     assert (root / "outputs" / "augment").exists(), "runs after test_deployment_run_completes_and_leaves_mlflow_runs"
-    overrides = json.dumps({"train.vae.epochs": 1, "evaluate.classifier_epochs": 1})
+    overrides = json.dumps({"train.vae.images": 1200, "evaluate.classifier_epochs": 1})
     proc = deployment_run(env, f"overrides={overrides}", 'space={"train.vae.beta": [0.5, 2.0]}',
                           name="genloop-sweep/local")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -11,6 +11,7 @@ import pytest
 
 from genloop.evaluate import GENERATOR_METRICS, MODELS, VAE_METRICS, evaluate
 from genloop.report import loss_curve_png, read_history
+from genloop.train import epoch_plan, load_training_images
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,8 @@ def test_history_is_read_as_float_columns_and_plotted(evaluated):
     project, _ = evaluated
     for kind in MODELS:
         history = read_history(project.paths.train(kind) / "history.csv")
-        assert len(history["epoch"]) == getattr(project.params.train, kind).epochs
+        planned = epoch_plan(getattr(project.params.train, kind).images, len(load_training_images(project.paths)))
+        assert len(history["epoch"]) == len(planned)
         png = loss_curve_png(history, ("train_loss", "val_loss") if kind == "vae" else ("d_loss", "g_loss"), kind)
         assert png[:4] == b"\x89PNG"
     assert read_history(project.root / "missing.csv") == {}

@@ -19,15 +19,18 @@ import torch
 
 from genloop.checkpoints import read_checkpoint
 from genloop.paths import ProjectPaths
-from genloop.train import RESUMED_TAG, train_model, training_state_path
+from genloop.checkpoints import load_training_state, restore_training_state, save_training_state
+from genloop.config import GANConfig
+from genloop.train import (RESUMED_TAG, epoch_plan, fit_gan, load_training_images, train_model,
+                           training_state_path)
 
 pytestmark = pytest.mark.integration
 
-EPOCHS, KILL_AFTER = 8, 2
+IMAGES, KILL_AFTER = 9_500, 2  # 7 full epochs of the tiny digits' ~1,250 training images and a partial 8th
 # One thread so the interrupted and the uninterrupted run do the same arithmetic in the same order;
 # the conv VAE (with the default fitted prior, which the training state must carry) is slow enough
 # per epoch to be killed between checkpoints.
-TRAIN_OVERRIDES = {"train.vae.epochs": EPOCHS, "train.vae.batch_size": 32, "train.threads": 1,
+TRAIN_OVERRIDES = {"train.vae.images": IMAGES, "train.vae.batch_size": 32, "train.threads": 1,
                    "train.vae.arch": "conv"}
 GENLOOP = str(Path(sys.executable).parent / "genloop")
 LOSSES = ["train_loss", "train_bce", "train_kl", "val_loss"]
@@ -37,6 +40,10 @@ def genloop_train(root: Path, overrides: dict) -> subprocess.Popen:
     sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
     return subprocess.Popen([GENLOOP, "--root", str(root), *sets, "train", "--model", "vae"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def planned_epochs(project) -> int:
+    return len(epoch_plan(IMAGES, len(load_training_images(project.paths))))
 
 
 def saved_epoch(state_file: Path) -> int:
@@ -61,7 +68,7 @@ def killed(genloop_tiny_project):
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     state = torch.load(state_file, map_location="cpu", weights_only=True)
-    assert KILL_AFTER <= state["epoch"] < EPOCHS
+    assert KILL_AFTER <= state["epoch"] < planned_epochs(project)
     assert not (project.paths.train("vae") / "model.pt").exists()
     return project, int(state["epoch"]), str(state["run_id"])
 
@@ -87,6 +94,7 @@ def test_killed_training_resumes_after_its_last_epoch_in_the_same_run_and_matche
         killed, genloop_tiny_project, tmp_path):
     project, epoch, run_id = killed
     paths = copy_of(project, tmp_path / "resumed")
+    EPOCHS = planned_epochs(project)
 
     proc = genloop_train(paths.root, TRAIN_OVERRIDES)
     out, err = proc.communicate(timeout=300)
@@ -96,6 +104,7 @@ def test_killed_training_resumes_after_its_last_epoch_in_the_same_run_and_matche
     assert f"resumed from epoch {epoch}" in out
     history = pd.read_csv(paths.train("vae") / "history.csv")
     assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))  # each epoch once
+    assert history["images"].iloc[-1] == IMAGES
     assert not training_state_path(paths, "vae").exists()  # done: the next training starts fresh
     assert read_checkpoint(paths.train("vae") / "model.pt")["run_id"] == run_id
 
@@ -122,7 +131,8 @@ def test_killed_training_resumes_after_its_last_epoch_in_the_same_run_and_matche
 def test_a_changed_config_ignores_the_saved_state_and_trains_from_scratch(killed, tmp_path):
     project, epoch, run_id = killed
     paths = copy_of(project, tmp_path / "changed")
-    params = project.params_with({**TRAIN_OVERRIDES, "train.vae.epochs": 3, "train.vae.lr": 5e-4,
+    n = len(load_training_images(project.paths))
+    params = project.params_with({**TRAIN_OVERRIDES, "train.vae.images": 3 * n, "train.vae.lr": 5e-4,
                                   **store_of(paths.root)})
 
     result = train_model("vae", params, paths)
@@ -139,4 +149,40 @@ def test_resume_false_trains_from_scratch_even_with_a_matching_state(killed, tmp
     paths = copy_of(project, tmp_path / "fresh")
     result = train_model("vae", project.params_with({**TRAIN_OVERRIDES, **store_of(paths.root)}), paths, resume=False)
     assert result.resumed_from_epoch == 0 and result.run_id != run_id
-    assert pd.read_csv(paths.train("vae") / "history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
+    epochs = planned_epochs(project)
+    assert pd.read_csv(paths.train("vae") / "history.csv")["epoch"].tolist() == list(range(1, epochs + 1))
+
+
+def test_gan_with_diffaugment_resumed_mid_budget_matches_an_uninterrupted_one(tmp_path):
+    """DiffAugment draws from torch's global RNG: the saved state must carry it (and the partial last
+    epoch must come out the same) for a resumed GAN to end bit-identical."""
+    torch.set_num_threads(1)
+    data = torch.rand(96, 1, 8, 8)
+    cfg = GANConfig(images=250, batch_size=32, channels=8, latent_dim=4, diffaugment=["translation", "cutout"])
+    plan = epoch_plan(cfg.images, len(data))
+    assert plan == [96, 96, 58]
+
+    def trained(stop_after: int | None) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        batch_rng = torch.Generator().manual_seed(0)
+        trainer = fit_gan(cfg, data, data[:4], torch.device("cpu"), batch_rng)
+        start, state_file = 0, tmp_path / "last.pt"
+        if stop_after is None and state_file.exists():
+            saved = load_training_state(state_file, "fp")
+            torch.manual_seed(123)  # a new process: the global RNG starts elsewhere
+            restore_training_state(saved, trainer.state, trainer.optimizers, batch_rng)
+            start = int(saved["epoch"])
+        for epoch in range(start + 1, len(plan) + 1):
+            trainer.run_epoch(plan[epoch - 1])
+            save_training_state(state_file, "fp", epoch, "run", [], trainer.state, trainer.optimizers, batch_rng)
+            if epoch == stop_after:
+                break
+        return {k: v.clone() for k, v in trainer.sampler.state_dict().items()}
+
+    uninterrupted = trained(stop_after=len(plan))
+    (tmp_path / "last.pt").unlink()
+    trained(stop_after=1)
+    resumed = trained(stop_after=None)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed[name], tensor), name

@@ -77,7 +77,7 @@ def swept(genloop_prepared_data, tmp_path_factory, prefect_harness, genloop_mlfl
     root = tmp_path_factory.mktemp("swept")
     for rel in ("outputs/clean", "outputs/augment"):
         shutil.copytree(genloop_prepared_data / rel, root / rel)
-    overrides = {**GENLOOP_TINY_OVERRIDES, "train.vae.epochs": 1, "evaluate.classifier_epochs": 1,
+    overrides = {**GENLOOP_TINY_OVERRIDES, "train.vae.images": 1200, "evaluate.classifier_epochs": 1,
                  "mlflow.tracking_uri": f"sqlite:///{root}/mlflow/mlflow.db",
                  "mlflow.artifact_root": str(root / "mlflow" / "artifacts")}
     result = sweep_flow(project_root=str(root), overrides=overrides, space=SPACE, method="grid", workers=2)

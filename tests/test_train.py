@@ -5,6 +5,7 @@ Real MLflow (a sqlite store in the test's folder), real training at tiny epoch c
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,8 @@ import torch
 from genloop import tracking
 from genloop.checkpoints import load_sampler, read_checkpoint
 from genloop.dvcio import read_dvc_hash
-from genloop.train import read_run_id, select_device, train_model
+from genloop.train import (ProgressLog, batches, epoch_plan, load_training_images, read_run_id, select_device,
+                           train_model)
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +30,7 @@ LOSS_COLUMNS = {
 
 @pytest.fixture(scope="module")
 def project(genloop_tiny_project):
-    """Both models trained for 2 epochs, neither given a parent run."""
+    """Both models trained on 2,000 images (one full epoch and a partial one), neither given a parent run."""
     return genloop_tiny_project("train")
 
 
@@ -36,6 +38,10 @@ def project(genloop_tiny_project):
 def scratch(genloop_tiny_project):
     """Prepared data and an MLflow store but nothing trained: for tests that train their own runs."""
     return genloop_tiny_project("train-scratch", train=())
+
+
+def planned_epochs(project, kind: str) -> list[int]:
+    return epoch_plan(getattr(project.params.train, kind).images, len(load_training_images(project.paths)))
 
 
 def run_json(project, kind: str) -> dict:
@@ -57,7 +63,7 @@ def test_training_writes_model_history_samples_and_run_json(project, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_history_has_one_row_per_epoch_with_finite_losses(project, kind):
-    epochs = getattr(project.params.train, kind).epochs
+    epochs = len(planned_epochs(project, kind))
     history = pd.read_csv(project.paths.train(kind) / "history.csv")
     assert history["epoch"].tolist() == list(range(1, epochs + 1))
     for column in [*LOSS_COLUMNS[kind], "images_per_s"]:
@@ -99,7 +105,7 @@ def test_child_run_logs_hyperparameters_and_data_description(project, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_child_run_logs_metrics_once_per_epoch(project, kind):
-    epochs = getattr(project.params.train, kind).epochs
+    epochs = len(planned_epochs(project, kind))
     client, run_id = project.client(), project.results[kind].run_id
     for key in ["images_per_s", *LOSS_COLUMNS[kind]]:
         history = client.get_metric_history(run_id, key)
@@ -129,7 +135,7 @@ def test_vae_and_gan_trained_without_a_parent_share_the_dvc_parent_run(project):
 
 def test_an_explicit_parent_run_id_is_used_as_given(scratch):
     parent = tracking.start_parent_run(scratch.params.mlflow, scratch.paths, runner="test")
-    result = train_model("gan", scratch.params_with({"train.gan.epochs": 1}), scratch.paths, parent_run_id=parent)
+    result = train_model("gan", scratch.params_with({"train.gan.images": 500}), scratch.paths, parent_run_id=parent)
     assert result.parent_run_id == parent
     assert json.loads((scratch.paths.train("gan") / "run.json").read_text())["parent_run_id"] == parent
     assert scratch.client().get_run(result.run_id).data.tags["mlflow.parentRunId"] == parent
@@ -164,8 +170,9 @@ def test_load_sampler_rebuilds_a_module_producing_images_in_unit_range(project, 
 
 
 def test_vae_trained_longer_reaches_a_lower_validation_loss(scratch):
-    short = train_model("vae", scratch.params_with({"train.vae.epochs": 1}), scratch.paths)
-    long = train_model("vae", scratch.params_with({"train.vae.epochs": 6}), scratch.paths)
+    n = len(load_training_images(scratch.paths))
+    short = train_model("vae", scratch.params_with({"train.vae.images": n}), scratch.paths)
+    long = train_model("vae", scratch.params_with({"train.vae.images": 6 * n}), scratch.paths)
     after_one, after_six = short.final_metrics["val_loss"], long.final_metrics["val_loss"]
     assert np.isfinite(after_one) and np.isfinite(after_six)
     assert after_six < after_one
@@ -208,7 +215,7 @@ def test_gan_with_ema_samples_and_exports_the_averaged_generator(project):
 
 
 def test_gan_without_ema_samples_the_raw_generator(scratch):
-    result = train_model("gan", scratch.params_with({"train.gan.epochs": 1, "train.gan.ema_decay": 0.0}), scratch.paths)
+    result = train_model("gan", scratch.params_with({"train.gan.images": 500, "train.gan.ema_decay": 0.0}), scratch.paths)
     state = read_checkpoint(result.checkpoint)
     assert state["sampler"] == "generator"
     assert "generator_ema" not in state["state_dicts"]
@@ -221,7 +228,7 @@ def test_hinge_loss_with_spectral_norm_trains_and_reloads(scratch):
     from genloop.checkpoints import build_gan
 
     result = train_model("gan", scratch.params_with({
-        "train.gan.epochs": 1, "train.gan.loss": "hinge", "train.gan.spectral_norm": True,
+        "train.gan.images": 500, "train.gan.loss": "hinge", "train.gan.spectral_norm": True,
     }), scratch.paths)
     assert all(np.isfinite(v) for v in result.final_metrics.values())
     logged = scratch.client().get_run(result.run_id).data.params
@@ -263,3 +270,49 @@ def test_bad_training_settings_are_rejected_naming_the_field(tmp_path, key, valu
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_params(tmp_path / "params.yaml", {key: value})
+
+
+# ---- the images budget ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_sees_exactly_its_images_budget_the_last_epoch_partial(project, kind):
+    budget = getattr(project.params.train, kind).images
+    n = len(load_training_images(project.paths))
+    assert budget % n  # the tiny budget ends inside an epoch
+    history = pd.read_csv(project.paths.train(kind) / "history.csv")
+    assert history["images"].tolist() == [min(e * n, budget) for e in range(1, len(history) + 1)]
+    assert history["images"].iloc[-1] == budget
+    assert project.results[kind].images == budget
+    assert project.results[kind].epochs == -(-budget // n)
+    assert read_checkpoint(project.paths.train(kind) / "model.pt")["images"] == budget
+
+
+def test_epoch_plan_is_full_passes_then_the_remainder():
+    assert epoch_plan(2500, 1000) == [1000, 1000, 500]
+    assert epoch_plan(2000, 1000) == [1000, 1000]
+    assert epoch_plan(300, 1000) == [300]
+    with pytest.raises(ValueError, match="empty"):
+        epoch_plan(10, 0)
+
+
+def test_a_partial_epoch_takes_the_first_images_of_the_same_order_and_leaves_the_rng_alike():
+    full_rng, part_rng = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    full = torch.cat(list(batches(50, 8, full_rng)))
+    part = list(batches(50, 8, part_rng, images=21))
+    assert [len(b) for b in part] == [8, 8, 5]
+    assert torch.equal(torch.cat(part), full[:21])
+    assert sorted(full.tolist()) == list(range(50))
+    assert torch.equal(torch.randperm(50, generator=full_rng), torch.randperm(50, generator=part_rng))
+
+
+def test_progress_is_logged_without_a_terminal_and_silent_with_one(caplog):
+    metrics = {"d_loss": 1.25, "g_loss": 0.5, "images_per_s": 900.0, "images": 3000.0}
+    with caplog.at_level(logging.INFO, logger="genloop.train"):
+        ProgressLog("gan", epochs=3, images=9000, enabled=False).epoch_done(3, metrics)
+        assert not caplog.records
+        quiet = ProgressLog("gan", epochs=3, images=9000, enabled=True, every_s=3600)
+        quiet.epoch_done(1, metrics)  # within every_s of the start: skipped
+        quiet.epoch_done(3, metrics)  # the last epoch: always
+    assert len(caplog.records) == 1
+    line = caplog.records[0].getMessage()
+    assert "epoch 3/3" in line and "3,000/9,000 images" in line and "d_loss=1.25" in line and "900 images/s" in line

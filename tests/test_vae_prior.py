@@ -14,7 +14,7 @@ from genloop.train import fit_vae, optimizer_steps, planned_vae_steps
 
 
 def tiny_config(**overrides) -> VAEConfig:
-    return VAEConfig(**{"arch": "conv", "prior": "standard", "epochs": 2, "batch_size": 16, "latent_dim": 3,
+    return VAEConfig(**{"arch": "conv", "prior": "standard", "images": 80, "batch_size": 16, "latent_dim": 3,
                         "channels": 4, "hidden": 16, **overrides})
 
 
@@ -25,7 +25,7 @@ def tiny_data(n: int = 40, seed: int = 0) -> torch.Tensor:
 def train(cfg: VAEConfig, epochs: int | None = None):
     torch.manual_seed(0)
     trainer = fit_vae(cfg, tiny_data(), tiny_data(8, seed=1), torch.device("cpu"), torch.Generator().manual_seed(0))
-    rows = [trainer.run_epoch() for _ in range(cfg.epochs if epochs is None else epochs)]
+    rows = [trainer.run_epoch() for _ in range(2 if epochs is None else epochs)]
     return trainer, rows
 
 

@@ -14,7 +14,7 @@ from genloop.telemetry import switch_off
 
 
 def _parse_overrides(values: tuple[str, ...], option: str = "--set",
-                     form: str = "KEY=VALUE, e.g. -S train.vae.epochs=5") -> dict[str, Any]:
+                     form: str = "KEY=VALUE, e.g. -S train.vae.images=50000") -> dict[str, Any]:
     import yaml
 
     overrides: dict[str, Any] = {}
@@ -57,7 +57,7 @@ class Context:
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Parameters file (default: ROOT/params.yaml; when that is absent, the defaults).")
 @click.option("--set", "-S", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a parameter, e.g. -S train.vae.epochs=5 (repeatable).")
+              help="Override a parameter, e.g. -S train.vae.images=50000 (repeatable).")
 @click.option("--wait", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS", show_default=True,
               help="If another genloop command is writing to this project, wait up to SECONDS for it "
                    "(default: fail at once, naming it).")
@@ -65,7 +65,20 @@ class Context:
 def main(ctx: click.Context, root: Path, params_file: Path | None, overrides: tuple[str, ...], wait: float) -> None:
     """genloop: collect -> clean -> augment -> train -> evaluate -> export, tracked in MLflow."""
     switch_off()
+    _log_to_stderr()
     ctx.obj = Context(root, params_file, _parse_overrides(overrides), wait)
+
+
+def _log_to_stderr() -> None:
+    """genloop's INFO lines (e.g. training progress when no terminal shows a progress bar) on stderr."""
+    import logging
+
+    logger = logging.getLogger("genloop")
+    if not logger.handlers and not logging.getLogger().handlers:  # leave configured hosts (pytest) alone
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _fail(exc: BaseException) -> None:
@@ -224,7 +237,7 @@ def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> N
         r = train_model(kind, params, obj.paths, parent_run_id, resume=not fresh)
         parent_run_id = r.parent_run_id
         resumed = f" (resumed from epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else ""
-        click.echo(f"{kind}: {r.epochs} epochs{resumed}, {r.images_per_second:,.0f} images/s, "
+        click.echo(f"{kind}: {r.images:,} images in {r.epochs} epochs{resumed}, {r.images_per_second:,.0f} images/s, "
                    f"final {', '.join(f'{k}={v:.4g}' for k, v in r.final_metrics.items())}; run {r.run_id}")
 
 

@@ -1,5 +1,9 @@
 """Stage 4, train: the VAE and the GAN, each an MLflow run nested under the pipeline's parent run.
 
+A training is bounded by the number of training images it sees (``train.<model>.images``), so a
+budget costs the same per pixel on any data set: ``ceil(images / n)`` epochs over the n training
+images, the last one a partial pass (the first ``images - (epochs - 1) * n`` of its shuffled order).
+
 Training state is saved after every epoch (outputs/checkpoints/<model>/last.pt, outside the DVC
 outputs so that `dvc repro`, which clears a stage's outputs before running it, keeps it); a
 training started again with the same config and data continues from there, in the same MLflow run.
@@ -30,6 +34,7 @@ from genloop.checkpoints import (build_gan, build_vae, load_training_state, rest
 from genloop.datasets import load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
 from genloop.config import GANConfig, Params, VAEConfig
 from genloop.imaging import save_grid
+from genloop.models.diffaugment import diff_augment
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
                                 recalibrate_batch_norm)
 from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, lr_factor
@@ -47,6 +52,7 @@ class TrainResult:
     parent_run_id: str
     checkpoint: Path
     epochs: int
+    images: int  # training images seen (the budget, train.<model>.images)
     final_metrics: dict[str, float]
     images_per_second: float
     resumed_from_epoch: int = 0  # 0: trained from scratch
@@ -64,7 +70,7 @@ class Trainer:
     saved: dict[str, nn.Module]
     sampler: nn.Module
     sampler_name: str | None
-    run_epoch: Callable[[], dict[str, float]]
+    run_epoch: Callable[..., dict[str, float]]  # run_epoch(images=None): one pass, or its first `images` images
 
 
 def select_device(name: str) -> torch.device:
@@ -82,10 +88,20 @@ def load_training_images(paths: ProjectPaths) -> torch.Tensor:
     return to_tensor(load_npz(file)["images"])
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
+def batches(n: int, batch_size: int, generator: torch.Generator, images: int | None = None) -> Iterator[torch.Tensor]:
+    """Shuffled index batches over the first ``images`` (default all ``n``) of one random order; the
+    order draws the same RNG either way, so a partial epoch does not shift later ones."""
+    order = torch.randperm(n, generator=generator)[:images]
+    for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
+
+
+def epoch_plan(images: int, n: int) -> list[int]:
+    """Images per epoch for a budget of ``images``: full passes over ``n``, the last one partial."""
+    if n < 1:
+        raise ValueError("the training set is empty")
+    full, rest = divmod(images, n)
+    return [n] * full + ([rest] if rest else [])
 
 
 def adam(parameters: Iterator[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
@@ -122,7 +138,7 @@ def compiled_or_eager(module: nn.Module, example: torch.Tensor, enabled: bool,
 
 def planned_vae_steps(cfg: VAEConfig, train_images: int) -> int:
     """Optimizer steps the whole training takes: what KL warm-up and the lr schedule count against."""
-    return max(1, cfg.epochs * math.ceil(train_images / cfg.batch_size))
+    return max(1, sum(math.ceil(n / cfg.batch_size) for n in epoch_plan(cfg.images, train_images)))
 
 
 def optimizer_steps(opt: torch.optim.Optimizer) -> int:
@@ -153,7 +169,7 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     total_steps = planned_vae_steps(cfg, len(data))
     fitted = cfg.prior == "fitted_gaussian"
 
-    def run_epoch() -> dict[str, float]:
+    def run_epoch(images: int | None = None) -> dict[str, float]:
         vae.train()
         totals = torch.zeros(3, device=device)
         moments = (torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device),
@@ -161,7 +177,9 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
                    torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device))
         step = optimizer_steps(opt)
         beta = cfg.beta
-        for idx in batches(len(data), cfg.batch_size, generator):
+        seen = 0
+        for idx in batches(len(data), cfg.batch_size, generator, images):
+            seen += len(idx)
             progress = step / total_steps
             beta = kl_weight(cfg.beta, cfg.kl_warmup, progress)
             for group in opt.param_groups:
@@ -185,7 +203,7 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
         with torch.no_grad():
             logits, mu, logvar = vae(val)
             val_loss = loss_function(logits, val, mu, logvar, 1.0)[0].item() / max(len(val), 1)
-        loss, bce, kl = (totals / len(data)).tolist()
+        loss, bce, kl = (totals / max(seen, 1)).tolist()
         return {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss, "kl_weight": beta}
 
     state: dict[str, nn.Module] = {"vae": vae, **({"prior": prior} if fitted else {})}
@@ -197,7 +215,8 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
 def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
             generator: torch.Generator, compile: bool = False) -> Trainer:
     """DCGAN training (Radford et al. 2015) with the non-saturating or hinge loss; optionally an EMA
-    of the generator's weights (Yazıcı et al. 2019), which is what gets sampled and exported."""
+    of the generator's weights (Yazıcı et al. 2019), which is what gets sampled and exported, and
+    DiffAugment (Zhao et al. 2020) on everything the discriminator sees."""
     shape = (data.shape[2], data.shape[3])
     gen, disc = build_gan(cfg.model_dump(), shape)
     gen.apply(init_weights)
@@ -210,24 +229,24 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     gen_full = compiled_or_eager(gen, torch.zeros(cfg.batch_size, cfg.latent_dim, device=device), use_compiled)
     disc_full = compiled_or_eager(disc, data[:cfg.batch_size], use_compiled)
 
-    def run_epoch() -> dict[str, float]:
+    def run_epoch(images: int | None = None) -> dict[str, float]:
         gen.train()
         disc.train()
         totals = torch.zeros(3, device=device)
         steps = 0
-        for idx in batches(len(data), cfg.batch_size, generator):
+        for idx in batches(len(data), cfg.batch_size, generator, images):
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             g, d = (gen_full, disc_full) if len(idx) == cfg.batch_size else (gen, disc)
             real = data[idx]
             z = torch.randn(len(idx), cfg.latent_dim, device=device)
             fake = g(z)
-            d_real, d_fake = d(real), d(fake.detach())
+            d_real, d_fake = d(diff_augment(real, cfg.diffaugment)), d(diff_augment(fake.detach(), cfg.diffaugment))
             d_loss = discriminator_loss(cfg.loss, d_real, d_fake)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            g_loss = generator_loss(cfg.loss, d(fake))
+            g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment)))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -331,6 +350,8 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     batch_rng = torch.Generator().manual_seed(params.seed)
     trainer = FITTERS[kind](cfg, data, val, device, batch_rng, params.train.compile)
 
+    plan = epoch_plan(cfg.images, len(data))
+    epochs = len(plan)
     state_file = training_state_path(paths, kind)
     fingerprint = training_fingerprint(kind, cfg, params.seed, device,
                                        [paths.augment / "train.npz", paths.clean / "val.npz"])
@@ -351,7 +372,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         history, start = [dict(row) for row in saved["history"]], int(saved["epoch"])
         run_id = _resume_run(client, experiment_id, str(saved["run_id"]), start, kind, parent_run_id, paths,
                              logged_params)
-        log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start, cfg.epochs, state_file, run_id)
+        log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start, epochs, state_file, run_id)
     else:
         run_id = _start_run(client, experiment_id, kind, parent_run_id, paths, logged_params)
     out_dir = paths.train(kind)
@@ -359,17 +380,21 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
             logged = {m.step for m in client.get_metric_history(run_id, "images_per_s")}
             _log_epochs(client, run_id, [row for row in history if int(row["epoch"]) not in logged])
-        bar = tqdm(range(start + 1, cfg.epochs + 1), initial=start, total=cfg.epochs, desc=f"train {kind}",
+        bar = tqdm(range(start + 1, epochs + 1), initial=start, total=epochs, desc=f"train {kind}",
                    unit="epoch", disable=None)
+        progress = ProgressLog(kind, epochs, cfg.images, enabled=bar.disable)
         for epoch in bar:
             started = time.perf_counter()
-            metrics = trainer.run_epoch()
-            metrics["images_per_s"] = len(data) / max(time.perf_counter() - started, 1e-9)
+            metrics = trainer.run_epoch(plan[epoch - 1])
+            metrics["images_per_s"] = plan[epoch - 1] / max(time.perf_counter() - started, 1e-9)
+            metrics["images"] = float(sum(plan[:epoch]))
             history.append({"epoch": epoch, **metrics})
             save_training_state(state_file, fingerprint, epoch, run_id, history, trainer.state,
                                 trainer.optimizers, batch_rng)
             _log_epochs(client, run_id, [history[-1]])
-            bar.set_postfix({k: f"{v:.4g}" if k != "images_per_s" else f"{v:,.0f}" for k, v in metrics.items()})
+            bar.set_postfix({k: f"{v:.4g}" if k not in ("images_per_s", "images") else f"{v:,.0f}"
+                             for k, v in metrics.items()})
+            progress.epoch_done(epoch, metrics)
 
         sampler = trainer.sampler
         if trainer.sampler_name == "generator_ema":
@@ -382,10 +407,10 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         out_dir.mkdir(parents=True, exist_ok=True)
         grid = save_grid(samples, out_dir / "samples.png")
         save_checkpoint(out_dir / "model.pt", kind, cfg.model_dump(), shape, trainer.saved,
-                        extra={"epochs": cfg.epochs, "run_id": run_id}, sampler=trainer.sampler_name)
+                        extra={"epochs": epochs, "images": cfg.images, "run_id": run_id}, sampler=trainer.sampler_name)
         _write_history(out_dir / "history.csv", history)
-        final = {k: v for k, v in history[-1].items() if k != "epoch"}
-        throughput = float(np.mean([h["images_per_s"] for h in history]))
+        final = {k: v for k, v in history[-1].items() if k not in ("epoch", "images")}
+        throughput = float(np.average([h["images_per_s"] for h in history], weights=plan[:len(history)]))
         atomic.write_json(out_dir / "run.json", {"run_id": run_id, "parent_run_id": parent_run_id, "model": kind})
         client.log_artifact(run_id, str(grid))
         client.log_artifact(run_id, str(out_dir / "history.csv"))
@@ -395,7 +420,25 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         client.set_terminated(run_id, "FAILED")
         raise
     state_file.unlink(missing_ok=True)  # model.pt now holds the result; a new training starts fresh
-    return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", cfg.epochs, final, throughput, start)
+    return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", epochs, cfg.images, final, throughput, start)
+
+
+class ProgressLog:
+    """Progress lines through ``logging`` when no progress bar is drawn (no terminal: tqdm is off):
+    one every ``every_s`` seconds at most, and always the last epoch."""
+
+    def __init__(self, kind: str, epochs: int, images: int, enabled: bool, every_s: float = 10.0):
+        self.kind, self.epochs, self.images, self.enabled, self.every_s = kind, epochs, images, enabled, every_s
+        self.last = time.perf_counter()
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < self.every_s and epoch < self.epochs):
+            return
+        self.last = now
+        losses = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("images_per_s", "images"))
+        log.info("train %s: epoch %d/%d, %s/%s images, %s, %.0f images/s", self.kind, epoch, self.epochs,
+                 f"{metrics['images']:,.0f}", f"{self.images:,}", losses, metrics["images_per_s"])
 
 
 def _param(key: str, value: Any):
