@@ -16,7 +16,8 @@ from typing import Any
 
 from genloop.telemetry import switch_off
 
-switch_off(PREFECT_LOGGING_EXTRA_LOGGERS="genloop")  # before prefect is imported
+switch_off(PREFECT_LOGGING_EXTRA_LOGGERS="genloop",  # before prefect is imported
+           PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore")  # genloop logs outside a flow run stay local
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402

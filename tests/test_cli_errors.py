@@ -51,7 +51,7 @@ def test_binary_params_file_and_non_utf8_path_are_named_in_one_line(tmp_path):
 
 def test_set_typo_blames_the_option_and_suggests_keys(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: 1\n")
-    proc = genloop("-S", "train.vae.epochz=3", "collect", cwd=tmp_path)
+    proc = genloop("-S", "train.vae.imagez=3", "collect", cwd=tmp_path)
     assert proc.returncode == 1
     assert "-S train.vae.imagez: unknown key train.vae.imagez; did you mean train.vae.images" in proc.stderr
     assert "params.yaml" not in proc.stderr and "Extra inputs" not in proc.stderr

@@ -9,9 +9,8 @@ import subprocess
 import pytest
 
 from genloop.dvcio import run_dvc
-from genloop.flowload import load_pipeline_flow
+from flows.pipeline import pipeline
 
-from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def test_flow_run_shows_the_stage_chain_artifacts_logs_and_parent_metrics(tmp_pa
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     run_dvc(["init", "-q"], cwd=tmp_path)
-    state = load_pipeline_flow(REPO_ROOT)(project_root=str(tmp_path), overrides=TINY, return_state=True)
+    state = pipeline(project_root=str(tmp_path), overrides=TINY, return_state=True)
     summary = state.result()
     task_runs, artifacts, logs = asyncio.run(_read_run(state.state_details.flow_run_id))
 

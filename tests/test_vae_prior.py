@@ -23,9 +23,10 @@ def tiny_data(n: int = 40, seed: int = 0) -> torch.Tensor:
 
 
 def train(cfg: VAEConfig, epochs: int | None = None):
+    """``cfg.images`` over the 40 tiny images (or ``epochs`` full passes)."""
     torch.manual_seed(0)
     trainer = fit_vae(cfg, tiny_data(), tiny_data(8, seed=1), torch.device("cpu"), torch.Generator().manual_seed(0))
-    rows = [trainer.run_epoch() for _ in range(2 if epochs is None else epochs)]
+    rows = [trainer.run_epoch() for _ in range(-(-cfg.images // 40) if epochs is None else epochs)]
     return trainer, rows
 
 
@@ -81,7 +82,7 @@ def test_cosine_lr_factor_decays_from_one_to_zero_and_constant_stays_one():
 
 
 def test_warmup_weights_the_first_epoch_below_beta_and_reaches_beta_by_the_end():
-    cfg = tiny_config(epochs=4, kl_warmup=0.5, beta=0.8)
+    cfg = tiny_config(images=160, kl_warmup=0.5, beta=0.8)
     trainer, rows = train(cfg)
     steps_per_epoch = math.ceil(40 / 16)
     assert planned_vae_steps(cfg, 40) == 4 * steps_per_epoch

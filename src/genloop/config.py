@@ -330,7 +330,7 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
 def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     """pydantic's errors as one line of ``field.path: message`` items (no URLs, no input dumps)."""
     return "; ".join(
-        f"{prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}{_hint(err['loc'])}"
+        f"{prefix}{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
         for err in exc.errors()
     )
 
