@@ -157,3 +157,19 @@ def test_model_details_put_params_in_a_file_and_metrics_on_the_logged_model(stor
     params_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="params.json",
                                                       dst_path=str(paths.root / "dl"))
     assert json.loads(open(params_file).read())["train"]["vae"]["epochs"] == 3
+
+
+def test_flow_runs_print_genloop_lines_once_not_through_both_handlers():
+    import logging
+
+    from genloop.prefect_artifacts import route_genloop_logs
+
+    logger = logging.getLogger("genloop")
+    cli_handler = logging.StreamHandler()
+    cli_handler.set_name("genloop-cli")
+    logger.addHandler(cli_handler)
+    try:
+        route_genloop_logs()
+        assert cli_handler not in logger.handlers
+    finally:
+        logger.removeHandler(cli_handler)

@@ -12,6 +12,8 @@ import click
 
 from genloop.telemetry import switch_off
 
+CLI_LOG_HANDLER = "genloop-cli"
+
 
 def _parse_overrides(values: tuple[str, ...], option: str = "--set",
                      form: str = "KEY=VALUE, e.g. -S train.vae.images=50000") -> dict[str, Any]:
@@ -76,6 +78,7 @@ def _log_to_stderr() -> None:
     logger = logging.getLogger("genloop")
     if not logger.handlers and not logging.getLogger().handlers:  # leave configured hosts (pytest) alone
         handler = logging.StreamHandler()
+        handler.set_name(CLI_LOG_HANDLER)  # a flow run swaps it for Prefect's (genloop.prefect_artifacts)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

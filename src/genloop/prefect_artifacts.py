@@ -20,6 +20,9 @@ def route_genloop_logs() -> None:
     does, but also when Prefect configured its logging before that variable was set)."""
     prefect_extra = logging.getLogger("prefect.extra")
     logger = logging.getLogger(GENLOOP_LOGGER)
+    for handler in list(logger.handlers):  # the CLI's plain stderr handler: Prefect's console shows them now
+        if handler.get_name() == "genloop-cli":
+            logger.removeHandler(handler)
     for handler in prefect_extra.handlers:
         if handler not in logger.handlers:
             logger.addHandler(handler)
