@@ -34,6 +34,7 @@ from genloop.collect import collect  # noqa: E402
 from genloop.config import CollectConfig, Params, load_params  # noqa: E402
 from genloop.evaluate import evaluate  # noqa: E402
 from genloop.export import export  # noqa: E402
+from genloop.kinds import MODELS  # noqa: E402
 from genloop.lock import project_lock  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
 from genloop.train import train_model  # noqa: E402
@@ -41,7 +42,6 @@ from genloop.transient import retry_if_transient  # noqa: E402
 
 # The stages the flow runs after collect, in order: each is a stage of dvc.yaml, whose deps, params
 # and outs decide when it is skipped (tests/test_caching.py checks the two lists agree).
-MODELS = ("vae", "gan")
 STAGES = ("clean", "augment", *(f"train_{kind}" for kind in MODELS), "evaluate", "export")
 RETRIES = 2
 RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2 s, then 4 s

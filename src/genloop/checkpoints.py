@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from genloop.atomic import save_torch
+from genloop.kinds import MODELS
 from genloop.models.gan import Discriminator, Generator
 from genloop.models.vae import VAE, ConvVAE, LatentAffine, MLPVAE, PriorDecoder
 
-KINDS = ("vae", "gan")
+KINDS = MODELS
 TRAINING_STATE_FORMAT = 1
 
 

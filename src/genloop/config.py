@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genloop.errors import GenloopError, display_path
+from genloop.kinds import MODELS
 
 
 class Strict(BaseModel):
@@ -281,7 +282,7 @@ class SweepConfig(Strict):
             if self.method == "grid" and isinstance(dim, SweepRange) and dim.num is None:
                 raise ValueError(f"sweep.space.{key}: a range in a grid sweep needs num (how many points)")
         model, _, name = self.metric.partition(".")
-        if model not in ("vae", "gan") or not name:
+        if model not in MODELS or not name:
             raise ValueError(f"sweep.metric {self.metric!r}: expected MODEL.METRIC with MODEL vae or gan, e.g. vae.fid")
         return self
 

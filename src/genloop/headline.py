@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-MODELS = ("vae", "gan")
+from genloop.kinds import MODELS  # re-exported
+
 FLOOR = "real_floor"
 # Shown first when present; lower is better for fid/fid_alt/kid_mean/class_tvd, higher for the rest.
 PREFERRED = ("fid", "fid_alt", "kid_mean", "recognisable_share", "precision", "recall", "coverage",

@@ -2,7 +2,8 @@
 shows them), so neither imports the other."""
 from __future__ import annotations
 
-MODELS = ("vae", "gan")
+from genloop.kinds import MODELS  # re-exported
+
 # Scores of a set of samples; lower is better for fid, fid_alt, kid_*, class_tvd and train_copy_share,
 # higher for recognisable_share, is_*, precision, recall, density (about 1 for real data) and
 # coverage; nn_train_distance_ratio is about 1 for real data and well below 1 when samples copy

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from genloop.kinds import MODELS
 from genloop.paths import ProjectPaths
 
 SHOWN = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage", "class_tvd",
@@ -10,7 +11,7 @@ SHOWN = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "covera
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
-    models = [m for m in ("vae", "gan") if m in metrics]
+    models = [m for m in MODELS if m in metrics]
     floor = next(iter(metrics.values()), {})
     header = f"{'metric':<24}" + "".join(f"{m:>12}" for m in models) + f"{'real floor':>12}"
     rows = [header, "-" * len(header)]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from genloop.config import ConfigError, MlflowConfig, Params, SweepConfig, SweepRange, load_params
+from genloop.kinds import MODELS
 from genloop.paths import ProjectPaths
 from genloop.seeds import sampling_seed
 
@@ -130,8 +131,8 @@ def models_for(values: dict[str, Any], metric: str) -> tuple[str, ...]:
         elif key.startswith("train.gan."):
             kinds.add("gan")
         else:
-            kinds.update(("vae", "gan"))
-    return tuple(k for k in ("vae", "gan") if k in kinds)
+            kinds.update(MODELS)
+    return tuple(k for k in MODELS if k in kinds)
 
 
 def trial_params(params_file: Path, overrides: dict[str, Any] | None, trial: Trial, root: Path,
