@@ -15,7 +15,8 @@ MNIST = REPO.parent / "shared" / "data" / "mnist-t10k"
 SCRIPT = REPO / "benchmarks" / "quality_vs_reference.py"
 ARMS = {"dcgan_examples", "genloop_gan", "vae_examples", "genloop_vae"}
 
-pytestmark = pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data/mnist-t10k is missing")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data/mnist-t10k is missing")]
 
 
 def test_tiny_benchmark_scores_all_four_arms_with_finite_fid(tmp_path: Path) -> None:
