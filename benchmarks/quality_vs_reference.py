@@ -160,7 +160,7 @@ def train_genloop(kind: str, params: Params, train: np.ndarray, val: np.ndarray,
     started = time.perf_counter()
     cfg = getattr(params.train, kind)
     images = train
-    if augment and params.augment.copies:
+    if augment and params.augment.copies and cfg.augmented:
         images = np.concatenate([train, augment_images(train, params.augment, seed)])
     torch.manual_seed(seed)
     fit = fit_vae if kind == "vae" else fit_gan

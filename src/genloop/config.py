@@ -90,6 +90,9 @@ class VAEConfig(Strict):
     hidden: int = Field(400, ge=1, description="mlp arch: hidden units (400 in pytorch/examples)")
     kl_warmup: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training over which the KL weight rises from 0 to beta")
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="cosine: decay lr to 0 over training")
+    augmented: bool = Field(
+        False, description="train on augment's copies too; off: they blur a likelihood model's samples "
+                           "(MNIST FID 604 -> 3828, digits 15 -> 23)")
     prior: Literal["standard", "fitted_gaussian"] = Field(
         "fitted_gaussian",
         description="what the exported sampler feeds the decoder: standard = z ~ N(0, I) as is; fitted_gaussian = "
@@ -99,6 +102,7 @@ class VAEConfig(Strict):
 
 class GANConfig(Strict):
     images: int = Field(400_000, ge=1, description=IMAGES_BUDGET + "; 400k: digits FID 1.09x the real floor")
+    augmented: bool = Field(True, description="train on augment's copies too (MNIST FID 140 -> 125 with them)")
     batch_size: int = Field(64, ge=2, description="64 trains steadier than 128 on the 8x8 digits")
     lr_g: float = Field(2e-4, gt=0.0)
     lr_d: float = Field(2e-4, gt=0.0)

@@ -33,6 +33,7 @@ from genloop.checkpoints import (build_gan, build_vae, load_training_state, rest
                                  save_checkpoint, save_training_state)
 from genloop.datasets import load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
 from genloop.config import GANConfig, Params, VAEConfig
+from genloop.errors import MissingInputError
 from genloop.imaging import save_grid
 from genloop.models.diffaugment import diff_augment
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
@@ -81,11 +82,16 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_training_images(paths: ProjectPaths) -> torch.Tensor:
+def load_training_images(paths: ProjectPaths, augmented: bool = True) -> torch.Tensor:
+    """The augment stage's training set; without ``augmented``, only its original (clean) images."""
     file = paths.augment / "train.npz"
     if not file.exists():
-        raise FileNotFoundError(f"{file} is missing; run `genloop augment` first")
-    return to_tensor(load_npz(file)["images"])
+        raise MissingInputError(f"{file} is missing; run `genloop augment` first")
+    arrays = load_npz(file)
+    images = arrays["images"]
+    if not augmented and "augmented" in arrays:
+        images = images[~arrays["augmented"].astype(bool)]
+    return to_tensor(images)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, images: int | None = None) -> Iterator[torch.Tensor]:
@@ -344,7 +350,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     torch.set_num_threads(params.train.threads or os.cpu_count() or 1)
     torch.manual_seed(params.seed)
     device = select_device(params.train.device)
-    data = load_training_images(paths)
+    data = load_training_images(paths, cfg.augmented)
     val = to_tensor(load_split(paths, "val")[0])
     shape = (int(data.shape[2]), int(data.shape[3]))
     batch_rng = torch.Generator().manual_seed(params.seed)
