@@ -6,8 +6,8 @@ from typing import Any
 from genloop.kinds import MODELS
 from genloop.paths import ProjectPaths
 
-SHOWN = ("fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage", "class_tvd",
-         "nn_train_distance_ratio")
+SHOWN = ("recognisable_share", "fid", "fid_alt", "kid_mean", "is_mean", "precision", "recall", "density",
+         "coverage", "class_tvd", "nn_train_distance_ratio")
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
