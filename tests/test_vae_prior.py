@@ -178,3 +178,30 @@ def test_bad_vae_sampling_settings_are_rejected_naming_the_field(tmp_path, field
 
     with pytest.raises(ConfigError, match=rf"train\.vae\.{field}"):
         load_params(tmp_path / "params.yaml", {f"train.vae.{field}": value})
+
+
+def test_a_short_last_epoch_keeps_the_full_epochs_prior_fit():
+    """The fit divides by the images it saw: a partial last epoch must not shrink the Gaussian."""
+    cfg = tiny_config(prior="fitted_gaussian", arch="mlp", images=40 + 8)  # one full pass, then 8 images
+    torch.manual_seed(0)
+    trainer = fit_vae(cfg, tiny_data(), tiny_data(8, seed=1), torch.device("cpu"), torch.Generator().manual_seed(0))
+    trainer.run_epoch(40)
+    after_full = {k: v.clone() for k, v in trainer.state["prior"].state_dict().items()}
+    trainer.run_epoch(8)
+    for key, value in trainer.state["prior"].state_dict().items():
+        assert torch.equal(value, after_full[key]), key
+
+
+def test_a_partial_epoch_of_most_of_the_data_refits_on_what_it_saw():
+    cfg = tiny_config(prior="fitted_gaussian", arch="mlp", images=40 + 30)
+    torch.manual_seed(0)
+    trainer = fit_vae(cfg, tiny_data(), tiny_data(8, seed=1), torch.device("cpu"), torch.Generator().manual_seed(0))
+    trainer.run_epoch(40)
+    scale_full = trainer.state["prior"].state_dict()
+    scale_full = {k: v.clone() for k, v in scale_full.items()}
+    trainer.run_epoch(30)
+    changed = [k for k, v in trainer.state["prior"].state_dict().items() if not torch.equal(v, scale_full[k])]
+    assert changed
+    # a mean over 30 images divided by 30, not by 40: its size stays that of the full fit's
+    mean_full = scale_full["mean"].norm()
+    assert 0.5 * mean_full < trainer.state["prior"].mean.norm() < 2.0 * mean_full + 1e-3

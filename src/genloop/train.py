@@ -181,7 +181,7 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
         moments = (torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device),
                    torch.zeros(cfg.latent_dim, cfg.latent_dim, dtype=torch.float64, device=device),
                    torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device))
-        step = optimizer_steps(opt)
+        step = first_step = optimizer_steps(opt)
         beta = cfg.beta
         seen = 0
         for idx in batches(len(data), cfg.batch_size, generator, images):
@@ -203,8 +203,10 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
                 moments[0].add_(m.sum(0))
                 moments[1].add_(m.T @ m)
                 moments[2].add_(logvar.detach().double().exp().sum(0))
-        if fitted and len(data) >= 2:
-            prior.fit_moments(len(data), *moments)
+        # Refit from this epoch's batches; a last partial epoch of under half the data keeps the previous
+        # epoch's fit (the encoder moved little since), unless it is the first epoch.
+        if fitted and seen >= 2 and (2 * seen >= len(data) or first_step == 0):
+            prior.fit_moments(seen, *moments)
         vae.eval()
         with torch.no_grad():
             logits, mu, logvar = vae(val)
