@@ -423,7 +423,9 @@ def report(results: list[dict[str, Any]], floor: dict[str, float], meta: dict[st
            params: Params, budgets: list[float]) -> str:
     gan, vae = params.train.gan, params.train.vae
     copies = params.augment.copies if meta["augment"] else 0
-    augmentation = f"on, {copies} copy per image (in the budget and in images seen)" if copies else "off"
+    trained_on = [kind for kind in ("gan", "vae") if getattr(params.train, kind).augmented]
+    augmentation = (f"{copies} copy per image for the {' and '.join(trained_on) or 'no'} arm(s) "
+                    "(train.<model>.augmented; in the budget and in images seen)") if copies else "off"
     floor_cells = ", ".join(f"{k} {floor[k + '_real_floor']:.3f}" for k in QUALITY_KEYS if k + "_real_floor" in floor)
     lines = [
         "## Sample quality at equal wall clock: genloop vs pytorch/examples references", "",
