@@ -145,7 +145,7 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
     parent_run_id = tracking.start_parent_run(params.mlflow, paths, runner=runner, run_name=run_name)
     logger.info("MLflow parent run %s", parent_run_id)
     tracking.log_data_reports(parent_run_id, [*cleaned.result.reports, augmented.result.preview])
-    try:
+    with tracking.failed_on_error(parent_run_id):
         train_states: dict[str, State] = {}
         trained: dict[str, StageOutcome] = {}
         for kind in MODELS:  # one after the other; a failed training stops the flow here
@@ -156,9 +156,6 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
         evaluated = outcome(evaluate_state)
         export_state = export_task(cfg, where, force, wait_for=after(evaluate_state), return_state=True)
         exported = outcome(export_state)
-    except BaseException:
-        tracking.end_run(parent_run_id, "FAILED")
-        raise
     stages = {"clean": cleaned, "augment": augmented, **{f"train_{k}": t for k, t in trained.items()},
               "evaluate": evaluated, "export": exported}
     cached = [name for name, o in stages.items() if o.cached]

@@ -28,6 +28,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from genloop import sweep as sweeping  # noqa: E402
 from genloop.config import load_params  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
+from genloop.tracking import failed_on_error  # noqa: E402
 from genloop.transient import retry_if_transient  # noqa: E402
 
 @task(name="trial", task_run_name="trial-{trial.index}", cache_policy=NO_CACHE, retries=1,
@@ -113,15 +114,10 @@ def sweep(project_root: str = ".", params_file: str | None = None, overrides: di
                 ", ".join(config.space), where, config.metric, config.direction)
 
     parent_run_id = sweeping.start_sweep_run(params, config, paths, f"sweep-{flow_run.get_name() or 'local'}", trials)
-    try:
+    with failed_on_error(parent_run_id):
         results, failed = run_trials.with_options(task_runner=dask_runner(config.dask_address, config.workers))(
             str(paths.root), params_path, overrides, trials, parent_run_id, config.metric, config.threads_per_trial)
         best = sweeping.best_of(results, config.direction)
-    except BaseException:
-        from genloop.tracking import end_run
-
-        end_run(parent_run_id, "FAILED")
-        raise
     result = sweeping.SweepResult(parent_run_id, config.metric, config.direction, results, best,
                                   time.perf_counter() - started, sorted({f"{r.host}:{r.pid}" for r in results}))
     table = sweeping.results_table(result)

@@ -173,3 +173,26 @@ def test_flow_runs_print_genloop_lines_once_not_through_both_handlers():
         assert cli_handler not in logger.handlers
     finally:
         logger.removeHandler(cli_handler)
+
+
+def test_a_crash_inside_failed_on_error_ends_the_run_failed_and_propagates(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from genloop import tracking
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        client = MlflowClient()
+        run_id = client.create_run(client.create_experiment("crash", artifact_location=str(tmp_path / "a"))).info.run_id
+        with pytest.raises(KeyboardInterrupt):
+            with tracking.failed_on_error(run_id):
+                raise KeyboardInterrupt
+        assert client.get_run(run_id).info.status == "FAILED"
+        client.update_run(run_id, status="RUNNING")
+        with tracking.failed_on_error(run_id):
+            pass
+        assert client.get_run(run_id).info.status == "RUNNING"  # a clean exit leaves the status to the block
+    finally:
+        mlflow.set_tracking_uri(previous)

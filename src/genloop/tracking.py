@@ -87,6 +87,17 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 
 
+@contextmanager
+def failed_on_error(run_id: str) -> Iterator[None]:
+    """Mark ``run_id`` FAILED when the block raises (then re-raise), so no run stays RUNNING after a crash
+    or a Ctrl-C; ending it FINISHED is the block's own business."""
+    try:
+        yield
+    except BaseException:
+        end_run(run_id, "FAILED")
+        raise
+
+
 def parent_for_dvc(config: MlflowConfig, paths: ProjectPaths) -> str:
     """The parent run that groups ``dvc repro`` stages on the same data and commit.
 

@@ -384,7 +384,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     else:
         run_id = _start_run(client, experiment_id, kind, parent_run_id, paths, logged_params)
     out_dir = paths.train(kind)
-    try:
+    with tracking.failed_on_error(run_id):
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
             logged = {m.step for m in client.get_metric_history(run_id, "images_per_s")}
             _log_epochs(client, run_id, [row for row in history if int(row["epoch"]) not in logged])
@@ -424,9 +424,6 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         client.log_artifact(run_id, str(out_dir / "history.csv"))
         client.log_artifact(run_id, str(out_dir / "model.pt"), artifact_path="checkpoint")
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
     state_file.unlink(missing_ok=True)  # model.pt now holds the result; a new training starts fresh
     return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", epochs, cfg.images, final, throughput, start)
 
