@@ -247,13 +247,21 @@ def test_iwae_with_one_sample_estimates_the_negative_elbo(evaluated, data):
 
 
 def test_load_vae_rebuilds_the_decoder_load_sampler_gives(evaluated):
+    """The sampler is the VAE's decoder, fed through the fitted prior when training fitted one."""
+    from genloop.checkpoints import read_checkpoint
+    from genloop.models.vae import LatentAffine
+
     project, _ = evaluated
     checkpoint = project.paths.train("vae") / "model.pt"
     vae = load_vae(checkpoint)
     decoder, latent_dim = load_sampler(checkpoint)
+    prior = LatentAffine(latent_dim)
+    prior_state = read_checkpoint(checkpoint)["state_dicts"].get("prior")
+    if prior_state is not None:
+        prior.load_state_dict(prior_state)
     z = torch.randn(4, latent_dim)
     with torch.no_grad():
-        assert torch.allclose(torch.sigmoid(vae.decoder.logits(z)), decoder(z))
+        assert torch.allclose(torch.sigmoid(vae.decoder.logits(prior(z))), decoder(z), atol=1e-6)
     with pytest.raises(ValueError, match="not a VAE"):
         load_vae(project.paths.train("gan") / "model.pt")
 

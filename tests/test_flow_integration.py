@@ -88,7 +88,7 @@ def test_exported_onnx_models_match_pytorch(flow_run):
             got = session.run(None, {"z": z.numpy()})[0]
             assert got.shape == (n, 1, 8, 8)
             assert np.max(np.abs(got - expected)) <= 1e-4
-        assert result["onnx"][kind]["registered"].startswith(f"genloop-{kind} v")
+        assert result["onnx"][kind]["registered"].startswith(f"registered genloop-{kind} v")
 
 
 def test_flow_with_overrides_leaves_dvc_lock_alone(flow_run):

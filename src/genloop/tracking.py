@@ -40,7 +40,9 @@ def setup(config: MlflowConfig, paths: ProjectPaths) -> str:
     switch_off()
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(config, paths.root))
+    uri = tracking_uri(config, paths.root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # the registry lives in the same store; never one a server or test left set
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is None:
         artifacts = Path(config.artifact_root)
