@@ -3,9 +3,9 @@ the real-vs-real floor, images/s, and a sample grid per configuration.
 
 Needs a project prepared up to augment, e.g. for MNIST (first run collects, cleans and augments):
 
-    genloop --root /tmp/qg collect --source idx:../shared/data/mnist-t10k
-    genloop --root /tmp/qg clean --no-mlflow && genloop --root /tmp/qg -S augment.copies=0 augment --no-mlflow
-    python benchmarks/gan_sweep.py --root /tmp/qg --images 150000 --eval-every 50000 \\
+    genloop --root MNIST_PROJECT collect --source idx:../shared/data/mnist-t10k
+    genloop --root MNIST_PROJECT clean --no-mlflow && genloop --root MNIST_PROJECT -S augment.copies=0 augment --no-mlflow
+    python benchmarks/gan_sweep.py --root MNIST_PROJECT --images 150000 --eval-every 50000 \\
         --config base='{}' --config nodiffaug='{"diffaugment": []}' --config ttur='{"lr_d": 0.0004}'
 
 Each ``--config NAME=JSON`` overrides ``train.gan`` keys of the project's params.yaml (code defaults

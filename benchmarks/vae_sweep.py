@@ -7,9 +7,9 @@ appends one JSON line per configuration to ``--results`` and writes a sample gri
 Both samplers are scored in one run: the plain decoder (z ~ N(0, I)) and, when the config fits one,
 the fitted-prior sampler, so their FIDs come from the same weights.
 
-    genloop --root /tmp/qd collect && genloop --root /tmp/qd clean && genloop --root /tmp/qd augment
-    python benchmarks/vae_sweep.py --root /tmp/qd --images 150000 --tag base
-    python benchmarks/vae_sweep.py --root /tmp/qd --images 150000 --tag fitted -S prior=fitted_gaussian -S latent_dim=8
+    genloop --root DIGITS_PROJECT collect && genloop --root DIGITS_PROJECT clean && genloop --root DIGITS_PROJECT augment
+    python benchmarks/vae_sweep.py --root DIGITS_PROJECT --images 150000 --tag base
+    python benchmarks/vae_sweep.py --root DIGITS_PROJECT --images 150000 --tag fitted -S prior=fitted_gaussian -S latent_dim=8
 """
 from __future__ import annotations
 

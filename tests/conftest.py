@@ -131,7 +131,7 @@ def genloop_tiny_project(genloop_prepared_data, genloop_mlflow_env, tmp_path_fac
 
 # ---- DVC projects (test_dvc_*.py) -------------------------------------------------------------
 # One tiny copy of the repository, collected and `dvc repro`-ed once per session with dvc.lock
-# committed, as the lead would. Tests only read it; those that change things work on
+# committed, as a user would. Tests only read it; those that change things work on
 # `project_copy.clone_workspace` copies of it.
 @_genloop_dataclass
 class GenloopReproduced:
