@@ -28,6 +28,7 @@ from genloop.config import DeployConfig
 from genloop.deploy import notify_servers
 from genloop.serving import ServeSettings, create_app
 from genloop.serving.cli import serve_command, uvicorn_options
+from waiting import wait_until_ready
 from test_serving import GAN, LATENT, SIDE, TOKEN, VAE, free_socket, infer_body, latents, metric_samples, settings_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -87,17 +88,7 @@ class ThreadServer:
 
 
 def wait_ready(url: str, alive, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError("the server died during start-up")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready within {timeout} s")
+    wait_until_ready(f"{url}/v2/health/ready", timeout=timeout, alive=alive)
 
 
 def free_port() -> int:
