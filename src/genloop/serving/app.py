@@ -2,7 +2,8 @@
 
 Endpoints: ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
 ``/v2/models/{name}[/versions/{v}]`` (model metadata), ``.../ready``, ``POST .../infer`` (JSON
-or binary tensors, dynamically batched), ``GET /v2/models/{name}/generate`` (a PNG grid of samples)
+or binary tensors, dynamically batched), ``GET /v2/models/{name}/generate`` (a PNG grid of samples;
+``label`` picks the class of a conditional model)
 and ``GET /metrics`` (Prometheus). Every error is ``{"error": "..."}`` with a 4xx/5xx status, as
 tritonclient and other V2 clients expect.
 """
@@ -27,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from genloop.serving.batching import DynamicBatcher, QueueFull, ShuttingDown
 from genloop.serving.live import LiveModels, ModelSource, Slot
 from genloop.serving.metrics import MetricsMiddleware, ServingMetrics
-from genloop.serving.models import ModelHolder, ServedModel
+from genloop.serving.models import LABEL_INPUT, ModelHolder, ServedModel
 from genloop.serving.protocol import (
     HEADER_LENGTH, ApiError, InferRequest, decompress, encode_infer_response, parse_infer_request,
 )
@@ -73,6 +74,7 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
     genloop_registry_version: str | None = None
+    genloop_labels: list[int] | None = None  # a class-conditional model: what its `label` input accepts
 
 
 class RepositoryEntry(BaseModel):
@@ -122,7 +124,7 @@ _INPUT_SCHEMA = {
     "properties": {
         "name": {"type": "string", "minLength": 1},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-        "datatype": {"type": "string", "enum": ["FP32"]},
+        "datatype": {"type": "string", "enum": ["FP32", "INT64"], "description": "INT64 for a conditional model's label"},
         "data": {"type": "array", "items": {"type": "number"}, "minItems": 1, "description": "row-major, flattened"},
         "parameters": {"type": "object", "description": "binary_data_size for the binary tensor extension"},
     },
@@ -174,6 +176,35 @@ async def read_body(request: Request, limit: int) -> bytes:
     if too_large is not None:
         raise ApiError(413, too_large + " (--max-body-bytes); send fewer rows per request")
     return decompress(b"".join(chunks), request.headers.get("content-encoding", ""), limit)
+
+
+def sample_feeds(model: ServedModel, n: int, seed: int | None, cols: int | None,
+                 label: int | None) -> tuple[dict[str, np.ndarray], int | None]:
+    """The inputs of ``generate``'s grid and its columns: n latents from ``seed`` (the same with or
+    without ``label``), all of class ``label`` on a conditional model.
+
+    A conditional model without ``label`` draws one row per trained class, every row from the same
+    ceil(n / classes) latents, so a column shows one latent across the classes.
+    """
+    rng = np.random.default_rng(seed)
+    if model.labels is not None and label is None:
+        per_class, classes = -(-n // len(model.labels)), len(model.labels)
+        feeds = {s.name: np.tile(rng.standard_normal((per_class, *s.shape[1:])).astype(np.float32),
+                                 (classes,) + (1,) * len(s.shape[1:]))
+                 for s in model.inputs if s.name != LABEL_INPUT}
+        feeds[LABEL_INPUT] = np.repeat(np.asarray(model.labels, np.int64), per_class)
+        return feeds, cols or per_class
+    feeds = {s.name: rng.standard_normal((n, *s.shape[1:])).astype(np.float32)
+             for s in model.inputs if s.name != LABEL_INPUT}
+    if label is None:
+        return feeds, cols
+    if model.labels is None:
+        raise ApiError(400, f"model {model.name!r} is unconditional (no 'label' input); leave 'label' out")
+    if label not in model.labels:
+        raise ApiError(400, f"label {label} is not among the classes model {model.name!r} was trained on "
+                            f"{list(model.labels)}")
+    feeds[LABEL_INPUT] = np.full(n, label, np.int64)
+    return feeds, cols
 
 
 def create_app(settings: ServeSettings, holder: ModelHolder | None = None, source: ModelSource | None = None) -> FastAPI:
@@ -352,14 +383,16 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
         n: Annotated[int, Query(ge=1, le=settings.max_generate, description="number of samples")] = 16,
         seed: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="latent seed (random if absent)")] = None,
         cols: Annotated[int | None, Query(ge=1, le=settings.max_generate, description="grid columns")] = None,
+        label: Annotated[int | None, Query(description="class to draw (conditional models); absent: one row "
+                                                       "per trained class")] = None,
     ):
         from genloop.imaging import grid_image
 
         async with served_models.hold(served(name)) as slot:
             model = slot.model
-            rng = np.random.default_rng(seed)
-            feeds = {s.name: rng.standard_normal((n, *s.shape[1:])).astype(np.float32) for s in model.inputs}
-            images = (await run_batched(model, slot.batcher, feeds, n))[model.output_names[0]]
+            feeds, cols = sample_feeds(model, n, seed, cols, label)
+            rows = len(feeds[model.latent.name])
+            images = (await run_batched(model, slot.batcher, feeds, rows))[model.output_names[0]]
         if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] == 1)):
             raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not one-channel images")
         png = await asyncio.to_thread(grid_image, images, cols)

@@ -87,7 +87,8 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     \b
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready
     POST /v2/models/NAME/infer            {"inputs": [{"name": "z", "shape": [n, d], "datatype": "FP32", "data": [...]}]}
-    GET  /v2/models/NAME/generate?n=16&seed=1   a PNG grid of samples
+                                          a conditional model also {"name": "label", "shape": [n], "datatype": "INT64", ...}
+    GET  /v2/models/NAME/generate?n=16&seed=1   a PNG grid of samples (&label=7: of one class)
     GET  /metrics                         Prometheus metrics
     POST /v2/repository/index, /v2/repository/models/NAME/load|unload   live (re)loading
 

@@ -191,7 +191,7 @@ class LiveModels:
 
 
 def _check_same_interface(old: ServedModel, new: ServedModel) -> None:
-    """Clients built for the served model must keep working: same inputs and outputs."""
+    """Clients built for the served model must keep working: same inputs and outputs, no class dropped."""
     if (old.inputs, old.outputs) != (new.inputs, new.outputs):
         def shown(model: ServedModel) -> str:
             return f"inputs {[s.metadata() for s in model.inputs]}, outputs {[s.metadata() for s in model.outputs]}"
@@ -199,3 +199,7 @@ def _check_same_interface(old: ServedModel, new: ServedModel) -> None:
         raise ServingError(
             f"v{new.version} has {shown(new)}, unlike the served v{old.version} ({shown(old)}); "
             "restart the server to serve a model with another interface")
+    dropped = sorted(set(old.labels or ()) - set(new.labels or ()))
+    if dropped:
+        raise ServingError(f"v{new.version} was not trained on label(s) {dropped} that the served v{old.version} "
+                           "accepts; restart the server to serve a model with fewer classes")

@@ -1,6 +1,7 @@
 """The served models: one onnxruntime session per ONNX file, described in Open Inference Protocol terms."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ V2_TO_NUMPY = {
 }
 
 
+# A class-conditional generator: an INT64 ``label`` input beside ``z``, its trained classes in the metadata.
+LABEL_INPUT = "label"
+LABELS_KEY, CONDITIONAL_KEY = "genloop.labels", "genloop.conditional"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -43,6 +49,33 @@ class TensorSpec:
 
 def _dims(shape) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+def trained_labels(path: Path, input_names: tuple[str, ...], props: dict[str, str]) -> tuple[int, ...] | None:
+    """The classes a conditional graph was trained on (``genloop.labels``), None for an unconditional one.
+
+    A ``label`` input and the metadata come together: a label input whose allowed values are unknown
+    could only be served by passing any integer to the graph, which fails inside onnxruntime.
+    """
+    has_input = LABEL_INPUT in input_names
+    conditional = props.get(CONDITIONAL_KEY, "").strip().lower() == "true"
+    if not has_input and not conditional and LABELS_KEY not in props:
+        return None
+    if not has_input:
+        raise ServingError(f"{path}: metadata says the model is conditional ({CONDITIONAL_KEY}, {LABELS_KEY}) "
+                           f"but the graph has no {LABEL_INPUT!r} input (its inputs: {list(input_names)})")
+    raw = props.get(LABELS_KEY)
+    if raw is None:
+        raise ServingError(f"{path}: the graph has a {LABEL_INPUT!r} input but no {LABELS_KEY!r} metadata listing "
+                           "the trained classes; re-export it with `genloop export`")
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        labels = None
+    if (not isinstance(labels, list) or not labels or len(set(labels)) != len(labels)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
+        raise ServingError(f"{path}: metadata {LABELS_KEY}={raw!r} is not a JSON list of distinct integers")
+    return tuple(sorted(labels))
 
 
 def providers_for(settings: ServeSettings) -> list:
@@ -81,8 +114,9 @@ class ServedModel:
         self.inputs = tuple(TensorSpec(i.name, ORT_TO_V2.get(i.type, i.type), _dims(i.shape)) for i in session.get_inputs())
         self.outputs = tuple(TensorSpec(o.name, ORT_TO_V2.get(o.type, o.type), _dims(o.shape)) for o in session.get_outputs())
         for spec in self.inputs:
-            if spec.datatype != "FP32":
-                raise ServingError(f"{path}: input {spec.name!r} is {spec.datatype}; genloop serve handles FP32 inputs only")
+            if spec.datatype != "FP32" and (spec.name, spec.datatype) != (LABEL_INPUT, "INT64"):
+                raise ServingError(f"{path}: input {spec.name!r} is {spec.datatype}; genloop serve handles FP32 inputs "
+                                   f"and an INT64 {LABEL_INPUT!r} only")
             if len(spec.shape) < 1 or spec.shape[0] != -1 or -1 in spec.shape[1:]:
                 raise ServingError(
                     f"{path}: input {spec.name!r} has shape {list(spec.shape)}; genloop serve needs a dynamic batch "
@@ -93,11 +127,30 @@ class ServedModel:
                 raise ServingError(f"{path}: output {spec.name!r} has unsupported type {spec.datatype}")
         self.input_names = tuple(s.name for s in self.inputs)
         self.output_names = tuple(s.name for s in self.outputs)
+        self.labels = trained_labels(path, self.input_names, session.get_modelmeta().custom_metadata_map)
+        if not any(s.datatype == "FP32" for s in self.inputs):
+            raise ServingError(f"{path}: no FP32 input; genloop serve needs a latent input (`z`)")
+
+    @property
+    def conditional(self) -> bool:
+        """True for a class-conditional generator: its ``label`` input takes one of ``labels`` per row."""
+        return self.labels is not None
+
+    @property
+    def latent(self) -> TensorSpec:
+        """The latent input (``z``): the first FP32 input."""
+        return next(s for s in self.inputs if s.datatype == "FP32")
 
     @property
     def latent_dim(self) -> int:
-        """Width of the first input (``z``), for the PNG ``generate`` endpoint."""
-        return int(np.prod(self.inputs[0].shape[1:], dtype=np.int64))
+        """Width of the latent input (``z``), for the PNG ``generate`` endpoint."""
+        return int(np.prod(self.latent.shape[1:], dtype=np.int64))
+
+    def unknown_labels(self, labels: np.ndarray) -> list[int]:
+        """The values of ``labels`` this model was not trained on (none for an unconditional model)."""
+        if self.labels is None:
+            return []
+        return sorted(set(np.unique(labels).tolist()) - set(self.labels))
 
     def metadata(self) -> dict:
         meta = {
@@ -106,6 +159,8 @@ class ServedModel:
         }
         if self.registry_version is not None:  # served from the MLflow registry
             meta["genloop_registry_version"] = self.registry_version
+        if self.labels is not None:  # what the `label` input accepts
+            meta["genloop_labels"] = list(self.labels)
         return meta
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,12 +168,19 @@ class ServedModel:
         values = self.session.run(list(self.output_names), feeds)
         return dict(zip(self.output_names, values))
 
-    def zeros(self, rows: int) -> dict[str, np.ndarray]:
-        return {s.name: np.zeros((rows, *s.shape[1:]), np.float32) for s in self.inputs}
+    def warm_up_feeds(self, rows: int) -> dict[str, np.ndarray]:
+        """Zero latents and, for a conditional model, its trained labels in turn (any other label may fail)."""
+        feeds = {}
+        for spec in self.inputs:
+            if spec.name == LABEL_INPUT and self.labels is not None:
+                feeds[spec.name] = np.resize(np.asarray(self.labels, np.int64), rows)
+            else:
+                feeds[spec.name] = np.zeros((rows, *spec.shape[1:]), V2_TO_NUMPY[spec.datatype])
+        return feeds
 
     def warm_up(self, batch_sizes: list[int]) -> None:
         for rows in sorted(set(batch_sizes) | {1}):
-            out = self.run(self.zeros(rows))
+            out = self.run(self.warm_up_feeds(rows))
             for spec in self.outputs:
                 got = out[spec.name]
                 if got.ndim != len(spec.shape) or got.shape[0] != rows:

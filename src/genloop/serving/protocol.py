@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genloop.serving.models import V2_TO_NUMPY, ServedModel
+from genloop.serving.models import LABEL_INPUT, V2_TO_NUMPY, ServedModel
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FP32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 32
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 try:  # orjson writes numpy arrays directly (shortest round-trip FP32 text); json is the fallback
     import orjson
@@ -97,7 +98,7 @@ def _flatten(data: list, out: list, depth: int = 0) -> None:
             out.append(item)
 
 
-def _json_tensor(name: str, data, count: int) -> np.ndarray:
+def _json_tensor(name: str, data, count: int, datatype: str) -> np.ndarray:
     if not isinstance(data, list):
         raise ApiError(400, f"input {name!r}: 'data' must be a list of numbers (row-major)")
     flat = data
@@ -106,6 +107,8 @@ def _json_tensor(name: str, data, count: int) -> np.ndarray:
         _flatten(data, flat)
     if len(flat) != count:
         raise ApiError(400, f"input {name!r}: 'data' has {len(flat)} values but 'shape' needs {count}")
+    if datatype == "INT64":
+        return _json_int64(name, flat)
     if not all(type(v) is float or type(v) is int for v in flat):
         bad = next(v for v in flat if not (type(v) is float or type(v) is int))
         raise ApiError(400, f"input {name!r}: 'data' must hold only numbers for FP32, found {bad!r}")
@@ -116,6 +119,22 @@ def _json_tensor(name: str, data, count: int) -> np.ndarray:
     if values.size and np.abs(values).max() > FP32_MAX:
         raise ApiError(400, f"input {name!r}: a value is too large for FP32 (|x| > {FP32_MAX:.4g})")
     return values.astype(np.float32)
+
+
+def _json_int64(name: str, flat: list) -> np.ndarray:
+    bad = next((v for v in flat if type(v) is not int), None)
+    if bad is not None:
+        raise ApiError(400, f"input {name!r}: 'data' must hold only integers for INT64, found {bad!r}")
+    if flat and not INT64_MIN <= min(flat) <= max(flat) <= INT64_MAX:
+        raise ApiError(400, f"input {name!r}: a value is outside the INT64 range")
+    return np.asarray(flat, dtype=np.int64)
+
+
+def _shown(values: list[int], most: int = 10) -> str:
+    """A list of offending values, cut short so a huge bad request gives a short message."""
+    if len(values) <= most:
+        return str(values)
+    return "[" + ", ".join(map(str, values[:most])) + f", ... ({len(values) - most} more)]"
 
 
 def parse_infer_request(body: bytes, header_length: str | None, model: ServedModel, max_rows: int) -> InferRequest:
@@ -149,6 +168,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model: ServedMod
     specs = {s.name: s for s in model.inputs}
     feeds: dict[str, np.ndarray] = {}
     rows: int | None = None
+    first: str | None = None  # the input that set `rows`
     offset = 0
     for tensor in inputs:
         if not isinstance(tensor, dict):
@@ -177,8 +197,9 @@ def parse_infer_request(body: bytes, header_length: str | None, model: ServedMod
             raise ApiError(413, f"input {name!r}: {n} rows is more than the {max_rows} a request may hold; "
                                 "split the request")
         if rows is not None and n != rows:
-            raise ApiError(400, f"input {name!r}: batch size {n} differs from the other inputs' {rows}")
-        rows = n
+            raise ApiError(400, f"input {name!r}: batch size {n} (shape[0]) differs from input {first!r}'s {rows}; "
+                                "every input needs one row per sample")
+        rows, first = n, first or name
         count = math.prod(shape)
         tparams = tensor.get("parameters") or {}
         if not isinstance(tparams, dict):
@@ -194,14 +215,19 @@ def parse_infer_request(body: bytes, header_length: str | None, model: ServedMod
             if offset + size > len(binary):
                 raise ApiError(400, f"input {name!r}: the binary section holds {len(binary) - offset} more bytes, "
                                     f"not {size}; is {HEADER_LENGTH} right?")
-            array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).astype(np.float32)
+            array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).astype(dtype.newbyteorder("="))
             offset += size
         elif "data" in tensor:
-            array = _json_tensor(name, tensor["data"], count)
+            array = _json_tensor(name, tensor["data"], count, spec.datatype)
         else:
             raise ApiError(400, f"input {name!r}: no 'data' (and no parameters.binary_data_size)")
-        if not np.isfinite(array).all():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise ApiError(400, f"input {name!r}: NaN or infinite values are not accepted")
+        if name == LABEL_INPUT:
+            unknown = model.unknown_labels(array)
+            if unknown:
+                raise ApiError(400, f"input {name!r}: label(s) {_shown(unknown)} not among the classes model "
+                                    f"{model.name!r} was trained on {list(model.labels)}")
         feeds[name] = array.reshape(shape)
     if offset != len(binary):
         raise ApiError(400, f"the binary section has {len(binary)} bytes but the inputs use {offset}")
