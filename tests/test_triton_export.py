@@ -105,3 +105,31 @@ def test_a_graph_without_a_dynamic_batch_dimension_is_refused(tmp_path):
     with pytest.raises(TritonExportError, match="dynamic batch dimension"):
         write_model(tmp_path / "triton", "fixed", fixed, TritonConfig())
     assert not (tmp_path / "triton" / "fixed").exists()
+
+
+class _LabelledGenerator(torch.nn.Module):
+    """A stand-in conditional generator: (z, label) -> image, label an INT64 per row."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, LATENT)
+        self.out = torch.nn.Linear(LATENT, SIDE * SIDE)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(z * self.embed(label))).view(-1, 1, SIDE, SIDE)
+
+
+def test_a_per_row_label_input_is_declared_as_one_value_reshaped_to_a_scalar(tmp_path):
+    pb2, text_format = triton_model_config()
+    path = tmp_path / "cgan.onnx"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(_LabelledGenerator().eval(), (torch.randn(4, LATENT), torch.zeros(4, dtype=torch.int64)),
+                      str(path), dynamo=True, external_data=False, input_names=["z", "label"],
+                      output_names=["image"], dynamic_shapes={"z": {0: batch}, "label": {0: batch}})
+    write_model(tmp_path / "triton", "cgan", path, TritonConfig())
+    parsed = text_format.Parse((tmp_path / "triton" / "cgan" / "config.pbtxt").read_text(), pb2.ModelConfig())
+    by_name = {t.name: t for t in parsed.input}
+    assert list(by_name["z"].dims) == [LATENT] and not by_name["z"].HasField("reshape")
+    assert by_name["label"].data_type == pb2.TYPE_INT64
+    assert list(by_name["label"].dims) == [1] and list(by_name["label"].reshape.shape) == []
+    assert [list(t.dims) for t in parsed.output] == [[1, SIDE, SIDE]]

@@ -64,9 +64,16 @@ def graph_tensors(onnx_path: Path) -> tuple[list[TritonTensor], list[TritonTenso
 def model_config(name: str, inputs: list[TritonTensor], outputs: list[TritonTensor], config: TritonConfig,
                  parameters: dict[str, str] | None = None) -> str:
     """config.pbtxt text (protobuf text format of Triton's inference.ModelConfig)."""
+    def tensor(t: TritonTensor) -> str:
+        # A per-row scalar ([-1] in the graph, e.g. a class label) has no dims left once the batch
+        # dimension is taken off; Triton wants it as [ 1 ] reshaped to a scalar.
+        dims = ", ".join(str(d) for d in t.dims) if t.dims else "1"
+        reshape = "" if t.dims else "\n    reshape: { shape: [ ] }"
+        return (f'  {{\n    name: {json.dumps(t.name)}\n    data_type: {t.data_type}\n'
+                f'    dims: [ {dims} ]{reshape}\n  }}')
+
     def tensors(items: list[TritonTensor]) -> str:
-        return ",\n".join(f'  {{\n    name: {json.dumps(t.name)}\n    data_type: {t.data_type}\n'
-                          f'    dims: [ {", ".join(str(d) for d in t.dims)} ]\n  }}' for t in items)
+        return ",\n".join(tensor(t) for t in items)
 
     params = "".join(f'parameters {{\n  key: {json.dumps(k)}\n  value: {{ string_value: {json.dumps(v)} }}\n}}\n'
                      for k, v in sorted((parameters or {}).items()))
