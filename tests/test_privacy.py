@@ -7,6 +7,7 @@ trains the tiny digits project privately and exports it.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -101,6 +102,40 @@ def test_private_vae_steps_its_weights_and_counts_steps_in_its_training_state():
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert int(trainer.state["dp_steps"].steps) == 4  # resumed trainings restore it with the weights
     assert "dp_steps" not in trainer.saved  # model.pt holds the model only
+
+
+@pytest.mark.parametrize("arch", ("mlp", "conv"))
+def test_ghost_clipping_gives_the_same_clipped_gradient_as_per_image_gradients(arch):
+    from genloop.models.vae import ConvVAE, MLPVAE, loss_per_image
+
+    torch.manual_seed(0)
+    base = MLPVAE(4, 32, 8, 8) if arch == "mlp" else ConvVAE(4, 4, 8, 8)
+    x = IMAGES[:16]
+    grads = []
+    for ghost in (False, True):
+        model = copy.deepcopy(base)
+        dp = privacy.private_training(PrivacyConfig(enabled=True, noise_multiplier=1e-12, max_grad_norm=0.5), model,
+                                      torch.optim.SGD(model.parameters(), lr=0.0), 64, 16, 10, "sum", ghost=ghost)
+        torch.manual_seed(1)
+        logits, mu, logvar = dp.module(x)
+        dp.optimizer.zero_grad()
+        dp.clipped_loss(loss_per_image(logits, x, mu, logvar)).backward()
+        dp.optimizer.step()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    clipped, ghosted = grads
+    assert torch.allclose(clipped, ghosted, atol=1e-5)
+    assert 0 < clipped.norm() <= 16 * 0.5 + 1e-4  # a sum of 16 gradients clipped to norm 0.5
+
+
+def test_loss_per_image_sums_to_the_batch_loss():
+    from genloop.models.vae import MLPVAE, loss_function, loss_per_image
+
+    torch.manual_seed(0)
+    logits, mu, logvar = MLPVAE(4, 32, 8, 8)(IMAGES[:10])
+    per_image = loss_per_image(logits, IMAGES[:10], mu, logvar, 0.25)
+    assert per_image.shape == (10,)
+    assert per_image.sum().item() == pytest.approx(loss_function(logits, IMAGES[:10], mu, logvar, 0.25)[0].item(),
+                                                   rel=1e-5)
 
 
 def test_private_gan_trains_the_discriminator_privately_without_batch_norm():

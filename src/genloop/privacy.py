@@ -117,6 +117,21 @@ class PrivateTraining:
     rate: float
     sigma: float
     batch_size: int
+    loss_reduction: str = "sum"
+    ghost: bool = False
+
+    def clipped_loss(self, per_image: torch.Tensor) -> Any:
+        """The loss to call ``backward()`` on, from each image's own loss (shape (batch,)).
+
+        With ghost clipping, a ``DPTensorFastGradientClipping`` whose ``backward()`` runs Opacus' two
+        passes (per-image gradient norms without materialising per-image gradients, then the clipped
+        sum); otherwise the plain reduced loss, clipped by the optimizer from per-image gradients.
+        """
+        if not self.ghost:
+            return per_image.sum() if self.loss_reduction == "sum" else per_image.mean()
+        from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+        return DPTensorFastGradientClipping(self.module, self.optimizer, per_image, self.loss_reduction)
 
     def batches(self, n: int, batch_size: int, generator: torch.Generator,
                 images: int | None = None) -> Iterator[torch.Tensor]:
@@ -134,7 +149,8 @@ class PrivateTraining:
         return {EPSILON: self.epsilon(), DELTA: self.config.delta, "noise_multiplier": self.sigma,
                 "max_grad_norm": self.config.max_grad_norm, "sample_rate": self.rate,
                 "steps": int(self.counter.steps), "accountant": self.config.accountant,
-                "sampling": "poisson", "target_epsilon": self.config.target_epsilon}
+                "sampling": "poisson", "clipping": "ghost" if self.ghost else "per_sample",
+                "target_epsilon": self.config.target_epsilon}
 
     @contextmanager
     def without_per_sample_gradients(self) -> Iterator[None]:
@@ -148,24 +164,37 @@ class PrivateTraining:
 
 
 def private_training(config: PrivacyConfig, module: nn.Module, optimizer: torch.optim.Optimizer, n: int,
-                     batch_size: int, steps: int, loss_reduction: str) -> PrivateTraining:
+                     batch_size: int, steps: int, loss_reduction: str, ghost: bool = False) -> PrivateTraining:
     """Wrap ``module`` and ``optimizer`` for DP-SGD over ``steps`` planned steps on ``n`` images.
 
     ``loss_reduction`` says how the loss combines the batch's images, ``sum`` or ``mean``: Opacus
     needs it to recover each image's own gradient. ``module`` must hold no batch norm
     (``opacus_compatible``); its optimizer must be built on its parameters already.
+
+    ``ghost``: ghost clipping (Li et al. 2022; Opacus' ``grad_sample_mode="ghost"``): each image's
+    gradient norm comes from its layer inputs and output gradients, without the (batch x parameters)
+    per-image gradients, at the price of a second backward pass; the same clipping and noise, so
+    the same guarantee. Needs the loss per image (``PrivateTraining.clipped_loss``) and one forward
+    pass per step, so the GAN discriminator (a real and a fake pass) keeps per-image gradients.
     """
     from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+    from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
     if has_batch_norm(module):
         raise ValueError("a privately trained model cannot hold batch norm; pass it through opacus_compatible")
     rate = sample_rate(batch_size, n)
     sigma = noise_multiplier(config, rate, steps)
-    wrapped = GradSampleModule(module, loss_reduction=loss_reduction)
-    dp_optimizer = DPOptimizer(optimizer, noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
-                               expected_batch_size=max(1, round(rate * n)), loss_reduction=loss_reduction)
-    return PrivateTraining(config, wrapped, dp_optimizer, StepCounter(), rate, sigma, batch_size)
+    settings = dict(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
+                    expected_batch_size=max(1, round(rate * n)), loss_reduction=loss_reduction)
+    if ghost:
+        wrapped = GradSampleModuleFastGradientClipping(module, loss_reduction=loss_reduction,
+                                                       max_grad_norm=config.max_grad_norm, use_ghost_clipping=True)
+        dp_optimizer = DPOptimizerFastGradientClipping(optimizer, **settings)
+    else:
+        wrapped = GradSampleModule(module, loss_reduction=loss_reduction)
+        dp_optimizer = DPOptimizer(optimizer, **settings)
+    return PrivateTraining(config, wrapped, dp_optimizer, StepCounter(), rate, sigma, batch_size, loss_reduction, ghost)
 
 
 def spent(checkpoint: dict[str, Any]) -> dict[str, float]:

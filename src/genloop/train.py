@@ -39,7 +39,7 @@ from genloop.imaging import save_grid
 from genloop.models.diffaugment import diff_augment
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
                                 recalibrate_batch_norm)
-from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, lr_factor
+from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, loss_per_image, lr_factor
 from genloop.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     ``state["prior"]`` holds the fit, so a resumed training keeps it.
 
     With ``privacy.enabled``, DP-SGD on the whole model (genloop.privacy): Poisson-sampled batches,
-    per-image clipped and noised gradients, no torch.compile; each epoch reports the ε spent so far.
+    per-image clipped (ghost clipping) and noised gradients, no torch.compile; each epoch reports the
+    ε spent so far.
     """
     shape = (data.shape[2], data.shape[3])
     vae = build_vae(cfg.model_dump(), shape).to(device)
@@ -177,8 +178,8 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     opt = adam(vae.parameters(), cfg.lr)
     data, val = data.to(device), val.to(device)
     total_steps = planned_vae_steps(cfg, len(data))
-    dp = privacy.private_training(cfg.privacy, vae, opt, len(data), cfg.batch_size, total_steps, "sum") \
-        if cfg.privacy.enabled else None
+    dp = privacy.private_training(cfg.privacy, vae, opt, len(data), cfg.batch_size, total_steps, "sum",
+                                  ghost=True) if cfg.privacy.enabled else None
     if dp is not None:  # every batch through the per-sample-gradient wrapper, whatever its size
         opt, full_batch, draw = dp.optimizer, dp.module, dp.batches
         model_for = lambda size: full_batch  # noqa: E731
@@ -207,7 +208,7 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             logits, mu, logvar = model_for(len(idx))(x)
             loss, bce, kl = loss_function(logits, x, mu, logvar, beta)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if dp is None else dp.clipped_loss(loss_per_image(logits, x, mu, logvar, beta))).backward()
             opt.step()
             step += 1
             totals += torch.stack([bce.detach() + kl.detach(), bce.detach(), kl.detach()])
