@@ -1,9 +1,11 @@
 """Differentially private training (DP-SGD, Abadi et al. 2016) through Opacus.
 
 Each optimizer step clips every training image's gradient to ``max_grad_norm`` (per-sample
-gradients from Opacus' ``GradSampleModule``) and adds Gaussian noise of standard deviation
-``noise_multiplier * max_grad_norm`` to their sum (Opacus' ``DPOptimizer``); an accountant turns
-(noise multiplier, sampling rate, steps) into the spent ε at the configured δ.
+gradients from Opacus' ``GradSampleModule``, or their norms alone with ghost clipping) and adds
+Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` to their sum (Opacus'
+``DPOptimizer``); an accountant turns (noise multiplier, sampling rate, steps) into the spent ε at
+the configured δ. Every drawn batch counts as a step, one the loop skips too (the GAN skips batches
+of under two images, which its generator's batch norm cannot take), so ε is never under-reported.
 
 Sampling: the accountants (RDP and PRV alike) assume Poisson sampling, each image joining each
 batch independently with probability ``batch_size / n``. So a private training draws its batches
