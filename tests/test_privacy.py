@@ -138,6 +138,19 @@ def test_loss_per_image_sums_to_the_batch_loss():
                                                    rel=1e-5)
 
 
+def test_a_resumed_private_training_keeps_counting_its_steps(tmp_path):
+    from genloop.checkpoints import load_training_state, restore_training_state, save_training_state
+
+    first, _ = train_vae(1.0, epochs=1)
+    rng = torch.Generator().manual_seed(5)
+    save_training_state(tmp_path / "last.pt", "f", 1, "run", [], first.state, first.optimizers, rng)
+    resumed, _ = train_vae(1.0, epochs=0)
+    restore_training_state(load_training_state(tmp_path / "last.pt", "f"), resumed.state, resumed.optimizers, rng)
+    assert int(resumed.privacy.counter.steps) == 4 and resumed.privacy.epsilon() == first.privacy.epsilon()
+    resumed.run_epoch(64)
+    assert int(resumed.privacy.counter.steps) == 8
+
+
 def test_private_gan_trains_the_discriminator_privately_without_batch_norm():
     low_noise, rows = train_gan(0.7)
     high_noise, _ = train_gan(2.0)
