@@ -133,6 +133,18 @@ def test_registered_version_carries_metrics_params_and_parity(exported, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_non_private_version_is_tagged_as_not_private(exported, kind):
+    from genloop.tracking import EPSILON_TAG
+
+    project, result = exported
+    m = result.models[kind]
+    tags = project.client().get_model_version(m.registered_name, m.registered_version).tags
+    assert tags[EPSILON_TAG] == "inf"  # genloop.epsilon: no finite differential-privacy budget
+    assert read_metadata(project.paths.models / ONNX_FILES[kind])[EPSILON_TAG] == "inf"
+    assert "epsilon" not in json.loads(project.paths.metrics.read_text())[kind]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_first_export_makes_champions_whose_onnx_downloads_with_its_lineage(exported, kind, tmp_path):
     project, result = exported
     m = result.models[kind]

@@ -301,3 +301,56 @@ def test_history_tag_is_a_json_list(registry):
     registry.add(20.0)
     raw = registry.client.get_registered_model(registry.name).tags[promotion.HISTORY_TAG]
     assert json.loads(raw) == ["1", "2"]
+
+
+# ---- the differential-privacy bound (export.promotion.max_epsilon) ------------------------------------
+
+def tag_epsilon(registry, version: str, epsilon: str) -> str:
+    from genloop.tracking import EPSILON_TAG
+
+    registry.client.set_model_version_tag(registry.name, version, EPSILON_TAG, epsilon)
+    return version
+
+
+BOUNDED = PromotionConfig(max_epsilon=5.0)
+
+
+def test_a_version_whose_epsilon_exceeds_the_bound_is_refused_even_as_first(registry):
+    version = tag_epsilon(registry, registry.register(20.0), "8.5")
+    decision = registry.gate(version, 20.0, BOUNDED)
+    assert not decision.promoted and registry.champion() is None
+    assert "ε = 8.5 exceeds export.promotion.max_epsilon 5" in decision.reason
+    tags = registry.tags(version)
+    assert tags["promotion.decision"] == "kept" and tags["promotion.epsilon"] == "8.5"
+    assert tags["promotion.max_epsilon"] == "5.0"
+
+
+def test_a_non_private_version_is_refused_when_a_bound_is_set(registry):
+    untagged = registry.register(20.0)
+    infinite = tag_epsilon(registry, registry.register(19.0), "inf")
+    for version, fid in ((untagged, 20.0), (infinite, 19.0)):
+        decision = registry.gate(version, fid, BOUNDED)
+        assert not decision.promoted and "not trained with differential privacy" in decision.reason
+    assert registry.champion() is None
+
+
+def test_a_version_within_the_bound_goes_through_the_metric_gate(registry):
+    first = tag_epsilon(registry, registry.register(20.0), "4.0")
+    assert registry.gate(first, 20.0, BOUNDED).promoted
+    worse = tag_epsilon(registry, registry.register(25.0), "3.0")
+    decision = registry.gate(worse, 25.0, BOUNDED)
+    assert not decision.promoted and "does not beat" in decision.reason and registry.champion() == first
+
+
+def test_a_version_within_the_bound_replaces_a_champion_outside_it_whatever_the_metric(registry):
+    loose = registry.add(20.0).version  # no bound yet: a non-private champion
+    assert registry.champion() == loose
+    private = tag_epsilon(registry, registry.register(30.0), "2.0")
+    decision = registry.gate(private, 30.0, BOUNDED)
+    assert decision.promoted and f"champion v{loose} breaks the privacy bound" in decision.reason
+
+
+def test_without_a_bound_epsilon_is_not_consulted(registry):
+    version = tag_epsilon(registry, registry.register(20.0), "inf")
+    decision = registry.gate(version, 20.0)
+    assert decision.promoted and decision.epsilon is None and "promotion.epsilon" not in registry.tags(version)

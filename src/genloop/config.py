@@ -75,6 +75,30 @@ IMAGES_BUDGET = ("training images to see, the bound of a training: the same cost
                  "epochs = ceil(images / training set size), the last one partial")
 
 
+class PrivacyConfig(Strict):
+    """DP-SGD through Opacus (genloop.privacy): per-sample gradient clipping plus Gaussian noise, with the
+    spent ε reported at ``delta``. Give either ``target_epsilon`` (the noise multiplier is then the smallest
+    that stays within it over the planned steps) or ``noise_multiplier``, and null the other."""
+
+    enabled: bool = Field(False, description="train this model with differential privacy (slower; batch norm "
+                                             "becomes group norm, batches are Poisson-sampled)")
+    target_epsilon: float | None = Field(None, gt=0.0, description="ε to spend over the whole training at delta")
+    noise_multiplier: float | None = Field(1.0, gt=0.0, description="noise std / max_grad_norm; larger: smaller ε")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="each image's gradient is clipped to this L2 norm")
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ of the (ε, δ) guarantee; keep it below 1 / training images")
+    accountant: Literal["rdp", "prv"] = Field("rdp", description="Opacus accountant turning noise, sampling rate "
+                                                                 "and steps into ε (both assume Poisson sampling)")
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> "PrivacyConfig":
+        if self.target_epsilon is not None and self.noise_multiplier is not None:
+            raise ValueError("set either privacy.target_epsilon or privacy.noise_multiplier, and null the other "
+                             f"(got target_epsilon={self.target_epsilon:g}, noise_multiplier={self.noise_multiplier:g})")
+        if self.target_epsilon is None and self.noise_multiplier is None:
+            raise ValueError("privacy.target_epsilon and privacy.noise_multiplier are both null; set one of them")
+        return self
+
+
 class VAEConfig(Strict):
     """Defaults measured on the digits (benchmarks/vae_sweep.py, BENCHMARKS.md): the MLP at β 0.25 with
     the fitted prior reached FID 18-28 (3 seeds) where the conv VAE at β 1 with N(0, I) sampling scored 117."""
@@ -98,6 +122,14 @@ class VAEConfig(Strict):
         description="what the exported sampler feeds the decoder: standard = z ~ N(0, I) as is; fitted_gaussian = "
                     "z ~ N(0, I) mapped by mean + L z, a full-covariance Gaussian fitted to the training set's "
                     "aggregate posterior (means' covariance + mean posterior variance)")
+    privacy: PrivacyConfig = PrivacyConfig()
+
+    @model_validator(mode="after")
+    def _private_prior(self) -> "VAEConfig":
+        if self.privacy.enabled and self.prior == "fitted_gaussian":
+            raise ValueError("privacy.enabled needs prior: standard; fitted_gaussian fits a Gaussian to the training "
+                             "images' latents outside DP-SGD, which the privacy guarantee would not cover")
+        return self
 
 
 class GANConfig(Strict):
@@ -116,6 +148,15 @@ class GANConfig(Strict):
         default_factory=list,
         description="DiffAugment operations on real and fake images before the discriminator; off ([]): "
                     "translation+cutout raised FID at 400k images 5.3 -> 8.1 (digits), 140 -> 656 (MNIST)")
+    privacy: PrivacyConfig = Field(PrivacyConfig(), description="DP-SGD on the discriminator, the only part that "
+                                                                "sees real images")
+
+    @model_validator(mode="after")
+    def _private_discriminator(self) -> "GANConfig":
+        if self.privacy.enabled and self.spectral_norm:
+            raise ValueError("privacy.enabled does not combine with spectral_norm (Opacus has no per-sample "
+                             "gradients for parametrized layers); set spectral_norm: false")
+        return self
 
 
 class TrainConfig(Strict):
@@ -158,6 +199,8 @@ class PromotionConfig(Strict):
     margin: float = Field(0.0, ge=0.0, description="how much better than the champion a version must score")
     tolerance: float = Field(1e-6, ge=0.0, description="relative to the champion's figure: differences this small "
                              "are float noise, not an improvement (added to the margin)")
+    max_epsilon: float | None = Field(None, gt=0.0, description="refuse a version whose training spent a larger "
+                                      "differential-privacy ε, or was not private; null: no bound")
 
 
 class ExportConfig(Strict):

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from genloop import atomic, quality, tracking
-from genloop.checkpoints import load_sampler, load_vae
+from genloop import atomic, privacy, quality, tracking
+from genloop.checkpoints import load_sampler, load_vae, read_checkpoint
 from genloop.config import EvaluateConfig, Params
 from genloop.datasets import load_split, read_run_id, to_tensor
 from genloop.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
@@ -273,8 +273,10 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         walks[kind] = interpolate(checkpoint, config.interpolation_rows, config.interpolation_steps,
                                   params.seed + 2).numpy()
 
+    # A private training's spent budget (epsilon, delta) beside its scores; absent for a non-private one.
+    spent = {kind: privacy.spent(read_checkpoint(paths.train(kind) / "model.pt")) for kind in MODELS}
     detail = {
-        **metrics,
+        **{kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
         "real_floor": floor,
         "classifier": {"held_out_accuracy": data.classifier_accuracy, "feature_dim": config.feature_dim,
                        "num_classes": data.num_classes, "reused": data.classifier_reused,
@@ -285,7 +287,8 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         "iwae_test_images": min(len(data.test), config.iwae_images),
     }
     atomic.write_json(detail_file(paths), detail)
-    atomic.write_json(paths.metrics, headline(metrics, floor))
+    atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
+                                              floor))
     html = html_report.write_report(params, paths, detail, samples, walks,
                                     data.held_out[:config.report_samples].numpy())
 
@@ -300,12 +303,14 @@ def detail_file(paths: ProjectPaths) -> Path:
 
 
 def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> dict[str, dict[str, float]]:
-    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood too) and one floor block.
+    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood too; ``epsilon`` and
+    ``delta`` for a privately trained model, absent otherwise) and one floor block.
 
     Small enough for ``dvc metrics show``/``diff`` to read at a glance; promotion reads
     ``[vae|gan][fid]`` from it.
     """
-    report = {kind: {k: v for k, v in scores.items() if k in HEADLINE_METRICS or k in VAE_METRICS}
+    report = {kind: {k: v for k, v in scores.items() if k in HEADLINE_METRICS or k in VAE_METRICS
+                     or k in (privacy.EPSILON, privacy.DELTA)}
               for kind, scores in metrics.items()}
     return {**report, "real_floor": {k: floor[k] for k in HEADLINE_METRICS}}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genloop import atomic, promotion, tracking
-from genloop.checkpoints import load_sampler
+from genloop import atomic, privacy, promotion, tracking
+from genloop.checkpoints import load_sampler, read_checkpoint
 from genloop.config import ExportConfig, Params
 from genloop.paths import ONNX_FILES, ProjectPaths
 from genloop.datasets import read_run_id
@@ -117,9 +117,19 @@ def lineage_metadata(kind: str, latent_dim: int, params: Params, paths: ProjectP
         run_id = "unknown"
     return {
         **tracking.lineage_tags(paths), "run_id": run_id, "model_kind": kind, "latent_dim": str(latent_dim),
+        **privacy_tags(paths.train(kind) / "model.pt"),
         promotion.EVAL_HASH_TAG: evaluation_data_hash(params, paths),
         "params": json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
     }
+
+
+def privacy_tags(checkpoint: Path) -> dict[str, str]:
+    """``genloop.epsilon`` (and ``genloop.delta``) of the trained model: its spent differential-privacy
+    budget, or ``inf`` when it was not trained privately; the promotion gate's max_epsilon reads it."""
+    spent = privacy.spent(read_checkpoint(checkpoint))
+    if not spent:
+        return {tracking.EPSILON_TAG: "inf"}
+    return {tracking.EPSILON_TAG: repr(spent[privacy.EPSILON]), tracking.DELTA_TAG: repr(spent[privacy.DELTA])}
 
 
 def write_metadata(onnx_path: Path, metadata: dict[str, str]) -> None:

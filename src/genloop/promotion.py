@@ -15,6 +15,7 @@ from pathlib import Path
 
 from genloop.config import PromotionConfig
 from genloop.errors import GenloopError
+from genloop.tracking import EPSILON_TAG
 
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of versions, oldest first, last = champion
@@ -45,6 +46,8 @@ class PromotionDecision:
     rescored: bool
     reason: str
     tolerance: float = 0.0
+    epsilon: float | None = None  # the candidate's spent DP ε (inf: not private); None: not read
+    max_epsilon: float | None = None  # export.promotion.max_epsilon in force, if any
 
     def tags(self) -> dict[str, str]:
         def fmt(value: float | None) -> str:
@@ -57,6 +60,8 @@ class PromotionDecision:
             "candidate_value": fmt(self.candidate_value), "champion_value": fmt(self.champion_value),
             "champion_version": self.champion_version or "none", "rescored": str(self.rescored).lower(),
             "reason": self.reason,
+            **({"epsilon": fmt(self.epsilon), "max_epsilon": fmt(self.max_epsilon)}
+               if self.max_epsilon is not None else {}),
         }.items()}
 
     def summary(self) -> str:
@@ -70,6 +75,27 @@ def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
 
 def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
     return {k[len(METRIC_PREFIX):]: float(v) for k, v in tags.items() if k.startswith(METRIC_PREFIX)}
+
+
+def version_epsilon(version) -> float:
+    """The DP ε a registered version's training spent (tag ``genloop.epsilon``); inf when it was not
+    trained privately or carries no such tag (registered before the tag existed)."""
+    raw = version.tags.get(EPSILON_TAG)
+    try:
+        return float(raw) if raw is not None else float("inf")
+    except ValueError:
+        return float("inf")
+
+
+def privacy_refusal(epsilon: float, config: PromotionConfig) -> str | None:
+    """Why a version with this ε may not serve under ``max_epsilon``; None when it may (or no bound is set)."""
+    bound = config.max_epsilon
+    if bound is None or epsilon <= bound:
+        return None
+    if epsilon == float("inf"):
+        return (f"not trained with differential privacy (no finite {EPSILON_TAG} tag) while "
+                f"export.promotion.max_epsilon is {bound:g}")
+    return f"its privacy budget ε = {epsilon:.4g} exceeds export.promotion.max_epsilon {bound:g}"
 
 
 def required_gain(champion: float, config: PromotionConfig) -> float:
@@ -206,13 +232,14 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
     _require_parity(candidate)
     value = candidate_metrics.get(config.metric)
     champion = current_champion(client, name)
+    epsilon = version_epsilon(candidate) if config.max_epsilon is not None else None
 
     def decide(promoted: bool, reason: str, champion_value: float | None = None,
                rescored: bool = False) -> PromotionDecision:
         decision = PromotionDecision(
             name, str(candidate.version), promoted, config.metric, config.direction, config.margin,
             None if value is None else float(value), str(champion.version) if champion else None,
-            champion_value, rescored, reason, config.tolerance)
+            champion_value, rescored, reason, config.tolerance, epsilon, config.max_epsilon)
         if promoted:
             set_champion(client, name, str(candidate.version))
         for key, tag in decision.tags().items():
@@ -221,6 +248,13 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
 
     if not config.enabled:
         return decide(False, "export.promotion.enabled is false")
+    refused = privacy_refusal(epsilon, config) if epsilon is not None else None
+    if refused is not None:
+        return decide(False, refused)
+    if champion is not None and str(champion.version) != str(candidate.version):
+        champion_refused = privacy_refusal(version_epsilon(champion), config)
+        if champion_refused is not None:  # a bound set since: a version within it replaces one outside it
+            return decide(True, f"champion v{champion.version} breaks the privacy bound: {champion_refused}")
     if champion is None:
         return decide(True, "no champion yet; the first version that passed parity becomes champion")
     if str(champion.version) == str(candidate.version):

@@ -146,6 +146,22 @@ def _vae_table(report: dict[str, Any]) -> str:
     return "<table><tr><th>metric</th><th>VAE</th><th>reading</th></tr>" + "".join(rows) + "</table>" if rows else ""
 
 
+def privacy_line(scores: dict[str, Any]) -> str:
+    """``ε = 3.2 at δ = 1e-05`` for a model trained with DP-SGD, ``not private`` otherwise."""
+    epsilon, delta = scores.get("epsilon"), scores.get("delta")
+    if not isinstance(epsilon, (int, float)) or not isinstance(delta, (int, float)):
+        return "not private"
+    return f"ε = {epsilon:.3g} at δ = {delta:.3g}"
+
+
+def _privacy_list(report: dict[str, Any]) -> str:
+    items = "".join(f"<li>{TITLES[k]}: {html.escape(privacy_line(report.get(k, {})))}</li>" for k in MODELS)
+    return (f"<ul class=privacy>{items}</ul><p class=small>Differential privacy of the training (DP-SGD, "
+            "train.&lt;model&gt;.privacy): a model with ε at δ changes the probability of any output by at most a "
+            "factor e<sup>ε</sup> (plus δ) whether or not one training image was in its data; smaller is more "
+            "private. The GAN's budget is its discriminator's, the only part that sees real images.</p>")
+
+
 def _likelihood_images(report: dict[str, Any]) -> str:
     test, iwae = report.get("test_images", "?"), report.get("iwae_test_images")
     return f"{test} test images" + (f"; IWAE on a seeded {iwae}" if iwae is not None and iwae != test else "")
@@ -194,6 +210,8 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 (cos + 1)<sup>3</sup> and KID lies in [0, 14]. Precision, recall, density and coverage: k-NN manifolds
 (Naeem et al. 2020). Nearest-neighbour distances are RMS pixel distances in [0, 1].</p>
 {_metrics_table(report, confidence)}
+<h2>Privacy</h2>
+{_privacy_list(report)}
 <h2>VAE likelihood ({_likelihood_images(report)})</h2>
 {_vae_table(report)}
 <h2>Samples</h2>

@@ -215,8 +215,25 @@ def reopened_run(run_id: str) -> Iterator[Any]:
         client.set_terminated(run_id, before.status, end_time=before.end_time)
 
 
+EPSILON_TAG, DELTA_TAG = "genloop.epsilon", "genloop.delta"  # spent DP budget; "inf": not trained privately
+
+
+def log_privacy(run_id: str, summary: dict[str, Any]) -> None:
+    """A private training's budget on its run: params ``delta`` and how ε was reached (``dp_*``), and
+    the spent ε as a tag (the ``epsilon`` metric is logged per epoch with the losses)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
+
+    params = {"delta": summary["delta"], **{f"dp_{k}": summary[k] for k in
+                                             ("noise_multiplier", "max_grad_norm", "sample_rate", "steps",
+                                              "accountant", "sampling") if k in summary}}
+    MlflowClient().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                             tags=[RunTag(EPSILON_TAG, repr(float(summary["epsilon"]))),
+                                   RunTag(DELTA_TAG, repr(float(summary["delta"])))])
+
+
 VERSION_TAG_KEYS = ("run_id", "model_kind", "latent_dim", "dvc_data_hash", "git_commit", "eval_data_hash",
-                    "parity_passed", "onnx_max_abs_diff")
+                    "parity_passed", "onnx_max_abs_diff", EPSILON_TAG, DELTA_TAG)
 
 
 def version_tags(tags: dict[str, str], keep_metrics: Iterable[str]) -> dict[str, str]:

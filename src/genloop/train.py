@@ -10,6 +10,7 @@ training started again with the same config and data continues from there, in th
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genloop import atomic, tracking
+from genloop import atomic, privacy, tracking
 from genloop.arrays import load_npz
 from genloop.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
@@ -38,7 +39,7 @@ from genloop.imaging import save_grid
 from genloop.models.diffaugment import diff_augment
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
                                 recalibrate_batch_norm)
-from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, lr_factor
+from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, loss_per_image, lr_factor
 from genloop.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Trainer:
     sampler: nn.Module
     sampler_name: str | None
     run_epoch: Callable[..., dict[str, float]]  # run_epoch(images=None): one pass, or its first `images` images
+    privacy: privacy.PrivateTraining | None = None  # DP-SGD (train.<model>.privacy.enabled): its spent ε
 
 
 def select_device(name: str) -> torch.device:
@@ -165,14 +167,26 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     posterior from the batches it saw (means' covariance + mean posterior variance; no extra pass, and
     the encoder moves little within the last epoch), and the sampler is ``decoder(mean + L z)``;
     ``state["prior"]`` holds the fit, so a resumed training keeps it.
+
+    With ``privacy.enabled``, DP-SGD on the whole model (genloop.privacy): Poisson-sampled batches,
+    per-image clipped (ghost clipping) and noised gradients, no torch.compile; each epoch reports the
+    ε spent so far.
     """
     shape = (data.shape[2], data.shape[3])
     vae = build_vae(cfg.model_dump(), shape).to(device)
     prior = LatentAffine(cfg.latent_dim).to(device)
     opt = adam(vae.parameters(), cfg.lr)
     data, val = data.to(device), val.to(device)
-    full_batch = compiled_or_eager(vae, data[:cfg.batch_size], compile and len(data) >= cfg.batch_size)
     total_steps = planned_vae_steps(cfg, len(data))
+    dp = privacy.private_training(cfg.privacy, vae, opt, len(data), cfg.batch_size, total_steps, "sum",
+                                  ghost=True) if cfg.privacy.enabled else None
+    if dp is not None:  # every batch through the per-sample-gradient wrapper, whatever its size
+        opt, full_batch, draw = dp.optimizer, dp.module, dp.batches
+        model_for = lambda size: full_batch  # noqa: E731
+    else:
+        full_batch = compiled_or_eager(vae, data[:cfg.batch_size], compile and len(data) >= cfg.batch_size)
+        draw = batches
+        model_for = lambda size: full_batch if size == cfg.batch_size else vae  # noqa: E731
     fitted = cfg.prior == "fitted_gaussian"
 
     def run_epoch(images: int | None = None) -> dict[str, float]:
@@ -184,17 +198,17 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
         step = first_step = optimizer_steps(opt)
         beta = cfg.beta
         seen = 0
-        for idx in batches(len(data), cfg.batch_size, generator, images):
+        for idx in draw(len(data), cfg.batch_size, generator, images):
             seen += len(idx)
             progress = step / total_steps
             beta = kl_weight(cfg.beta, cfg.kl_warmup, progress)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, progress)
             x = data[idx]
-            logits, mu, logvar = (full_batch if len(idx) == cfg.batch_size else vae)(x)
+            logits, mu, logvar = model_for(len(idx))(x)
             loss, bce, kl = loss_function(logits, x, mu, logvar, beta)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if dp is None else dp.clipped_loss(loss_per_image(logits, x, mu, logvar, beta))).backward()
             opt.step()
             step += 1
             totals += torch.stack([bce.detach() + kl.detach(), bce.detach(), kl.detach()])
@@ -212,40 +226,57 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             logits, mu, logvar = vae(val)
             val_loss = loss_function(logits, val, mu, logvar, 1.0)[0].item() / max(len(val), 1)
         loss, bce, kl = (totals / max(seen, 1)).tolist()
-        return {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss, "kl_weight": beta}
+        metrics = {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss, "kl_weight": beta}
+        return metrics if dp is None else {**metrics, "epsilon": dp.epsilon()}
 
     state: dict[str, nn.Module] = {"vae": vae, **({"prior": prior} if fitted else {})}
     sampler = PriorDecoder(prior, vae.decoder) if fitted else vae.decoder
-    return Trainer(state=state, optimizers={"vae": opt}, saved=dict(state), sampler=sampler,
-                   sampler_name=None, run_epoch=run_epoch)
+    return Trainer(state={**state, **({"dp_steps": dp.counter} if dp else {})}, optimizers={"vae": opt},
+                   saved=dict(state), sampler=sampler, sampler_name=None, run_epoch=run_epoch, privacy=dp)
 
 
 def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
             generator: torch.Generator, compile: bool = False) -> Trainer:
     """DCGAN training (Radford et al. 2015) with the non-saturating or hinge loss; optionally an EMA
     of the generator's weights (Yazıcı et al. 2019), which is what gets sampled and exported, and
-    DiffAugment (Zhao et al. 2020) on everything the discriminator sees."""
+    DiffAugment (Zhao et al. 2020) on everything the discriminator sees.
+
+    With ``privacy.enabled``, DP-SGD on the discriminator only (genloop.privacy): it alone sees real
+    images. Its batch norm becomes group norm (in-place activations out of place), batches are Poisson-sampled, and as in Opacus' DCGAN
+    example the real and the fake pass both go through its per-sample-gradient wrapper, so image i's
+    clipped gradient covers (real_i, fake_i). The generator learns only through the discriminator's
+    outputs, so it is post-processing of a private model and inherits its (ε, δ); its own step
+    computes no per-sample gradients.
+    """
     shape = (data.shape[2], data.shape[3])
     gen, disc = build_gan(cfg.model_dump(), shape)
     gen.apply(init_weights)
     disc.apply(init_weights)
+    if cfg.privacy.enabled:
+        disc = privacy.opacus_compatible(disc)
     gen, disc, data = gen.to(device), disc.to(device), data.to(device)
     ema = WeightEMA(gen, cfg.ema_decay).to(device) if cfg.ema_decay > 0 else None
     opt_g = adam(gen.parameters(), cfg.lr_g, betas=(cfg.beta1, 0.999))
     opt_d = adam(disc.parameters(), cfg.lr_d, betas=(cfg.beta1, 0.999))
-    use_compiled = compile and len(data) >= cfg.batch_size
+    use_compiled = compile and len(data) >= cfg.batch_size and not cfg.privacy.enabled
     gen_full = compiled_or_eager(gen, torch.zeros(cfg.batch_size, cfg.latent_dim, device=device), use_compiled)
     disc_full = compiled_or_eager(disc, data[:cfg.batch_size], use_compiled)
+    dp, disc_any, draw, generator_step = None, disc, batches, contextlib.nullcontext
+    if cfg.privacy.enabled:  # every discriminator pass through the per-sample-gradient wrapper
+        steps = privacy.planned_steps(epoch_plan(cfg.images, len(data)), cfg.batch_size)
+        dp = privacy.private_training(cfg.privacy, disc, opt_d, len(data), cfg.batch_size, steps, "mean")
+        opt_d, disc_full, disc_any, draw, generator_step = (dp.optimizer, dp.module, dp.module, dp.batches,
+                                                            dp.without_per_sample_gradients)
 
     def run_epoch(images: int | None = None) -> dict[str, float]:
         gen.train()
         disc.train()
         totals = torch.zeros(3, device=device)
         steps = 0
-        for idx in batches(len(data), cfg.batch_size, generator, images):
+        for idx in draw(len(data), cfg.batch_size, generator, images):
             if len(idx) < 2:  # batch norm needs two samples
                 continue
-            g, d = (gen_full, disc_full) if len(idx) == cfg.batch_size else (gen, disc)
+            g, d = (gen_full, disc_full) if len(idx) == cfg.batch_size else (gen, disc_any)
             real = data[idx]
             z = torch.randn(len(idx), cfg.latent_dim, device=device)
             fake = g(z)
@@ -254,9 +285,10 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment)))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
+            with generator_step():
+                g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment)))
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
             opt_g.step()
             if ema is not None:
                 ema.update(gen)
@@ -264,15 +296,17 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             totals += torch.stack([d_loss.detach(), g_loss.detach(), accuracy.detach()])
             steps += 1
         d_loss, g_loss, accuracy = (totals / max(steps, 1)).tolist()
-        return {"d_loss": d_loss, "g_loss": g_loss, "d_accuracy": accuracy}
+        metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_accuracy": accuracy}
+        return metrics if dp is None else {**metrics, "epsilon": dp.epsilon()}
 
-    state: dict[str, nn.Module] = {"generator": gen, "discriminator": disc}
+    state: dict[str, nn.Module] = {"generator": gen, "discriminator": disc, **({"dp_steps": dp.counter} if dp else {})}
     saved = dict(state)
     if ema is not None:
         state["generator_ema"], saved["generator_ema"] = ema, ema.module
     sampler_name = "generator_ema" if ema is not None else "generator"
+    saved.pop("dp_steps", None)
     return Trainer(state=state, optimizers={"generator": opt_g, "discriminator": opt_d}, saved=saved,
-                   sampler=saved[sampler_name], sampler_name=sampler_name, run_epoch=run_epoch)
+                   sampler=saved[sampler_name], sampler_name=sampler_name, run_epoch=run_epoch, privacy=dp)
 
 
 FITTERS: dict[str, Callable[..., Trainer]] = {"vae": fit_vae, "gan": fit_gan}
@@ -414,8 +448,12 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
             samples = sampler(z).cpu().numpy()
         out_dir.mkdir(parents=True, exist_ok=True)
         grid = save_grid(samples, out_dir / "samples.png")
+        spent = {"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}
         save_checkpoint(out_dir / "model.pt", kind, cfg.model_dump(), shape, trainer.saved,
-                        extra={"epochs": epochs, "images": cfg.images, "run_id": run_id}, sampler=trainer.sampler_name)
+                        extra={"epochs": epochs, "images": cfg.images, "run_id": run_id, **spent},
+                        sampler=trainer.sampler_name)
+        if spent:
+            tracking.log_privacy(run_id, spent["privacy"])
         _write_history(out_dir / "history.csv", history)
         final = {k: v for k, v in history[-1].items() if k not in ("epoch", "images")}
         throughput = float(np.average([h["images_per_s"] for h in history], weights=plan[:len(history)]))

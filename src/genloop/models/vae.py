@@ -196,6 +196,15 @@ def loss_function(recon_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor,
     return bce + beta * kl, bce, kl
 
 
+def loss_per_image(recon_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                   beta: float = 1.0) -> torch.Tensor:
+    """``loss_function``'s loss image by image, shape (batch,): what per-image gradient clipping
+    (differentially private training) needs; it sums to ``loss_function(...)[0]``."""
+    bce = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").flatten(1).sum(1)
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return bce + beta * kl
+
+
 @torch.no_grad()
 def negative_elbo_nats(vae: VAE, images: torch.Tensor, seed: int = 0, batch_size: int = 1000) -> float:
     """The pytorch/examples "test set loss": mean over images of BCE-sum + KL (β = 1), one z per image.
