@@ -312,16 +312,10 @@ def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> d
 
 def _log_to_mlflow(params: Params, paths: ProjectPaths, metrics: dict[str, dict[str, float]],
                    html: HtmlReport) -> None:
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
     tracking.setup(params.mlflow, paths)
-    client = MlflowClient()
-    stamp = int(time.time() * 1000)
     for kind in MODELS:
         run_id = read_run_id(paths, kind)
-        client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metrics[kind].items()])
-        client.log_artifact(run_id, str(paths.metrics))
-        client.log_artifact(run_id, str(detail_file(paths)))
-        client.log_artifact(run_id, str(html.index), artifact_path="report")
-        client.log_artifacts(run_id, str(html.figures), artifact_path="report/figures")
+        tracking.log_metrics(run_id, metrics[kind])
+        tracking.log_files(run_id, [paths.metrics, detail_file(paths)])
+        tracking.log_files(run_id, [html.index], artifact_path="report")
+        tracking.log_folder(run_id, html.figures, artifact_path="report/figures")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from genloop.config import MlflowConfig
 from genloop.serving.settings import ServingError
+from genloop.tracking import sqlite_store
 
 
 @dataclass(frozen=True)
@@ -17,16 +18,6 @@ class Champion:
     name: str
     version: str
     path: Path
-
-
-def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:
-    """The SQLite file behind the tracking URI, or None for a server URI."""
-    prefix = "sqlite:///"
-    uri = config.tracking_uri
-    if not uri.startswith(prefix):
-        return None
-    db = Path(uri[len(prefix):])
-    return db if db.is_absolute() else (root / db).resolve()  # as genloop.tracking resolves it, minus the mkdir
 
 
 def _client(config: MlflowConfig, root: Path):
