@@ -260,7 +260,7 @@ def champion_rescorer(params: Params, paths: ProjectPaths) -> promotion.Rescorer
     def rescore(name: str, version: str) -> dict[str, float]:
         import tempfile
 
-        from genloop.evaluate import score_samples
+        from genloop.scoring import score_samples
 
         with tempfile.TemporaryDirectory(prefix="genloop-rescore-") as tmp:
             onnx_file = promotion.download_onnx(f"models:/{name}/{version}", Path(tmp))

@@ -162,7 +162,7 @@ def prepare_workspace(project: ProjectPaths, dest: Path, reaugment: bool) -> Pro
     shutil.copytree(project.clean, dest / "outputs" / "clean")
     if not reaugment:
         shutil.copytree(project.augment, dest / "outputs" / "augment")
-    from genloop.evaluate import classifier_file
+    from genloop.scoring import classifier_file
 
     if classifier_file(project).exists():  # reused only if its key matches the trial's data and settings
         classifier_file(ProjectPaths.at(dest)).parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,8 @@ def score_models(params: Params, paths: ProjectPaths, kinds: tuple[str, ...]) ->
     scored by the same one)."""
     import torch
 
-    from genloop.evaluate import load_evaluation_data, sample, score
+    from genloop.evaluate import sample
+    from genloop.scoring import load_evaluation_data, score
 
     torch.set_num_threads(params.train.threads or 1)
     data = load_evaluation_data(params, paths)
