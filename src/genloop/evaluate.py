@@ -29,7 +29,7 @@ from genloop.datasets import read_run_id
 from genloop.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
                                   MODELS, RUN_METRICS, VAE_METRICS)
 from genloop.paths import ProjectPaths
-from genloop.scoring import classifier_file, score_samples  # noqa: F401 - re-exported
+from genloop.scoring import score_samples  # noqa: F401 - re-exported
 from genloop.scoring import load_evaluation_data, score, with_floor
 from genloop.seeds import sampling_seed
 

@@ -8,7 +8,6 @@ promotion gate re-scores a registered champion with it, so both measure the same
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,10 +51,6 @@ class EvaluationData:
 ALT_SEED_OFFSET = 1000
 
 
-def classifier_file(paths: ProjectPaths) -> Path:
-    return paths.root / "outputs" / "evaluate" / "classifier.pt"
-
-
 def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
     """Read the clean splits, load (or train and save) the classifier, precompute the reference side."""
     config = params.evaluate
@@ -72,7 +67,7 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
 
     num_classes = max(params.clean.labels) + 1
     labels = torch.from_numpy(train_labels.astype(np.int64))
-    file = classifier_file(paths)
+    file = paths.classifier
     networks: dict[str, tuple[DigitClassifier, str]] = {}
     reused = True
     for name, arch, seed in (("classifier", "cnn", params.seed), ("alt", "mlp", params.seed + ALT_SEED_OFFSET)):

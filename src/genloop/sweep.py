@@ -159,17 +159,16 @@ def prepare_workspace(project: ProjectPaths, dest: Path, reaugment: bool) -> Pro
     if missing:
         raise FileNotFoundError(f"{missing[0]} is missing; run `genloop run` (or collect, clean, augment) "
                                 "before a sweep")
-    shutil.copytree(project.clean, dest / "outputs" / "clean")
+    trial = ProjectPaths.at(dest)
+    shutil.copytree(project.clean, trial.clean)
     if not reaugment:
-        shutil.copytree(project.augment, dest / "outputs" / "augment")
-    from genloop.scoring import classifier_file
-
-    if classifier_file(project).exists():  # reused only if its key matches the trial's data and settings
-        classifier_file(ProjectPaths.at(dest)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(classifier_file(project), classifier_file(ProjectPaths.at(dest)))
+        shutil.copytree(project.augment, trial.augment)
+    if project.classifier.exists():  # reused only if its key matches the trial's data and settings
+        trial.classifier.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project.classifier, trial.classifier)
     if project.data_dvc.exists():  # lineage tags name the data version the trial trained on
-        shutil.copy2(project.data_dvc, dest / "data.dvc")
-    return ProjectPaths.at(dest)
+        shutil.copy2(project.data_dvc, trial.data_dvc)
+    return trial
 
 
 def score_models(params: Params, paths: ProjectPaths, kinds: tuple[str, ...]) -> dict[str, float]:
@@ -204,7 +203,7 @@ def run_trial(root: str | Path, params_file: str | Path | None, overrides: dict[
     params = trial_params(Path(params_file) if params_file else project.params, overrides, trial, project.root,
                           threads)
     reaugment = any(k.startswith("augment.") or k == "seed" for k in trial.values)
-    scratch_dir = Path(scratch) if scratch else project.root / "outputs" / "sweeps"
+    scratch_dir = Path(scratch) if scratch else project.sweeps
     scratch_dir.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=f"trial-{trial.index:03d}-", dir=scratch_dir))
     experiment_id = tracking.setup(params.mlflow, project)

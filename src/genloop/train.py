@@ -278,10 +278,6 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
 FITTERS: dict[str, Callable[..., Trainer]] = {"vae": fit_vae, "gan": fit_gan}
 
 
-def training_state_path(paths: ProjectPaths, kind: str) -> Path:
-    return paths.root / "outputs" / "checkpoints" / kind / "last.pt"
-
-
 def training_fingerprint(kind: str, cfg: VAEConfig | GANConfig, seed: int, device: torch.device,
                          inputs: list[Path]) -> str:
     """What a saved training state must match to be resumed: model config, seed, device and the
@@ -336,7 +332,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
 
     plan = epoch_plan(cfg.images, len(data))
     epochs = len(plan)
-    state_file = training_state_path(paths, kind)
+    state_file = paths.training_state(kind)
     fingerprint = training_fingerprint(kind, cfg, params.seed, device,
                                        [paths.augment / "train.npz", paths.clean / "val.npz"])
     saved = load_training_state(state_file, fingerprint) if resume else None
