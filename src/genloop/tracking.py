@@ -164,9 +164,7 @@ def reopen_child_run(experiment_id: str, run_id: str, parent_run_id: str, tags: 
     if not usable:
         return False
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
+    set_tags(run_id, {"mlflow.parentRunId": parent_run_id, **tags})
     return True
 
 
