@@ -194,13 +194,9 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
 
 def _tag_parent(parent_run_id: str, cached: list[str], trained: dict[str, StageOutcome]) -> None:
     """Say on the parent which stages were skipped and which earlier child runs stand for them."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    client.set_tag(parent_run_id, "genloop.cached_stages", ",".join(cached) or "none")
-    for kind, t in trained.items():
-        if t.cached:
-            client.set_tag(parent_run_id, f"genloop.reused_run.{kind}", t.result.run_id)
+    tracking.set_tags(parent_run_id, {"genloop.cached_stages": ",".join(cached) or "none",
+                                      **{f"genloop.reused_run.{kind}": t.result.run_id
+                                         for kind, t in trained.items() if t.cached}})
 
 
 @flow(name="genloop-pipeline", log_prints=True)

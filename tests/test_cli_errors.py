@@ -77,7 +77,8 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback():
     user = CliRunner().invoke(fails, ["user"])
     assert user.exit_code == 1 and user.output.strip() == "error: user problem"
     bug = CliRunner().invoke(fails, ["bug"])
-    assert isinstance(bug.exception, ValueError)  # not swallowed into a one-liner
+    assert type(bug.exception) is ValueError and str(bug.exception) == "bug problem"  # not swallowed into a one-liner
+    assert bug.exit_code == 1 and "error:" not in bug.output
 
 
 def test_help_stays_light():

@@ -88,7 +88,7 @@ def test_recover_removes_temp_folders_of_older_versions(versioned, tmp_path):
     (paths.root / ".data.abc123.tmp").mkdir()
     (paths.root / ".data.abc123.tmp" / "images.npy").write_bytes(b"half")
 
-    assert recover(paths) is not None
+    assert recover(paths) == "removed leftovers of an interrupted collect"
     assert not (paths.root / ".data.abc123.tmp").exists()
     assert recover(paths) is None  # nothing left to do
     assert dvc_status_clean(paths.root)

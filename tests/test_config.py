@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from genloop.config import ConfigError, Params, SplitConfig, dotted_to_nested, load_params
 
@@ -112,15 +113,20 @@ def test_split_too_large_rejected(tmp_path):
     assert "clean.split" in str(info.value)
 
 
-def test_split_just_below_limit_accepted():
-    split = SplitConfig(val=0.4, test=0.4)
-    assert split.val + split.test < 0.9
+def test_split_just_below_limit_accepted_and_at_the_limit_rejected():
+    split = SplitConfig(val=0.45, test=0.449)
+    assert (split.val, split.test) == (0.45, 0.449)
+    with pytest.raises(ValidationError, match="at least 10% for training"):
+        SplitConfig(val=0.5, test=0.4)
 
 
 def test_params_are_frozen():
     params = Params()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         params.seed = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="Instance is frozen"):
+        params.train.vae.lr = 0.5  # type: ignore[misc]
+    assert (params.seed, params.train.vae.lr) == (Params().seed, Params().train.vae.lr)
 
 
 def test_unknown_override_key_names_the_option_and_suggests_the_nearest_keys(tmp_path):

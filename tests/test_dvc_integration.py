@@ -115,7 +115,12 @@ def test_readme_experiment_story_works_without_a_committed_dvc_lock(workspace):
     for name, lr in (("baseline", 0.001), ("vae-lr", 0.002)):
         data = experiments[name]["data"]
         assert data["params"]["params.yaml"]["data"]["train"]["vae"]["lr"] == lr
-        assert isinstance(data["metrics"]["reports/metrics.json"]["data"]["vae"]["fid"], float), name
+    shown = {name: experiments[name]["data"]["metrics"]["reports/metrics.json"]["data"] for name in ("baseline", "vae-lr")}
+    # vae-lr ran last, in the workspace: exp show reports what its evaluate wrote.
+    written = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert shown["vae-lr"]["vae"]["fid"] == pytest.approx(written["vae"]["fid"])
+    assert shown["baseline"]["vae"]["fid"] != pytest.approx(shown["vae-lr"]["vae"]["fid"])  # another lr, another VAE
+    assert shown["baseline"]["gan"]["fid"] == pytest.approx(shown["vae-lr"]["gan"]["fid"])  # the same GAN
 
     proc = run_dvc(["metrics", "diff", "baseline"], cwd=workspace, env=project_env(workspace), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

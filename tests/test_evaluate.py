@@ -17,7 +17,7 @@ import torch
 from genloop import quality
 from genloop.checkpoints import load_sampler, load_vae
 from genloop.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MODELS, RUN_METRICS,
-                              VAE_METRICS, classifier_file, detail_file, evaluate, interpolate, iwae_subset,
+                              VAE_METRICS, detail_file, evaluate, interpolate, iwae_subset,
                               load_evaluation_data, score_samples)
 from genloop.models.vae import negative_elbo_nats
 
@@ -295,7 +295,7 @@ def test_the_two_feature_networks_differ_in_architecture(data):
 def test_the_classifiers_are_saved_and_reused_until_their_settings_change(evaluated, data):
     """Last in this module: it leaves 1-epoch classifiers saved in the project."""
     project, _ = evaluated
-    assert classifier_file(project.paths).exists()
+    assert project.paths.classifier.exists()
     assert data.classifier_reused  # evaluate trained and saved both; loading again reuses them
     retrained = load_evaluation_data(project.params_with({"evaluate.classifier_epochs": 1}), project.paths)
     assert not retrained.classifier_reused

@@ -21,8 +21,7 @@ from genloop.checkpoints import read_checkpoint
 from genloop.paths import ProjectPaths
 from genloop.checkpoints import load_training_state, restore_training_state, save_training_state
 from genloop.config import GANConfig
-from genloop.train import (RESUMED_TAG, epoch_plan, fit_gan, load_training_images, train_model,
-                           training_state_path)
+from genloop.train import RESUMED_TAG, epoch_plan, fit_gan, load_training_images, train_model
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +56,7 @@ def saved_epoch(state_file: Path) -> int:
 def killed(genloop_tiny_project):
     """A project whose VAE training was SIGKILLed right after the checkpoint of epoch KILL_AFTER."""
     project = genloop_tiny_project("killed", train=())
-    state_file = training_state_path(project.paths, "vae")
+    state_file = project.paths.training_state("vae")
     proc = genloop_train(project.root, TRAIN_OVERRIDES)
     deadline = time.monotonic() + 120
     while saved_epoch(state_file) < KILL_AFTER:
@@ -105,7 +104,7 @@ def test_killed_training_resumes_after_its_last_epoch_in_the_same_run_and_matche
     history = pd.read_csv(paths.train("vae") / "history.csv")
     assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))  # each epoch once
     assert history["images"].iloc[-1] == IMAGES
-    assert not training_state_path(paths, "vae").exists()  # done: the next training starts fresh
+    assert not paths.training_state("vae").exists()  # done: the next training starts fresh
     assert read_checkpoint(paths.train("vae") / "model.pt")["run_id"] == run_id
 
     client = client_of(paths.root)
@@ -141,7 +140,7 @@ def test_a_changed_config_ignores_the_saved_state_and_trains_from_scratch(killed
     assert result.run_id != run_id
     assert pd.read_csv(paths.train("vae") / "history.csv")["epoch"].tolist() == [1, 2, 3]
     assert RESUMED_TAG not in client_of(paths.root).get_run(result.run_id).data.tags
-    assert not training_state_path(paths, "vae").exists()
+    assert not paths.training_state("vae").exists()
 
 
 def test_resume_false_trains_from_scratch_even_with_a_matching_state(killed, tmp_path):

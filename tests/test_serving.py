@@ -13,11 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -31,9 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from genloop.export import export_onnx
 from genloop.models.gan import Generator
 from genloop.models.vae import Decoder
-from genloop.serving import ServeSettings, ServingError, create_app
+from genloop.serving import ServeSettings, ServingError
 from genloop.serving.cli import serve_command
 from genloop.serving.models import ModelHolder
+from servers import ThreadServer, free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -63,49 +61,6 @@ def reference(models_dir):
     return lambda model, z: sessions[model].run(["image"], {"z": np.asarray(z, np.float32)})[0]
 
 
-def free_socket() -> socket.socket:
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the listening
-    # socket says proto=6; with proto=0 every response pays Nagle's + delayed-ACK ~40 ms.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-class LiveServer:
-    """create_app(settings) under a real uvicorn server in a background thread."""
-
-    def __init__(self, settings: ServeSettings):
-        import uvicorn
-
-        self.app = create_app(settings)
-        self.sock = free_socket()
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on",
-                                                    timeout_graceful_shutdown=5))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not self.thread.is_alive():
-                raise RuntimeError("the server thread died during start-up")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("server not ready within 60 s")
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
-
-
 def settings_for(models_dir: Path, **overrides) -> ServeSettings:
     return ServeSettings(
         models={VAE: models_dir / "vae_decoder.onnx", GAN: models_dir / "gan_generator.onnx"},
@@ -116,13 +71,13 @@ def settings_for(models_dir: Path, **overrides) -> ServeSettings:
 
 @pytest.fixture(scope="module")
 def server(models_dir):
-    with LiveServer(settings_for(models_dir)) as live:
+    with ThreadServer(settings_for(models_dir), guarded=False) as live:
         yield live
 
 
 @pytest.fixture(scope="module")
 def token_server(models_dir):
-    with LiveServer(settings_for(models_dir, token=TOKEN)) as live:
+    with ThreadServer(settings_for(models_dir, token=TOKEN), guarded=False) as live:
         yield live
 
 
@@ -491,9 +446,7 @@ def test_missing_model_files_fail_at_start(tmp_path):
 
 
 def test_serve_command_runs_uvicorn_until_interrupted(models_dir, tmp_path):
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     env = {**os.environ, "GENLOOP_SERVE_TOKEN": TOKEN}
     code = "from genloop.serving.cli import serve_command; serve_command()"
     proc = subprocess.Popen(
@@ -502,13 +455,7 @@ def test_serve_command_runs_uvicorn_until_interrupted(models_dir, tmp_path):
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_ready(f"http://127.0.0.1:{port}", lambda: proc.poll() is None)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         meta = httpx.get(f"http://127.0.0.1:{port}/v2/models/digits", headers=headers)
         assert meta.status_code == 200, meta.text
@@ -574,19 +521,11 @@ def genloop_serve(root: Path, uri: str, *args: str, port: int | None = None) -> 
 
 def test_serve_loads_the_registry_champions_by_default(champion_store, reference):
     root, uri, client = champion_store
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     proc = genloop_serve(root, uri, port=port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_ready(url, lambda: proc.poll() is None)
         meta = httpx.get(f"{url}/v2/models/{VAE}")
         assert meta.status_code == 200, meta.text
         assert meta.json()["versions"] == ["1"]

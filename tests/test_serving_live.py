@@ -26,10 +26,10 @@ from pydantic import ValidationError
 from genloop import promotion
 from genloop.config import DeployConfig
 from genloop.deploy import notify_servers
-from genloop.serving import ServeSettings, create_app
-from genloop.serving.cli import serve_command, uvicorn_options
-from waiting import wait_until_ready
-from test_serving import GAN, LATENT, SIDE, TOKEN, VAE, free_socket, infer_body, latents, metric_samples, settings_for
+from genloop.serving import ServeSettings
+from genloop.serving.cli import serve_command
+from servers import ThreadServer, free_port, wait_ready
+from test_serving import GAN, LATENT, SIDE, TOKEN, VAE, infer_body, latents, metric_samples, settings_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_SECONDS = 1.0
@@ -60,42 +60,6 @@ def reference(models_dir):
     sessions = {file: ort.InferenceSession(str(models_dir / file), providers=["CPUExecutionProvider"])
                 for file in ("vae_decoder.onnx", "gan_generator.onnx")}
     return lambda file, z: sessions[file].run(["image"], {"z": np.asarray(z, np.float32)})[0]
-
-
-class ThreadServer:
-    """create_app under uvicorn with the options `genloop serve` uses (connection guards included)."""
-
-    def __init__(self, settings: ServeSettings):
-        import uvicorn
-
-        self.app = create_app(settings)
-        self.sock = free_socket()
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        options = {**uvicorn_options(settings), "timeout_graceful_shutdown": 5}
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", **options))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "ThreadServer":
-        self.thread.start()
-        wait_ready(self.url, lambda: self.thread.is_alive())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
-
-
-def wait_ready(url: str, alive, timeout: float = 90) -> None:
-    wait_until_ready(f"{url}/v2/health/ready", timeout=timeout, alive=alive)
-
-
-def free_port() -> int:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 # ---- A. tokens, protected metrics, idle connections, SIGTERM ---------------------------------------

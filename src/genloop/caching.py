@@ -23,7 +23,6 @@ from genloop import atomic
 from genloop.config import Params
 from genloop.paths import ProjectPaths
 
-STAMP_DIR = Path("outputs") / ".stamps"
 PACKAGE_DIR = Path(__file__).resolve().parent
 STAMP_VERSION = 1
 
@@ -247,7 +246,7 @@ def _key(inputs: dict[str, Any]) -> str:
 # ---- stamps ------------------------------------------------------------------------------------
 
 def stamp_files(spec: StageSpec, paths: ProjectPaths) -> tuple[Path, Path]:
-    folder = paths.root / STAMP_DIR
+    folder = paths.stamps
     return folder / f"{spec.name}.json", folder / f"{spec.name}.pkl"
 
 
@@ -313,7 +312,7 @@ def data_identity(paths: ProjectPaths, dvc_hash: str) -> str:
 
 
 def trained_file(paths: ProjectPaths) -> Path:
-    return paths.root / STAMP_DIR / "trained.json"
+    return paths.stamps / "trained.json"
 
 
 def record_trained_data(paths: ProjectPaths, data_id: str, parent_run_id: str) -> None:

@@ -25,17 +25,9 @@ from genloop.validation import DataValidationError, validate_table  # DataValida
 SPLITS = ("train", "val", "test")
 
 
-def data_docs_dir(paths: ProjectPaths) -> Path:
-    return paths.reports / "data_docs"
-
-
-def near_duplicates_csv(paths: ProjectPaths) -> Path:
-    return paths.reports / "near_duplicates.csv"
-
-
 def report_files(paths: ProjectPaths) -> tuple[Path, ...]:
     """What clean writes for people (also after a failed validation): the files to log to MLflow."""
-    return (paths.reports / "validation.json", near_duplicates_csv(paths), data_docs_dir(paths))
+    return (paths.validation_report, paths.near_duplicates, paths.data_docs)
 
 
 @dataclass(frozen=True)
@@ -101,7 +93,7 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     images, manifest = read_dataset(paths)
     table = image_table(images, manifest)
     expected_shape = (int(images.shape[1]), int(images.shape[2]))
-    docs = data_docs_dir(paths)
+    docs = paths.data_docs
     with atomic.atomic_dir(docs) as building:  # a failed build leaves the previous docs in place
         outcome = validate_table(table, config, expected_shape, docs_dir=building)
         if not (building / "index.html").is_file():
@@ -126,10 +118,10 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
         table["split"].to_numpy()[kept], config.near_duplicate_distance,
     )
     near_by_split = {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
-    near_path = near_duplicates_csv(paths)
+    near_path = paths.near_duplicates
     atomic.write_with(near_path, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
 
-    report_path = paths.reports / "validation.json"
+    report_path = paths.validation_report
     report = {
         "checked": int(len(table)),
         "passed": int(keep.sum()),

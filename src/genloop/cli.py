@@ -277,12 +277,9 @@ def export_cmd(obj: Context, no_register: bool) -> None:
 
 
 def _registry_client(obj: Context):
-    from mlflow import MlflowClient
-
     from genloop import tracking
 
-    tracking.setup(obj.params().mlflow, obj.paths)
-    return MlflowClient()
+    return tracking.registry_client(obj.params().mlflow, obj.paths)
 
 
 @main.command()

@@ -229,11 +229,8 @@ def register_model(kind: str, name: str, item: _Staged, params: Params, paths: P
 
     So an export of unchanged weights, or one retried after it registered a model, adds no duplicate.
     """
-    from mlflow import MlflowClient
-
-    tracking.setup(params.mlflow, paths)
     sha256 = onnx_content_sha256(item.target)
-    same = same_bytes_version(MlflowClient(), name, sha256)
+    same = same_bytes_version(tracking.registry_client(params.mlflow, paths), name, sha256)
     if same is not None:
         return same, False
     return _log_and_register(kind, name, item.target, item.module, item.latent_dim, item.diffs, params, paths,
@@ -242,43 +239,28 @@ def register_model(kind: str, name: str, item: _Staged, params: Params, paths: P
 
 def _gated(name: str, version: str) -> bool:
     """Whether the promotion gate has already decided on this version (a retried export may not have)."""
-    from mlflow import MlflowClient
-
-    tags = MlflowClient().get_model_version(name, version).tags
+    tags = tracking.version_tags_of(name, version)
     return f"{promotion.DECISION_PREFIX}decision" in tags or f"{promotion.DECISION_PREFIX}forced" in tags
 
 
 def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Module, latent_dim: int,
                       diffs: dict[int, float], params: Params, paths: ProjectPaths, sha256: str) -> str:
-    import mlflow
-    import onnx
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-
     tracking.setup(params.mlflow, paths)
     run_id = read_run_id(paths, kind)
     z = np.random.default_rng(params.seed).standard_normal((2, latent_dim)).astype(np.float32)
     with torch.no_grad():
         out = module(torch.from_numpy(z)).numpy()
     lineage = read_metadata(onnx_path)
-    with tracking.reopened_run(run_id):
-        mlflow.log_metric("onnx_max_abs_diff", max(diffs.values()))
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)), name="onnx", registered_model_name=name,
-            signature=infer_signature(z, out), input_example=None,
-            onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
-        )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
+    version, model_id = tracking.log_onnx_model(run_id, onnx_path, name, z, out,
+                                                {"onnx_max_abs_diff": max(diffs.values())})
     metrics = evaluation_metrics(paths, kind)
     tags = tracking.version_tags(
         {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}",
          promotion.PARITY_TAG: "true", **promotion.metric_tags(metrics)},
         keep_metrics=[params.export.promotion.metric])
     tags[SHA256_TAG] = sha256  # last: a version carrying the hash carries every other tag too
-    tracking.log_model_details(run_id, info.model_id, params.model_dump(mode="json"), metrics)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    tracking.log_model_details(run_id, model_id, params.model_dump(mode="json"), metrics)
+    tracking.set_version_tags(name, version, tags)
     return version
 
 
@@ -288,7 +270,7 @@ def champion_rescorer(params: Params, paths: ProjectPaths) -> promotion.Rescorer
     def rescore(name: str, version: str) -> dict[str, float]:
         import tempfile
 
-        from genloop.evaluate import score_samples
+        from genloop.scoring import score_samples
 
         with tempfile.TemporaryDirectory(prefix="genloop-rescore-") as tmp:
             onnx_file = promotion.download_onnx(f"models:/{name}/{version}", Path(tmp))
@@ -358,8 +340,6 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
 def promote_if_better(kind: str, name: str, version: str, params: Params, paths: ProjectPaths
                       ) -> promotion.PromotionDecision:
     """The promotion gate on a freshly registered version (both the Prefect flow and `dvc repro` pass here)."""
-    from mlflow import MlflowClient
-
-    tracking.setup(params.mlflow, paths)
-    return promotion.gate(MlflowClient(), name, version, params.export.promotion, evaluation_metrics(paths, kind),
-                          evaluation_data_hash(params, paths), champion_rescorer(params, paths))
+    return promotion.gate(tracking.registry_client(params.mlflow, paths), name, version, params.export.promotion,
+                          evaluation_metrics(paths, kind), evaluation_data_hash(params, paths),
+                          champion_rescorer(params, paths))

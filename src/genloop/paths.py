@@ -69,3 +69,34 @@ class ProjectPaths:
     @property
     def mlflow_dir(self) -> Path:
         return self.root / "mlflow"
+
+    def training_state(self, kind: str) -> Path:
+        """The per-epoch state of an unfinished training: outside train's DVC outputs, so `dvc repro` keeps it."""
+        return self.root / "outputs" / "checkpoints" / kind / "last.pt"
+
+    @property
+    def classifier(self) -> Path:
+        """The evaluation's feature networks, reused while the training split and settings are unchanged."""
+        return self.root / "outputs" / "evaluate" / "classifier.pt"
+
+    @property
+    def stamps(self) -> Path:
+        """The flow's stage-skipping stamps (genloop.caching)."""
+        return self.root / "outputs" / ".stamps"
+
+    @property
+    def sweeps(self) -> Path:
+        """Where sweep trials make their private workspaces by default."""
+        return self.root / "outputs" / "sweeps"
+
+    @property
+    def validation_report(self) -> Path:
+        return self.reports / "validation.json"
+
+    @property
+    def near_duplicates(self) -> Path:
+        return self.reports / "near_duplicates.csv"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.reports / "data_docs"

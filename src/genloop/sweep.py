@@ -159,17 +159,16 @@ def prepare_workspace(project: ProjectPaths, dest: Path, reaugment: bool) -> Pro
     if missing:
         raise FileNotFoundError(f"{missing[0]} is missing; run `genloop run` (or collect, clean, augment) "
                                 "before a sweep")
-    shutil.copytree(project.clean, dest / "outputs" / "clean")
+    trial = ProjectPaths.at(dest)
+    shutil.copytree(project.clean, trial.clean)
     if not reaugment:
-        shutil.copytree(project.augment, dest / "outputs" / "augment")
-    from genloop.evaluate import classifier_file
-
-    if classifier_file(project).exists():  # reused only if its key matches the trial's data and settings
-        classifier_file(ProjectPaths.at(dest)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(classifier_file(project), classifier_file(ProjectPaths.at(dest)))
+        shutil.copytree(project.augment, trial.augment)
+    if project.classifier.exists():  # reused only if its key matches the trial's data and settings
+        trial.classifier.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project.classifier, trial.classifier)
     if project.data_dvc.exists():  # lineage tags name the data version the trial trained on
-        shutil.copy2(project.data_dvc, dest / "data.dvc")
-    return ProjectPaths.at(dest)
+        shutil.copy2(project.data_dvc, trial.data_dvc)
+    return trial
 
 
 def score_models(params: Params, paths: ProjectPaths, kinds: tuple[str, ...]) -> dict[str, float]:
@@ -178,7 +177,8 @@ def score_models(params: Params, paths: ProjectPaths, kinds: tuple[str, ...]) ->
     scored by the same one)."""
     import torch
 
-    from genloop.evaluate import load_evaluation_data, sample, score
+    from genloop.evaluate import sample
+    from genloop.scoring import load_evaluation_data, score
 
     torch.set_num_threads(params.train.threads or 1)
     data = load_evaluation_data(params, paths)
@@ -194,9 +194,6 @@ def run_trial(root: str | Path, params_file: str | Path | None, overrides: dict[
               trial: Trial, parent_run_id: str, metric: str, threads: int = 1,
               scratch: str | Path | None = None, keep_workspace: bool = False) -> TrialResult:
     """Train and score one configuration as an MLflow run under ``parent_run_id``."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
-
     from genloop import tracking
     from genloop.augment import augment
     from genloop.train import train_model
@@ -206,35 +203,27 @@ def run_trial(root: str | Path, params_file: str | Path | None, overrides: dict[
     params = trial_params(Path(params_file) if params_file else project.params, overrides, trial, project.root,
                           threads)
     reaugment = any(k.startswith("augment.") or k == "seed" for k in trial.values)
-    scratch_dir = Path(scratch) if scratch else project.root / "outputs" / "sweeps"
+    scratch_dir = Path(scratch) if scratch else project.sweeps
     scratch_dir.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=f"trial-{trial.index:03d}-", dir=scratch_dir))
     experiment_id = tracking.setup(params.mlflow, project)
-    client = MlflowClient()
-    run = client.create_run(experiment_id, run_name=f"trial-{trial.index}", tags={
-        "mlflow.parentRunId": parent_run_id, "genloop.sweep_trial": str(trial.index),
-        "genloop.worker_pid": str(os.getpid()), "genloop.worker_host": socket.gethostname(),
-        **tracking.lineage_tags(project),
-    })
-    run_id = run.info.run_id
+    tags = {"genloop.sweep_trial": str(trial.index), "genloop.worker_pid": str(os.getpid()),
+            "genloop.worker_host": socket.gethostname()}
     try:
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in trial.values.items()])
-        paths = prepare_workspace(project, workspace, reaugment)
-        if reaugment:
-            augment(params.augment, paths, params.seed)
-        trained = {kind: train_model(kind, params, paths, parent_run_id=run_id)
-                   for kind in models_for(trial.values, metric)}
-        metrics = score_models(params, paths, tuple(trained))
-        for kind, t in trained.items():
-            metrics.update({f"{kind}.{k}": float(v) for k, v in t.final_metrics.items() if k != "images_per_s"})
-        if metric not in metrics:
-            raise ConfigError(f"sweep.metric {metric!r} is not measured; choose one of {', '.join(sorted(metrics))}")
-        stamp = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in metrics.items()])
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+        with tracking.child_run(experiment_id, parent_run_id, f"trial-{trial.index}", project,
+                                params=trial.values, tags=tags) as run_id:
+            paths = prepare_workspace(project, workspace, reaugment)
+            if reaugment:
+                augment(params.augment, paths, params.seed)
+            trained = {kind: train_model(kind, params, paths, parent_run_id=run_id)
+                       for kind in models_for(trial.values, metric)}
+            metrics = score_models(params, paths, tuple(trained))
+            for kind, t in trained.items():
+                metrics.update({f"{kind}.{k}": float(v) for k, v in t.final_metrics.items() if k != "images_per_s"})
+            if metric not in metrics:
+                raise ConfigError(f"sweep.metric {metric!r} is not measured; choose one of "
+                                  f"{', '.join(sorted(metrics))}")
+            tracking.log_metrics(run_id, metrics)
     finally:
         if not keep_workspace:
             shutil.rmtree(workspace, ignore_errors=True)
@@ -254,38 +243,31 @@ def best_of(results: list[TrialResult], direction: str) -> TrialResult:
 
 def start_sweep_run(params: Params, config: SweepConfig, paths: ProjectPaths, run_name: str,
                     trials: list[Trial]) -> str:
-    from mlflow import MlflowClient
-
     from genloop import tracking
 
-    experiment_id = tracking.setup(params.mlflow, paths)
-    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags={
-        tracking.RUNNER_TAG: "prefect-sweep", "genloop.sweep_method": config.method,
-        "genloop.sweep_metric": config.metric, "genloop.sweep_direction": config.direction,
-        "genloop.sweep_trials": str(len(trials)), **tracking.lineage_tags(paths),
+    return tracking.start_parent_run(params.mlflow, paths, runner="prefect-sweep", run_name=run_name, tags={
+        "genloop.sweep_method": config.method, "genloop.sweep_metric": config.metric,
+        "genloop.sweep_direction": config.direction, "genloop.sweep_trials": str(len(trials)),
     })
-    return run.info.run_id
 
 
 def finish_sweep_run(parent_run_id: str, result: SweepResult, table: str) -> None:
     """Tag the best child and the parent (best run id, best params), log the table, close the parent."""
     import json
 
-    from mlflow import MlflowClient
-    from mlflow.entities import Param
+    from genloop import tracking
 
-    client = MlflowClient()
     best = result.best
     for r in result.trials:
-        client.set_tag(r.run_id, BEST_TAG, "true" if r.run_id == best.run_id else "false")
-    client.set_tag(parent_run_id, "genloop.sweep_best_run_id", best.run_id)
-    client.set_tag(parent_run_id, "genloop.sweep_best_params", json.dumps(best.values, sort_keys=True))
-    client.log_batch(parent_run_id, params=[Param(f"best.{k}", str(v)) for k, v in best.values.items()])
-    client.log_metric(parent_run_id, f"best_{result.metric.replace('.', '_')}", best.score)
-    client.log_text(parent_run_id, table, "sweep.txt")
-    client.log_dict(parent_run_id, {"trials": [r.__dict__ for r in result.trials], "best_run_id": best.run_id},
-                    "sweep.json")
-    client.set_terminated(parent_run_id, "FINISHED")
+        tracking.set_tags(r.run_id, {BEST_TAG: "true" if r.run_id == best.run_id else "false"})
+    tracking.set_tags(parent_run_id, {"genloop.sweep_best_run_id": best.run_id,
+                                      "genloop.sweep_best_params": json.dumps(best.values, sort_keys=True)})
+    tracking.log_params(parent_run_id, {f"best.{k}": v for k, v in best.values.items()})
+    tracking.log_metrics(parent_run_id, {f"best_{result.metric.replace('.', '_')}": best.score})
+    tracking.log_text(parent_run_id, table, "sweep.txt")
+    tracking.log_dict(parent_run_id, {"trials": [r.__dict__ for r in result.trials], "best_run_id": best.run_id},
+                      "sweep.json")
+    tracking.end_run(parent_run_id)
 
 
 def results_table(result: SweepResult) -> str:

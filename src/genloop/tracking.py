@@ -35,6 +35,17 @@ def tracking_uri(config: MlflowConfig, root: Path) -> str:
     return uri
 
 
+def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:
+    """The SQLite file behind the tracking URI (as ``tracking_uri`` resolves it, minus the mkdir), or None for
+    a server URI."""
+    prefix = "sqlite:///"
+    uri = config.tracking_uri
+    if not uri.startswith(prefix):
+        return None
+    db = Path(uri[len(prefix):])
+    return db if db.is_absolute() else (root / db).resolve()
+
+
 def setup(config: MlflowConfig, paths: ProjectPaths) -> str:
     """Point MLflow at the project's store and return the experiment id (created on first use)."""
     switch_off()
@@ -70,15 +81,16 @@ def lineage_tags(paths: ProjectPaths) -> dict[str, str]:
     }
 
 
-def start_parent_run(config: MlflowConfig, paths: ProjectPaths, runner: str, run_name: str | None = None) -> str:
-    """Open the parent run of one pipeline execution; children attach with ``parent_run_id``."""
+def start_parent_run(config: MlflowConfig, paths: ProjectPaths, runner: str, run_name: str | None = None,
+                     tags: dict[str, str] | None = None) -> str:
+    """Open the parent run of one pipeline execution (or sweep); children attach with ``parent_run_id``."""
     from mlflow import MlflowClient
 
     experiment_id = setup(config, paths)
     client = MlflowClient()
     run = client.create_run(
         experiment_id, run_name=run_name or f"pipeline-{runner}",
-        tags={RUNNER_TAG: runner, **lineage_tags(paths)},
+        tags={RUNNER_TAG: runner, **(tags or {}), **lineage_tags(paths)},
     )
     return run.info.run_id
 
@@ -98,6 +110,139 @@ def failed_on_error(run_id: str) -> Iterator[None]:
     except BaseException:
         end_run(run_id, "FAILED")
         raise
+
+
+@contextmanager
+def finished_or_failed(run_id: str) -> Iterator[str]:
+    """Yield ``run_id``; end it FINISHED when the block completes, FAILED (then re-raise) when it raises."""
+    with failed_on_error(run_id):
+        yield run_id
+    end_run(run_id)
+
+
+def start_child_run(experiment_id: str, parent_run_id: str, run_name: str, paths: ProjectPaths,
+                    params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+                    data_input: bool = False) -> str:
+    """Open a run nested under ``parent_run_id`` with the lineage tags, ``tags`` and ``params`` (as strings);
+    with ``data_input``, the DVC-versioned data set as its input. A failure after it opened marks it FAILED."""
+    from mlflow import MlflowClient
+
+    run_id = MlflowClient().create_run(experiment_id, run_name=run_name, tags={
+        "mlflow.parentRunId": parent_run_id, **lineage_tags(paths), **(tags or {}),
+    }).info.run_id
+    with failed_on_error(run_id):
+        if params:
+            log_params(run_id, params)
+        if data_input:
+            log_data_input(run_id, paths)
+    return run_id
+
+
+@contextmanager
+def child_run(experiment_id: str, parent_run_id: str, run_name: str, paths: ProjectPaths,
+              params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+              data_input: bool = False) -> Iterator[str]:
+    """A run nested under ``parent_run_id`` (see ``start_child_run``) for the block: yields its id, ends it
+    FINISHED, or FAILED when the block raises."""
+    run_id = start_child_run(experiment_id, parent_run_id, run_name, paths, params, tags, data_input)
+    with finished_or_failed(run_id):
+        yield run_id
+
+
+def reopen_child_run(experiment_id: str, run_id: str, parent_run_id: str, tags: dict[str, str]) -> bool:
+    """Set ``run_id`` RUNNING again, re-parented under ``parent_run_id`` and tagged with ``tags``; False
+    (and nothing changed) when it is gone: deleted, in another experiment or not in this store."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+        usable = run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
+    except MlflowException:
+        usable = False
+    if not usable:
+        return False
+    client.update_run(run_id, status="RUNNING")
+    set_tags(run_id, {"mlflow.parentRunId": parent_run_id, **tags})
+    return True
+
+
+def log_metric_rows(run_id: str, rows: list[dict[str, float]], step_key: str = "epoch") -> None:
+    """Log each row's values at the step ``row[step_key]``, in batches MLflow accepts (at most 1000)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    stamp = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), stamp, int(row[step_key])) for row in rows for k, v in row.items() if k != step_key]
+    for start in range(0, len(metrics), 900):
+        client.log_batch(run_id, metrics=metrics[start:start + 900])
+
+
+def log_metrics(run_id: str, values: dict[str, float], step: int = 0) -> None:
+    """Log ``values`` on ``run_id`` at one step."""
+    log_metric_rows(run_id, [{**values, "step": step}], step_key="step")
+
+
+def logged_steps(run_id: str, key: str) -> set[int]:
+    """The steps at which ``run_id`` already has metric ``key``."""
+    from mlflow import MlflowClient
+
+    return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
+
+
+def log_files(run_id: str, files: Iterable[Path], artifact_path: str | None = None) -> None:
+    """Attach files to ``run_id`` (under ``artifact_path``, default the artifact root)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for file in files:
+        client.log_artifact(run_id, str(file), artifact_path=artifact_path)
+
+
+def log_folder(run_id: str, folder: Path, artifact_path: str) -> None:
+    """Attach a folder's files to ``run_id`` under ``artifact_path``."""
+    from mlflow import MlflowClient
+
+    MlflowClient().log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` on ``run_id`` as strings, in one batch."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    MlflowClient().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_text(run_id, text, artifact_file)
+
+
+def log_dict(run_id: str, obj: dict[str, Any], artifact_file: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_dict(run_id, obj, artifact_file)
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def registry_client(config: MlflowConfig, paths: ProjectPaths):
+    """An ``MlflowClient`` on the project's store (tracking and registry), for genloop.promotion's gate and
+    commands."""
+    from mlflow import MlflowClient
+
+    setup(config, paths)
+    return MlflowClient()
 
 
 def parent_for_dvc(config: MlflowConfig, paths: ProjectPaths) -> str:
@@ -174,13 +319,8 @@ def dvc_run_name(commit: str, environ: dict[str, str] | None = None) -> str:
 def log_parent_metrics(run_id: str, metrics_file: Path) -> dict[str, float]:
     """Put both models' headline metrics (``vae_fid``, ``gan_fid``, ``real_floor_fid``, ...) on the
     parent run, so the runs table and chart view compare pipelines, not only their children."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
     values = headline.flat(headline.read(metrics_file))
-    stamp = int(time.time() * 1000)
-    if values:
-        MlflowClient().log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in values.items()])
+    log_metrics(run_id, values)
     return values
 
 
@@ -254,3 +394,38 @@ def log_model_details(run_id: str, model_id: str | None, params: dict[str, Any],
     MlflowClient().log_text(run_id, json.dumps(params, indent=2, sort_keys=True), "params.json")
     if model_id and metrics:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, run_id=run_id, model_id=model_id)
+
+
+def log_onnx_model(run_id: str, onnx_path: Path, registered_name: str, example_in: Any, example_out: Any,
+                   metrics: dict[str, float]) -> tuple[str, str | None]:
+    """Log ``metrics`` and the ONNX graph (CPU provider, signature from the example) onto the finished training
+    run ``run_id`` and register it as a new version of ``registered_name``; returns (version, model id)."""
+    import mlflow
+    import onnx
+    from mlflow.models import infer_signature
+
+    with reopened_run(run_id):
+        for key, value in metrics.items():
+            mlflow.log_metric(key, value)
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)), name="onnx", registered_model_name=registered_name,
+            signature=infer_signature(example_in, example_out), input_example=None,
+            onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
+        )
+    return str(info.registered_model_version), info.model_id
+
+
+def version_tags_of(name: str, version: str) -> dict[str, str]:
+    """The tags on version ``version`` of registered model ``name``."""
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient().get_model_version(name, version).tags)
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    """Tag a registered model version, in ``tags``' order (so a tag set last marks the rest as written)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)

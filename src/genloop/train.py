@@ -312,10 +312,6 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
 FITTERS: dict[str, Callable[..., Trainer]] = {"vae": fit_vae, "gan": fit_gan}
 
 
-def training_state_path(paths: ProjectPaths, kind: str) -> Path:
-    return paths.root / "outputs" / "checkpoints" / kind / "last.pt"
-
-
 def training_fingerprint(kind: str, cfg: VAEConfig | GANConfig, seed: int, device: torch.device,
                          inputs: list[Path]) -> str:
     """What a saved training state must match to be resumed: model config, seed, device and the
@@ -334,42 +330,19 @@ def _flat(prefix: str, obj: dict[str, Any]) -> dict[str, str]:
     return {f"{prefix}{k}": str(v) for k, v in obj.items()}
 
 
-def _start_run(client, experiment_id: str, kind: str, parent_run_id: str, paths: ProjectPaths,
-               logged_params: list, tags: dict[str, str] | None = None) -> str:
-    run = client.create_run(experiment_id, run_name=kind, tags={
-        "mlflow.parentRunId": parent_run_id, "genloop.model": kind, **tracking.lineage_tags(paths), **(tags or {}),
-    })
-    client.log_batch(run.info.run_id, params=logged_params)
-    tracking.log_data_input(run.info.run_id, paths)
-    return run.info.run_id
+def _start_run(experiment_id: str, kind: str, parent_run_id: str, paths: ProjectPaths,
+               logged_params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+    return tracking.start_child_run(experiment_id, parent_run_id, kind, paths, params=logged_params,
+                                    tags={"genloop.model": kind, **(tags or {})}, data_input=True)
 
 
-def _resume_run(client, experiment_id: str, run_id: str, epoch: int, kind: str, parent_run_id: str,
-                paths: ProjectPaths, logged_params: list) -> str:
+def _resume_run(experiment_id: str, run_id: str, epoch: int, kind: str, parent_run_id: str,
+                paths: ProjectPaths, logged_params: dict[str, Any]) -> str:
     """Continue ``run_id`` (re-parented under this pipeline); if it is gone, a new run tagged with it."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(run_id)
-        usable = run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
-    except MlflowException:
-        usable = False
-    if not usable:
-        return _start_run(client, experiment_id, kind, parent_run_id, paths, logged_params,
-                          tags={RESUMED_RUN_TAG: run_id, RESUMED_TAG: str(epoch)})
-    client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
-    client.set_tag(run_id, RESUMED_TAG, str(epoch))
-    return run_id
-
-
-def _log_epochs(client, run_id: str, rows: list[dict[str, float]]) -> None:
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), stamp, int(row["epoch"])) for row in rows for k, v in row.items() if k != "epoch"]
-    for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=metrics[start:start + 900])
+    if tracking.reopen_child_run(experiment_id, run_id, parent_run_id, {RESUMED_TAG: str(epoch)}):
+        return run_id
+    return _start_run(experiment_id, kind, parent_run_id, paths, logged_params,
+                      tags={RESUMED_RUN_TAG: run_id, RESUMED_TAG: str(epoch)})
 
 
 def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: str | None = None,
@@ -379,7 +352,6 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     With ``resume`` (the default), a training state saved by an interrupted run with the same config
     and data is continued from its last finished epoch; any other state is ignored and overwritten.
     """
-    from mlflow import MlflowClient
     from tqdm.auto import tqdm
 
     cfg: VAEConfig | GANConfig = getattr(params.train, kind)
@@ -394,34 +366,30 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
 
     plan = epoch_plan(cfg.images, len(data))
     epochs = len(plan)
-    state_file = training_state_path(paths, kind)
+    state_file = paths.training_state(kind)
     fingerprint = training_fingerprint(kind, cfg, params.seed, device,
                                        [paths.augment / "train.npz", paths.clean / "val.npz"])
     saved = load_training_state(state_file, fingerprint) if resume else None
 
     experiment_id = tracking.setup(params.mlflow, paths)
     parent_run_id = parent_run_id or tracking.parent_for_dvc(params.mlflow, paths)
-    client = MlflowClient()
-    logged_params = [
-        *(_param(k, v) for k, v in _flat("", cfg.model_dump()).items()),
-        _param("seed", params.seed), _param("device", device.type),
-        _param("train_images", len(data)), _param("image_shape", f"{shape[0]}x{shape[1]}"),
-    ]
+    logged_params = {**_flat("", cfg.model_dump()), "seed": params.seed, "device": device.type,
+                     "train_images": len(data), "image_shape": f"{shape[0]}x{shape[1]}"}
     history: list[dict[str, float]] = []
     start = 0
     if saved is not None:
         restore_training_state(saved, trainer.state, trainer.optimizers, batch_rng)
         history, start = [dict(row) for row in saved["history"]], int(saved["epoch"])
-        run_id = _resume_run(client, experiment_id, str(saved["run_id"]), start, kind, parent_run_id, paths,
+        run_id = _resume_run(experiment_id, str(saved["run_id"]), start, kind, parent_run_id, paths,
                              logged_params)
         log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start, epochs, state_file, run_id)
     else:
-        run_id = _start_run(client, experiment_id, kind, parent_run_id, paths, logged_params)
+        run_id = _start_run(experiment_id, kind, parent_run_id, paths, logged_params)
     out_dir = paths.train(kind)
-    with tracking.failed_on_error(run_id):
+    with tracking.finished_or_failed(run_id):
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
-            logged = {m.step for m in client.get_metric_history(run_id, "images_per_s")}
-            _log_epochs(client, run_id, [row for row in history if int(row["epoch"]) not in logged])
+            logged = tracking.logged_steps(run_id, "images_per_s")
+            tracking.log_metric_rows(run_id, [row for row in history if int(row["epoch"]) not in logged])
         bar = tqdm(range(start + 1, epochs + 1), initial=start, total=epochs, desc=f"train {kind}",
                    unit="epoch", disable=None)
         progress = ProgressLog(kind, epochs, cfg.images, enabled=bar.disable)
@@ -433,7 +401,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
             history.append({"epoch": epoch, **metrics})
             save_training_state(state_file, fingerprint, epoch, run_id, history, trainer.state,
                                 trainer.optimizers, batch_rng)
-            _log_epochs(client, run_id, [history[-1]])
+            tracking.log_metric_rows(run_id, [history[-1]])
             bar.set_postfix({k: f"{v:.4g}" if k not in ("images_per_s", "images") else f"{v:,.0f}"
                              for k, v in metrics.items()})
             progress.epoch_done(epoch, metrics)
@@ -458,10 +426,8 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         final = {k: v for k, v in history[-1].items() if k not in ("epoch", "images")}
         throughput = float(np.average([h["images_per_s"] for h in history], weights=plan[:len(history)]))
         atomic.write_json(out_dir / "run.json", {"run_id": run_id, "parent_run_id": parent_run_id, "model": kind})
-        client.log_artifact(run_id, str(grid))
-        client.log_artifact(run_id, str(out_dir / "history.csv"))
-        client.log_artifact(run_id, str(out_dir / "model.pt"), artifact_path="checkpoint")
-        client.set_terminated(run_id, "FINISHED")
+        tracking.log_files(run_id, [grid, out_dir / "history.csv"])
+        tracking.log_files(run_id, [out_dir / "model.pt"], artifact_path="checkpoint")
     state_file.unlink(missing_ok=True)  # model.pt now holds the result; a new training starts fresh
     return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", epochs, cfg.images, final, throughput, start)
 
@@ -482,12 +448,6 @@ class ProgressLog:
         losses = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("images_per_s", "images"))
         log.info("train %s: epoch %d/%d, %s/%s images, %s, %.0f images/s", self.kind, epoch, self.epochs,
                  f"{metrics['images']:,.0f}", f"{self.images:,}", losses, metrics["images_per_s"])
-
-
-def _param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value))
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:

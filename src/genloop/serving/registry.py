@@ -10,6 +10,7 @@ from pathlib import Path
 
 from genloop.config import MlflowConfig
 from genloop.serving.settings import ServingError
+from genloop.tracking import sqlite_store
 
 
 @dataclass(frozen=True)
@@ -17,16 +18,6 @@ class Champion:
     name: str
     version: str
     path: Path
-
-
-def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:
-    """The SQLite file behind the tracking URI, or None for a server URI."""
-    prefix = "sqlite:///"
-    uri = config.tracking_uri
-    if not uri.startswith(prefix):
-        return None
-    db = Path(uri[len(prefix):])
-    return db if db.is_absolute() else (root / db).resolve()  # as genloop.tracking resolves it, minus the mkdir
 
 
 def _client(config: MlflowConfig, root: Path):
@@ -42,6 +33,29 @@ def _client(config: MlflowConfig, root: Path):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _existing_store_client(config: MlflowConfig, root: Path):
+    """The registry client, or ServingError when the SQLite store is missing (serving never creates one)."""
+    store = sqlite_store(config, root)
+    if store is not None and not store.is_file():
+        raise ServingError(f"no MLflow store at {store}; run `genloop run` (or `genloop export`) first, "
+                           "or serve files with --files")
+    return _client(config, root)
+
+
+def _champion(client, config: MlflowConfig, name: str):
+    """The version holding ``champion``, or ServingError saying how to set one."""
+    from genloop import promotion
+
+    try:
+        version = promotion.current_champion(client, name)
+    except promotion.PromotionError as exc:
+        raise ServingError(str(exc)) from None
+    if version is None:
+        raise ServingError(f"{name} has no champion in {config.tracking_uri}; "
+                           f"`genloop promote {name} VERSION` sets one, or serve files with --files")
+    return version
 
 
 def has_champions(config: MlflowConfig, root: Path, names: list[str]) -> bool:
@@ -62,20 +76,10 @@ def download_champions(config: MlflowConfig, root: Path, names: list[str], dst: 
     """Each name's champion ONNX file (refusing a version whose parity check did not pass)."""
     from genloop import promotion
 
-    store = sqlite_store(config, root)
-    if store is not None and not store.is_file():
-        raise ServingError(f"no MLflow store at {store}; run `genloop run` (or `genloop export`) first, "
-                           "or serve files with --files")
-    client = _client(config, root)
+    client = _existing_store_client(config, root)
     champions = {}
     for name in names:
-        try:
-            version = promotion.current_champion(client, name)
-        except promotion.PromotionError as exc:
-            raise ServingError(str(exc)) from None
-        if version is None:
-            raise ServingError(f"{name} has no champion in {config.tracking_uri}; "
-                               f"`genloop promote {name} VERSION` sets one, or serve files with --files")
+        version = _champion(client, config, name)
         if version.tags.get(promotion.PARITY_TAG) != "true":
             raise ServingError(f"{name}@champion is v{version.version}, whose ONNX parity check did not pass")
         try:
@@ -99,27 +103,14 @@ class ChampionSource:
         import tempfile
 
         self.config, self.root, self.names = config, root, list(names)
-        store = sqlite_store(config, root)
-        if store is not None and not store.is_file():
-            raise ServingError(f"no MLflow store at {store}; run `genloop run` (or `genloop export`) first, "
-                               "or serve files with --files")
-        self._client = _client(config, root)
+        self._client = _existing_store_client(config, root)
         self._folder = tempfile.TemporaryDirectory(prefix="genloop-champions-")
         self.folder = Path(self._folder.name)
         self._fetches = 0
 
     def latest(self, name: str) -> str:
         """The version holding ``champion`` now."""
-        from genloop import promotion
-
-        try:
-            version = promotion.current_champion(self._client, name)
-        except promotion.PromotionError as exc:
-            raise ServingError(str(exc)) from None
-        if version is None:
-            raise ServingError(f"{name} has no champion in {self.config.tracking_uri}; "
-                               f"`genloop promote {name} VERSION` sets one, or serve files with --files")
-        return str(version.version)
+        return str(_champion(self._client, self.config, name).version)
 
     def fetch(self, name: str, version: str) -> Path:
         """The ONNX file of ``name`` v``version``, refused unless its parity check passed."""
