@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The FPR the low-error operating point is read at (1%), and the FPR grid the report's ROC curves keep
-# (0 and 61 log-spaced points from 1e-3 to 1, so the low-FPR end a log axis shows is there).
+# The FPR the low-error operating point is read at (1%), and the FPR grid the report's ROC curves keep:
+# 61 log-spaced points from 1e-3 to 1 for a log axis's low-FPR end, and every 0.02 for a linear one.
 LOW_FPR = 0.01
-ROC_GRID = np.concatenate([[0.0], np.logspace(-3, 0, 61)])
+ROC_GRID = np.unique(np.round(np.concatenate([np.logspace(-3, 0, 61), np.linspace(0, 1, 51)]), 6))
 # z draws per image averaged in the ELBO score: one draw's noise would blur the attack.
 ELBO_DRAWS = 16
 

@@ -128,7 +128,7 @@ def roc_png(membership: dict[str, Any]) -> bytes:
     from matplotlib.figure import Figure
 
     fpr = np.asarray(membership["fpr_grid"])
-    fig = Figure(figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, log in zip(axes, (False, True)):
         keep = fpr > 0 if log else slice(None)
@@ -168,7 +168,7 @@ def _privacy_section(report: dict[str, Any]) -> str:
     return (f"""<p class=small>How well an attacker tells the {n} training images (clean training split) from
 {n} held-out ones ({html.escape(str(membership.get("non_members", "held-out")))}), seeded subsets of equal size.
 <strong>ROC AUC 0.5 = no leak</strong> (1: every training image told apart; at this count chance spreads
-about &plusmn;{_fmt(2 * membership.get("auc_chance_se", float("nan")))}); the TPR at 1% FPR is what matters when
+about &plusmn;{2 * membership.get("auc_chance_se", float("nan")):.2f}); the TPR at 1% FPR is what matters when
 a few images leak. The distance attack searches {membership.get("generated_samples", "?")} generated samples
 (GAN-leaks, Chen et al. 2020). A small training set leaks more.</p>
 <table>{head}""" + "".join(rows) + "</table>")
