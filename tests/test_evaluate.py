@@ -16,8 +16,8 @@ import torch
 
 from genloop import quality
 from genloop.checkpoints import load_sampler, load_vae
-from genloop.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MODELS, RUN_METRICS,
-                              VAE_METRICS, detail_file, evaluate, interpolate, iwae_subset,
+from genloop.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS, MODELS,
+                              RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS, detail_file, evaluate, interpolate, iwae_subset,
                               load_evaluation_data, score_samples)
 from genloop.models.vae import negative_elbo_nats
 
@@ -68,8 +68,9 @@ def test_metrics_json_holds_only_the_headline_per_model_and_one_floor_block(eval
     assert result.report == project.paths.metrics == project.root / "reports" / "metrics.json"
     assert result.html == project.root / "reports" / "index.html" and result.html.exists()
     assert set(report) == {"vae", "gan", "real_floor"}
-    assert set(report["gan"]) == set(HEADLINE_METRICS) == set(EVAL_METRICS)
-    assert set(report["vae"]) == set(HEADLINE_METRICS) | set(VAE_METRICS)
+    assert set(report["gan"]) == set(HEADLINE_METRICS) | set(MIA_METRICS)
+    assert set(HEADLINE_METRICS) == set(EVAL_METRICS)
+    assert set(report["vae"]) == set(HEADLINE_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
     assert set(report["real_floor"]) == set(HEADLINE_METRICS)
     assert {"fid", "fid_alt", "recognisable_share"} <= set(HEADLINE_METRICS)
     for block in report.values():
@@ -82,8 +83,8 @@ def test_metrics_detail_json_holds_every_figure_and_agrees_with_the_headline(eva
     assert result.detail == detail_file(project.paths) == project.root / "reports" / "metrics_detail.json"
     assert {"vae", "gan", "real_floor", "classifier", "class_shares", "samples_per_model"} <= set(detail)
     assert set(detail["real_floor"]) == set(GENERATOR_METRICS)
-    assert set(detail["gan"]) == set(RUN_METRICS)
-    assert set(detail["vae"]) == set(RUN_METRICS) | set(VAE_METRICS)
+    assert set(detail["gan"]) == set(RUN_METRICS) | set(MIA_METRICS)
+    assert set(detail["vae"]) == set(RUN_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
     for name in ("vae", "gan", "real_floor"):
         assert report[name] == {k: detail[name][k] for k in report[name]}, name
     classifier = detail["classifier"]
@@ -95,8 +96,8 @@ def test_metrics_detail_json_holds_every_figure_and_agrees_with_the_headline(eva
 
 @pytest.mark.parametrize("kind", MODELS)
 def test_each_model_carries_every_metric_finite_and_only_the_vae_its_likelihood(detail, kind):
-    extra = set(VAE_METRICS) if kind == "vae" else set()
-    assert set(detail[kind]) == set(RUN_METRICS) | extra
+    extra = set(VAE_METRICS) | set(VAE_MIA_METRICS) if kind == "vae" else set()
+    assert set(detail[kind]) == set(RUN_METRICS) | set(MIA_METRICS) | extra
     for key, value in detail[kind].items():
         assert math.isfinite(value), (kind, key)
 
@@ -118,9 +119,10 @@ def test_every_metric_and_its_floor_and_the_report_are_logged_to_the_models_chil
     project, _ = evaluated
     client = project.client()
     run = client.get_run(project.results[kind].run_id)
-    expected = set(RUN_METRICS) | (set(VAE_METRICS) if kind == "vae" else set())
+    expected = set(RUN_METRICS) | set(MIA_METRICS) | (set(VAE_METRICS) | set(VAE_MIA_METRICS) if kind == "vae" else set())
     assert {"recognisable_share", "recognisable_share_real_floor", "fid_alt", "fid_alt_real_floor"} <= expected
-    logged = {k: v for k, v in run.data.metrics.items() if k in set(RUN_METRICS) | set(VAE_METRICS)}
+    everything = set(RUN_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
+    logged = {k: v for k, v in run.data.metrics.items() if k in everything}
     assert set(logged) == expected
     for key in expected:
         assert logged[key] == pytest.approx(detail[kind][key], rel=1e-6, abs=1e-12), key
@@ -300,3 +302,37 @@ def test_the_classifiers_are_saved_and_reused_until_their_settings_change(evalua
     retrained = load_evaluation_data(project.params_with({"evaluate.classifier_epochs": 1}), project.paths)
     assert not retrained.classifier_reused
     assert load_evaluation_data(project.params_with({"evaluate.classifier_epochs": 1}), project.paths).classifier_reused
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_the_membership_audit_is_in_both_reports_with_its_roc_curves(report, detail, kind):
+    attacks = ("distance", "elbo") if kind == "vae" else ("distance",)
+    for attack in attacks:
+        assert 0.0 <= report[kind][f"mia_{attack}_auc"] <= 1.0
+        assert 0.0 <= report[kind][f"mia_{attack}_tpr_at_1fpr"] <= 1.0
+    audit = detail["membership"]
+    assert audit["non_members"] == "val + test" and audit["images_per_side"] >= 2
+    assert set(audit["tpr"][kind]) == set(attacks)
+    for attack in attacks:
+        curve = audit["tpr"][kind][attack]
+        assert len(curve) == len(audit["fpr_grid"]) and curve[-1] == 1.0
+        assert curve == sorted(curve)  # a ROC curve never falls
+
+
+def test_the_audit_of_a_model_that_memorised_its_training_images_finds_them(evaluated, data):
+    """A "generator" that returns the training images: the distance attack tells members apart."""
+    from genloop import membership
+
+    metrics, _ = membership.audit(data.reference, data.held_out, data.reference, None, 1000, seed=0)
+    assert metrics["mia_distance_auc"] > 0.95
+    metrics, _ = membership.audit(data.reference, data.held_out, data.held_out, None, 1000, seed=0)
+    assert metrics["mia_distance_auc"] < 0.05
+
+
+def test_no_audit_when_audit_images_is_zero(evaluated, data):
+    from genloop.evaluate import membership_audit
+
+    project, _ = evaluated
+    config = project.params.evaluate.model_copy(update={"audit_images": 0})
+    assert membership_audit(data.reference, data.held_out, project.paths.train("gan") / "model.pt", "gan",
+                            config, 0) == ({}, {})

@@ -36,7 +36,7 @@ def test_the_report_references_only_existing_local_pngs(evaluated, page):
     sources = re.findall(r'<img src="([^"]+)"', page)
     expected = {f"figures/{name}.png" for name in (
         "samples_real", "samples_vae", "samples_gan", "interpolation_vae", "interpolation_gan",
-        "classes", "losses_vae", "losses_gan")}
+        "classes", "losses_vae", "losses_gan", "privacy_roc")}
     assert expected <= set(sources)
     for src in sources:
         file = result.html.parent / src
@@ -111,3 +111,19 @@ def test_a_headless_chromium_screenshot_of_the_report_is_not_blank(evaluated, tm
     assert pixels.std() > 20.0  # text, tables and sample grids, not a blank page
     dark = (pixels < 128).mean()
     assert 0.01 < dark < 0.6
+
+
+def test_the_privacy_audit_section_gives_each_attack_for_each_model_and_the_roc_plot(page):
+    section = page[page.index("<h2>Privacy audit</h2>"):page.index("<h2>Samples</h2>")]
+    assert "ROC AUC 0.5 = no leak" in section
+    for row in ("distance: ROC AUC", "distance: TPR at 1% FPR", "elbo: ROC AUC", "elbo: TPR at 1% FPR"):
+        assert f"<th>{row}</th>" in section, row
+    assert re.search(r"<th>elbo: ROC AUC</th><td>[0-9.]+</td><td>–</td>", section)  # the GAN has no ELBO
+    assert 'src="figures/privacy_roc.png"' in section
+
+
+def test_the_privacy_audit_section_says_when_the_audit_is_off():
+    from genloop.report import render_html
+
+    page = render_html({"membership": {}}, [], {})
+    assert "No membership audit" in page and "evaluate.audit_images" in page

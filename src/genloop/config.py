@@ -188,6 +188,10 @@ class EvaluateConfig(Strict):
     report_samples: int = Field(64, ge=1, description="samples per model in the report's grids")
     interpolation_rows: int = Field(6, ge=1, description="latent interpolations per model in the report")
     interpolation_steps: int = Field(10, ge=2, description="images per interpolation, both ends included")
+    audit_images: int = Field(
+        2000, ge=0, description="membership audit: training and held-out images per side (seeded subsets); 0: no audit")
+    audit_samples: int = Field(
+        10000, ge=1, description="membership audit: generated samples (a seeded draw) the distance attack searches")
 
 
 class PromotionConfig(Strict):

@@ -9,6 +9,9 @@ settings are unchanged. Every metric of ``GENERATOR_METRICS`` is also computed f
 images (val + test) against the same training images: that is its ``*_real_floor``, what a perfect
 generator would score.
 
+A membership-inference audit (``genloop.membership``) says how well an attacker tells the training
+images from held-out ones, from the nearest generated sample (both models) and the ELBO (the VAE).
+
 ``reports/metrics.json`` holds the ``HEADLINE_METRICS`` per model and their floors (what ``dvc
 metrics show`` lists); ``reports/metrics_detail.json`` holds everything, per-class shares included.
 """
@@ -22,12 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from genloop import atomic, privacy, quality, tracking
+from genloop import atomic, membership, privacy, quality, tracking
 from genloop.checkpoints import load_sampler, load_vae, read_checkpoint
 from genloop.config import EvaluateConfig, Params
 from genloop.datasets import read_run_id
 from genloop.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
-                                  MODELS, RUN_METRICS, VAE_METRICS)
+                                  MIA_METRICS, MODELS, RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS)
 from genloop.paths import ProjectPaths
 from genloop.scoring import score_samples  # noqa: F401 - re-exported
 from genloop.scoring import load_evaluation_data, score, with_floor
@@ -35,6 +38,7 @@ from genloop.seeds import sampling_seed
 
 if TYPE_CHECKING:
     from genloop.report import HtmlReport
+    from genloop.scoring import EvaluationData
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,25 @@ def vae_likelihood(checkpoint: Path, test: torch.Tensor, config: EvaluateConfig,
     }
 
 
+def membership_audit(members: torch.Tensor, non_members: torch.Tensor, checkpoint: Path, kind: str,
+                     config: EvaluateConfig, seed: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The privacy audit of one model (``genloop.membership``): ``members`` the clean training split,
+    ``non_members`` held-out images, ``audit_images`` of each; the distance attack searches
+    ``audit_samples`` samples, the VAE's ELBO attack needs none. Nothing when ``audit_images`` is 0."""
+    if config.audit_images == 0:
+        return {}, {}
+    generated = sample(checkpoint, config.audit_samples, sampling_seed(seed))
+    vae = load_vae(checkpoint) if kind == "vae" else None
+    return membership.audit(members, non_members, generated, vae, config.audit_images, seed, config.batch_size)
+
+
+def _audit_detail(data: EvaluationData, config: EvaluateConfig, curves: dict[str, dict[str, list[float]]]) -> dict:
+    n = min(len(data.reference), len(data.held_out), config.audit_images)
+    return {"images_per_side": n, "non_members": "val + test", "generated_samples": config.audit_samples,
+            "auc_chance_se": membership.standard_error(0.5, n),
+            "fpr_grid": [float(f) for f in membership.ROC_GRID], "tpr": curves} if config.audit_images else {}
+
+
 def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) -> EvaluateResult:
     from genloop import report as html_report
 
@@ -114,6 +137,7 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     }
     samples: dict[str, np.ndarray] = {}
     walks: dict[str, np.ndarray] = {}
+    curves: dict[str, dict[str, list[float]]] = {}
     for kind in MODELS:
         checkpoint = paths.train(kind) / "model.pt"
         fake = sample(checkpoint, len(data.held_out), sampling_seed(params.seed))
@@ -121,6 +145,9 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         metrics[kind] = with_floor(scores, floor, data.classifier_accuracy)
         if kind == "vae":
             metrics[kind].update(vae_likelihood(checkpoint, data.test, config, params.seed))
+        # non-members: val + test (val only monitors training, it never picks weights)
+        audit, curves[kind] = membership_audit(data.reference, data.held_out, checkpoint, kind, config, params.seed)
+        metrics[kind].update(audit)
         samples[kind] = fake[:config.report_samples].numpy()
         walks[kind] = interpolate(checkpoint, config.interpolation_rows, config.interpolation_steps,
                                   params.seed + 2).numpy()
@@ -137,6 +164,7 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         "samples_per_model": len(data.held_out),
         "test_images": len(data.test),
         "iwae_test_images": min(len(data.test), config.iwae_images),
+        "membership": _audit_detail(data, config, curves),
     }
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
@@ -155,15 +183,14 @@ def detail_file(paths: ProjectPaths) -> Path:
 
 
 def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> dict[str, dict[str, float]]:
-    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood too; ``epsilon`` and
-    ``delta`` for a privately trained model, absent otherwise) and one floor block.
+    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood and the membership audit
+    too; ``epsilon`` and ``delta`` for a privately trained model, absent otherwise) and one floor block.
 
     Small enough for ``dvc metrics show``/``diff`` to read at a glance; promotion reads
     ``[vae|gan][fid]`` from it.
     """
-    report = {kind: {k: v for k, v in scores.items() if k in HEADLINE_METRICS or k in VAE_METRICS
-                     or k in (privacy.EPSILON, privacy.DELTA)}
-              for kind, scores in metrics.items()}
+    keep = {*HEADLINE_METRICS, *VAE_METRICS, *MIA_METRICS, *VAE_MIA_METRICS, privacy.EPSILON, privacy.DELTA}
+    report = {kind: {k: v for k, v in scores.items() if k in keep} for kind, scores in metrics.items()}
     return {**report, "real_floor": {k: floor[k] for k in HEADLINE_METRICS}}
 
 

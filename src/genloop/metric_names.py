@@ -22,3 +22,8 @@ RUN_METRICS = (*GENERATOR_METRICS, *(m + FLOOR_SUFFIX for m in GENERATOR_METRICS
 EVAL_METRICS = HEADLINE_METRICS
 # On the VAE only, in nats per test image (BCE summed over pixels + KL), and SSIM in [0, 1].
 VAE_METRICS = ("test_neg_elbo", "test_nll_iwae", "test_recon_ssim")
+# The membership-inference audit (genloop.membership) per model: ROC AUC (0.5 = no leak, 1 = every training
+# image told apart) and true-positive rate at 1% false positives of an attacker telling clean training images
+# from held-out ones; the nearest-generated-sample distance attack on both models, the ELBO attack on the VAE.
+MIA_METRICS = ("mia_distance_auc", "mia_distance_tpr_at_1fpr")
+VAE_MIA_METRICS = ("mia_elbo_auc", "mia_elbo_tpr_at_1fpr")

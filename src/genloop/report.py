@@ -47,6 +47,11 @@ VAE_READING = {
 }
 
 
+# The membership audit's attacks (genloop.membership), by the name its metrics carry: mia_{attack}_auc, ...
+MIA_ATTACKS = {"distance": "distance to the nearest generated sample (pixels, black box)",
+               "elbo": "the image's ELBO (the VAE's own likelihood, white box)"}
+
+
 @dataclass(frozen=True)
 class HtmlReport:
     index: Path
@@ -116,6 +121,57 @@ def class_distribution_png(shares: dict[str, dict[str, float]]) -> bytes:
     ax.legend(fontsize=8, ncols=2)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def roc_png(membership: dict[str, Any]) -> bytes:
+    """The audit's ROC curves (TPR against FPR, linear and log-log) with chance's diagonal."""
+    from matplotlib.figure import Figure
+
+    fpr = np.asarray(membership["fpr_grid"])
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, log in zip(axes, (False, True)):
+        keep = fpr > 0 if log else slice(None)
+        ax.plot(fpr[keep], fpr[keep], color="grey", lw=0.8, ls="--", label="chance (no leak)")
+        for kind, attacks in membership.get("tpr", {}).items():
+            for attack, tpr in attacks.items():
+                ax.step(fpr[keep], np.asarray(tpr)[keep], where="post", label=f"{TITLES.get(kind, kind)}, {attack}")
+        ax.set_xlabel("false-positive rate (held-out called member)")
+        ax.set_ylabel("true-positive rate (training image found)")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_ylim(1e-3, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Membership inference ROC", fontsize=10)
+    return _png(fig)
+
+
+def _privacy_section(report: dict[str, Any]) -> str:
+    membership = report.get("membership") or {}
+    if not membership:
+        return "<p class=small>No membership audit (<code>evaluate.audit_images</code> is 0).</p>"
+
+    def cells(name: str) -> str:
+        return "".join(f"<td>{_fmt(report.get(k, {}).get(name))}</td>" for k in MODELS)
+
+    rows = []
+    for attack, reading in MIA_ATTACKS.items():
+        if any(f"mia_{attack}_auc" in report.get(k, {}) for k in MODELS):
+            auc, tpr = cells(f"mia_{attack}_auc"), cells(f"mia_{attack}_tpr_at_1fpr")
+            rows.append(f"<tr><th>{attack}: ROC AUC</th>{auc}<td class=note>{html.escape(reading)}</td></tr>")
+            rows.append(f"<tr><th>{attack}: TPR at 1% FPR</th>{tpr}<td class=note>"
+                        "training images found while calling 1% of held-out ones members</td></tr>")
+    head = "<tr><th>attack</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in MODELS) + "<th>reading</th></tr>"
+    n = membership.get("images_per_side", "?")
+    return (f"""<p class=small>How well an attacker tells the {n} training images (clean training split) from
+{n} held-out ones ({html.escape(str(membership.get("non_members", "held-out")))}), seeded subsets of equal size.
+<strong>ROC AUC 0.5 = no leak</strong> (1: every training image told apart; at this count chance spreads
+about &plusmn;{2 * membership.get("auc_chance_se", float("nan")):.2f}); the TPR at 1% FPR is what matters when
+a few images leak. The distance attack searches {membership.get("generated_samples", "?")} generated samples
+(GAN-leaks, Chen et al. 2020). A small training set leaks more.</p>
+<table>{head}""" + "".join(rows) + "</table>")
 
 
 def _fmt(value: Any) -> str:
@@ -214,6 +270,9 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 {_privacy_list(report)}
 <h2>VAE likelihood ({_likelihood_images(report)})</h2>
 {_vae_table(report)}
+<h2>Privacy audit</h2>
+{_privacy_section(report)}
+{section("privacy")}
 <h2>Samples</h2>
 {section("samples")}
 <h2>Latent interpolations</h2>
@@ -244,6 +303,9 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
     if "class_shares" in report:
         figures.append(("classes.png", "Class distribution of samples vs real",
                         class_distribution_png(report["class_shares"])))
+    if (report.get("membership") or {}).get("tpr"):
+        figures.append(("privacy_roc.png", "Membership-inference ROC curves (diagonal: no leak)",
+                        roc_png(report["membership"])))
     for kind in MODELS:
         history = read_history(paths.train(kind) / "history.csv")
         if history:
