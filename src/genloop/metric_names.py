@@ -22,3 +22,16 @@ RUN_METRICS = (*GENERATOR_METRICS, *(m + FLOOR_SUFFIX for m in GENERATOR_METRICS
 EVAL_METRICS = HEADLINE_METRICS
 # On the VAE only, in nats per test image (BCE summed over pixels + KL), and SSIM in [0, 1].
 VAE_METRICS = ("test_neg_elbo", "test_nll_iwae", "test_recon_ssim")
+# Conditional models only (genloop.label_fidelity): the mean share of samples generated for class k that
+# the classifier puts in k, and one flat key per trained class (label_fidelity_3); higher is better, the
+# floor is the classifier's (per-class) accuracy on held-out real images.
+LABEL_FIDELITY = "label_fidelity"
+
+
+def label_fidelity_metrics(per_class: dict[int, float], mean: float) -> dict[str, float]:
+    return {LABEL_FIDELITY: mean, **{f"{LABEL_FIDELITY}_{k}": v for k, v in sorted(per_class.items())}}
+
+
+def is_label_fidelity(key: str) -> bool:
+    suffix = key.removeprefix(LABEL_FIDELITY)
+    return key.startswith(LABEL_FIDELITY) and (suffix == "" or (suffix[:1] == "_" and suffix[1:].isdigit()))
