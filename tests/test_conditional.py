@@ -216,3 +216,14 @@ def test_report_shows_one_labelled_row_of_samples_per_class(conditional_project)
         assert (image.height - 2) // cell == 10  # ten classes, ten rows
         assert image.width > plain.width // 2
     assert "Label fidelity" in page and "class 9" in page
+
+
+def test_triton_config_gives_a_per_row_label_dims_1_reshaped_to_a_scalar():
+    from genloop.config import TritonConfig
+    from genloop.triton import TritonTensor, model_config
+
+    text = model_config("m", [TritonTensor("z", "TYPE_FP32", (8,)), TritonTensor("label", "TYPE_INT64", ())],
+                        [TritonTensor("image", "TYPE_FP32", (1, 8, 8))], TritonConfig())
+    label = text[text.index('name: "label"'):text.index("]\noutput")]
+    assert "data_type: TYPE_INT64" in label and "dims: [ 1 ]" in label and "reshape: { shape: [ ] }" in label
+    assert "dims: [ 8 ]" in text and "reshape" not in text[:text.index('name: "label"')]

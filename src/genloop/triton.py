@@ -64,9 +64,13 @@ def graph_tensors(onnx_path: Path) -> tuple[list[TritonTensor], list[TritonTenso
 def model_config(name: str, inputs: list[TritonTensor], outputs: list[TritonTensor], config: TritonConfig,
                  parameters: dict[str, str] | None = None) -> str:
     """config.pbtxt text (protobuf text format of Triton's inference.ModelConfig)."""
+    def dims(t: TritonTensor) -> str:
+        # a per-row scalar (e.g. a conditional model's label, shape [batch]): Triton wants dims [1] reshaped to []
+        return f'dims: [ {", ".join(str(d) for d in t.dims)} ]' if t.dims else "dims: [ 1 ]\n    reshape: { shape: [ ] }"
+
     def tensors(items: list[TritonTensor]) -> str:
         return ",\n".join(f'  {{\n    name: {json.dumps(t.name)}\n    data_type: {t.data_type}\n'
-                          f'    dims: [ {", ".join(str(d) for d in t.dims)} ]\n  }}' for t in items)
+                          f'    {dims(t)}\n  }}' for t in items)
 
     params = "".join(f'parameters {{\n  key: {json.dumps(k)}\n  value: {{ string_value: {json.dumps(v)} }}\n}}\n'
                      for k, v in sorted((parameters or {}).items()))
