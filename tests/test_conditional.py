@@ -143,7 +143,7 @@ def conditional_project(genloop_tiny_project):
         "train.vae.conditional": True, "train.gan.conditional": True, "export.parity_batch_sizes": [1, 3, 64],
     })
     evaluation = evaluate(project.params, project.paths, log_to_mlflow=False)
-    exported = export(project.params, project.paths, register=False)
+    exported = export(project.params, project.paths)  # registered too: the signature names both inputs
     return project, evaluation, exported
 
 
@@ -165,6 +165,12 @@ def test_conditional_onnx_takes_z_and_an_int64_label_with_a_dynamic_batch(condit
     classes = sorted(int(c) for c in np.unique(np.load(project.paths.augment / "train.npz")["labels"]))
     meta = read_metadata(path)
     assert json.loads(meta[LABELS_KEY]) == classes and meta[CONDITIONAL_KEY] == "true"
+    version = exported.models[kind].registered_version
+    assert version is not None
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(f"models:/{exported.models[kind].registered_name}/{version}").signature
+    assert [i.name for i in signature.inputs.inputs] == ["z", "label"]
 
 
 @pytest.mark.integration
