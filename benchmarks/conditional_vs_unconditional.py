@@ -14,7 +14,7 @@ labels. Scoring uses the evaluate stage's main feature network (genloop's ``Digi
 - ratio = FID(conditional) / FID(unconditional). Goals: label fidelity >= 0.9, ratio <= 1.2.
 
 Writes JSON to stdout and OUT/results.json, and sample grids OUT/grid_unconditional.png and
-OUT/grid_conditional_per_class.png (one labelled row per class). Needs only torch, numpy, scipy,
+OUT/grid_conditional_per_class.png (one labelled row per class). Needs only torch, numpy,
 pydantic, pyyaml and genloop (Pillow for the PNGs, else .npy): no MLflow, Prefect or DVC, so it runs on
 a bare GPU machine. From the repository root:
 
@@ -48,16 +48,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def frechet_distance(reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    """FID between Gaussians fitted to two feature sets (N, d), in float64 (scipy's sqrtm)."""
-    from scipy import linalg
-
+    """FID between Gaussians fitted to two feature sets (N, d), in float64, as torchmetrics (and so
+    genloop.quality.fid) computes it: tr sqrt(S1 S2) as the sum of the square roots of its eigenvalues."""
     a, b = reference.double().numpy(), candidate.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    trace_sqrt = np.sqrt(np.linalg.eigvals(cov_a @ cov_b).astype(complex)).real.sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
 
 
 def train_arm(params, images: np.ndarray, labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,

@@ -233,3 +233,21 @@ def test_triton_config_gives_a_per_row_label_dims_1_reshaped_to_a_scalar():
     label = text[text.index('name: "label"'):text.index("]\noutput")]
     assert "data_type: TYPE_INT64" in label and "dims: [ 1 ]" in label and "reshape: { shape: [ ] }" in label
     assert "dims: [ 8 ]" in text and "reshape" not in text[:text.index('name: "label"')]
+
+
+def test_benchmark_fid_without_torchmetrics_equals_the_evaluate_stage_fid():
+    import sys
+    from pathlib import Path
+
+    from genloop.quality import fid
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from conditional_vs_unconditional import frechet_distance
+    finally:
+        sys.path.pop(0)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.relu(torch.randn(600, 16, generator=g)), torch.relu(torch.randn(500, 16, generator=g) * 1.3 + 0.2)
+    a[:, 3] = b[:, 3] = 0  # a dead unit: singular covariances, as ReLU features give
+    assert frechet_distance(a, b) == pytest.approx(fid(a, b), rel=1e-4)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
