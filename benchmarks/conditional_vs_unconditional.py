@@ -71,7 +71,11 @@ def train_arm(params, images: np.ndarray, labels: np.ndarray, val: np.ndarray, v
     trainer = fit_gan(cfg, to_tensor(images), to_tensor(val), device, torch.Generator().manual_seed(seed),
                       labels=train_labels if conditional else None)
     started = time.perf_counter()
-    history = [trainer.run_epoch(n) for n in epoch_plan(budget, len(images))]
+    history = []
+    for epoch, n in enumerate(epoch_plan(budget, len(images)), 1):
+        history.append(trainer.run_epoch(n))
+        print(f"{'conditional' if conditional else 'unconditional'}: epoch {epoch}, "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     classifier = train_classifier(to_tensor(train), torch.from_numpy(train_labels), ev.feature_dim,
                                   max(params.clean.labels) + 1, ev.classifier_epochs, seed, arch="cnn")
     classifier_s = time.perf_counter() - started
+    print(f"classifier trained ({classifier_s:.0f} s)", file=sys.stderr)
     reference, _ = embed(classifier, to_tensor(train), ev.batch_size)
     held_raw, held_logits = embed(classifier, to_tensor(held), ev.batch_size)
     floor_per_class, floor_mean = label_fidelity(held_logits.argmax(1), held_labels, classes)
