@@ -63,11 +63,11 @@ def test_projection_discriminator_adds_the_label_embedding_inner_product():
         assert not torch.allclose(disc(x, y), disc(x, torch.tensor([1, 1, 1])))
 
 
-def test_conditional_generator_is_the_dcgan_generator_fed_z_and_the_label_embedding():
+def test_conditional_generator_is_the_dcgan_generator_fed_z_times_the_label_embedding():
     gen = ConditionalGenerator(4, 8, *SHAPE, num_classes=3).eval()
     z, y = torch.randn(2, 4), torch.tensor([1, 2])
     with torch.no_grad():
-        assert torch.equal(gen(z, y), gen.generator(torch.cat([z, gen.embed.weight[y]], 1)))
+        assert torch.equal(gen(z, y), gen.generator(z * gen.embed.weight[y]))
 
 
 def test_label_fidelity_counts_the_share_predicted_as_their_label_per_class():

@@ -120,7 +120,7 @@ class GANConfig(Strict):
         description="DiffAugment operations on real and fake images before the discriminator; off ([]): "
                     "translation+cutout raised FID at 400k images 5.3 -> 8.1 (digits), 140 -> 656 (MNIST)")
     conditional: bool = Field(
-        False, description="class-conditional GAN (label embedding beside z, projection discriminator); the "
+        False, description="class-conditional GAN (z times a label embedding, projection discriminator); the "
                            "generator and its ONNX graph take (z, label)")
 
 

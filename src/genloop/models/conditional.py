@@ -6,7 +6,7 @@ class + 1), so the served ``label`` input is the class itself. Every conditional
 
 - CVAE (Sohn et al. 2015): one-hot y concatenated to the encoder's input and to z before decoding;
   the loss is the unconditional negative ELBO of x given y.
-- cGAN (Mirza & Osindero 2014): the generator decodes [z, embed(y)]; the discriminator is a
+- cGAN (Mirza & Osindero 2014): the generator decodes z * embed(y); the discriminator is a
   projection discriminator (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
 """
 from __future__ import annotations
@@ -118,16 +118,19 @@ class ConditionalPriorDecoder(nn.Module):
 
 
 class ConditionalGenerator(nn.Module):
-    """(z, y) -> image in [0, 1]: the DCGAN generator decoding [z, embed(y)]."""
+    """(z, y) -> image in [0, 1]: the DCGAN generator decoding z * embed(y).
+
+    Multiplied rather than concatenated: the label reaches the generator only through z, so it cannot
+    learn to ignore z (with [z, embed(y)] it drew one image per class on MNIST at 60k images)."""
 
     def __init__(self, latent_dim: int, channels: int, height: int, width: int, num_classes: int):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.embed = nn.Embedding(num_classes, latent_dim)  # N(0, 1) rows, on the scale of z
-        self.generator = Generator(2 * latent_dim, channels, height, width)
+        self.generator = Generator(latent_dim, channels, height, width)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.generator(torch.cat([z, self.embed(label.long())], dim=1))
+        return self.generator(z * self.embed(label.long()))
 
 
 class ProjectionDiscriminator(nn.Module):
