@@ -11,6 +11,8 @@ from torch import nn
 
 from genloop.atomic import save_torch
 from genloop.kinds import MODELS
+from genloop.models.conditional import (ConditionalConvVAE, ConditionalGenerator, ConditionalMLPVAE,
+                                        ConditionalPriorDecoder, ConditionalVAE, ProjectionDiscriminator)
 from genloop.models.gan import Discriminator, Generator
 from genloop.models.vae import VAE, ConvVAE, LatentAffine, MLPVAE, PriorDecoder
 
@@ -18,8 +20,27 @@ KINDS = MODELS
 TRAINING_STATE_FORMAT = 1
 
 
-def build_vae(hparams: dict[str, Any], shape: tuple[int, int]) -> VAE:
+def trained_classes(hparams: dict[str, Any]) -> list[int] | None:
+    """The classes a conditional model was trained on (sorted), or None for an unconditional one."""
+    if not hparams.get("conditional", False):
+        return None
+    if not hparams.get("classes"):
+        raise ValueError("a conditional checkpoint lacks its trained classes (hparams 'classes')")
+    return [int(c) for c in hparams["classes"]]
+
+
+def num_classes(hparams: dict[str, Any]) -> int:
+    """Rows of a conditional model's label tables: labels are class values used as indices."""
+    return max(trained_classes(hparams) or [0]) + 1
+
+
+def build_vae(hparams: dict[str, Any], shape: tuple[int, int]) -> VAE | ConditionalVAE:
     arch = hparams.get("arch", "conv")  # checkpoints written before the MLP existed have no arch
+    if hparams.get("conditional", False):
+        if arch == "mlp":
+            return ConditionalMLPVAE(hparams["latent_dim"], hparams["hidden"], *shape, num_classes(hparams))
+        return ConditionalConvVAE(hparams["latent_dim"], hparams["channels"], *shape, num_classes(hparams),
+                                  hparams.get("decoder_convs", 0))
     if arch == "mlp":
         return MLPVAE(hparams["latent_dim"], hparams["hidden"], *shape)
     if arch == "conv":
@@ -39,10 +60,16 @@ def vae_sampler(vae: VAE, hparams: dict[str, Any], prior_state: dict[str, torch.
         raise ValueError("a VAE checkpoint with prior 'fitted_gaussian' lacks its fitted prior ('prior' state dict)")
     affine = LatentAffine(int(hparams["latent_dim"]))
     affine.load_state_dict(prior_state)
+    if hparams.get("conditional", False):
+        return ConditionalPriorDecoder(affine, vae.decoder)
     return PriorDecoder(affine, vae.decoder)
 
 
 def build_gan(hparams: dict[str, Any], shape: tuple[int, int]) -> tuple[Generator, Discriminator]:
+    if hparams.get("conditional", False):
+        k = num_classes(hparams)
+        return (ConditionalGenerator(hparams["latent_dim"], hparams["channels"], *shape, k),
+                ProjectionDiscriminator(hparams["channels"], *shape, k, bool(hparams.get("spectral_norm", False))))
     return (Generator(hparams["latent_dim"], hparams["channels"], *shape),
             Discriminator(hparams["channels"], *shape, spectral_norm=bool(hparams.get("spectral_norm", False))))
 
@@ -75,7 +102,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def load_sampler(path: Path) -> tuple[nn.Module, int]:
     """The part that turns latent vectors into images (VAE decoder or GAN generator, the EMA one when
-    training kept one), in eval mode, with its latent size."""
+    training kept one), in eval mode, with its latent size. A conditional model's sampler takes
+    (z, label); ``load_classes`` says which labels it was trained on."""
     state = read_checkpoint(path)
     shape = tuple(state["shape"])
     if state["kind"] == "vae":
@@ -87,6 +115,11 @@ def load_sampler(path: Path) -> tuple[nn.Module, int]:
         generator.load_state_dict(state["state_dicts"][state.get("sampler", "generator")])
         sampler = generator
     return sampler.eval(), int(state["hparams"]["latent_dim"])
+
+
+def load_classes(path: Path) -> list[int] | None:
+    """The trained classes of a conditional checkpoint (its sampler takes (z, label)); None if unconditional."""
+    return trained_classes(read_checkpoint(path)["hparams"])
 
 
 def save_training_state(path: Path, fingerprint: str, epoch: int, run_id: str, history: list[dict[str, float]],
@@ -137,7 +170,7 @@ def restore_training_state(state: dict[str, Any], modules: dict[str, nn.Module],
     batch_generator.set_state(state["batch_rng"])
 
 
-def load_vae(path: Path) -> VAE:
+def load_vae(path: Path) -> VAE | ConditionalVAE:
     """The whole VAE (encoder and decoder) of a VAE checkpoint, in eval mode: likelihood metrics need q(z|x)."""
     state = read_checkpoint(path)
     if state["kind"] != "vae":

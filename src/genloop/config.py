@@ -130,6 +130,9 @@ class VAEConfig(Strict):
             raise ValueError("privacy.enabled needs prior: standard; fitted_gaussian fits a Gaussian to the training "
                              "images' latents outside DP-SGD, which the privacy guarantee would not cover")
         return self
+    conditional: bool = Field(
+        False, description="class-conditional VAE (one-hot label into encoder and decoder); the sampler and "
+                           "its ONNX graph take (z, label); a fitted prior is one Gaussian over all classes")
 
 
 class GANConfig(Strict):
@@ -157,6 +160,9 @@ class GANConfig(Strict):
             raise ValueError("privacy.enabled does not combine with spectral_norm (Opacus has no per-sample "
                              "gradients for parametrized layers); set spectral_norm: false")
         return self
+    conditional: bool = Field(
+        False, description="class-conditional GAN (z times a label embedding, projection discriminator); the "
+                           "generator and its ONNX graph take (z, label)")
 
 
 class TrainConfig(Strict):

@@ -11,13 +11,13 @@ import json
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from genloop.arrays import load_npz
 from genloop.errors import GenloopError, MissingInputError
 from genloop.paths import ProjectPaths
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
 
 
@@ -35,6 +35,8 @@ def content_hash(image: np.ndarray) -> str:
 
 def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
     """The collected images (uint8, N x H x W) and their manifest, checked to be the same length."""
+    import pandas as pd  # here, so the training path (and GPU-box benchmarks) runs without pandas
+
     if not paths.images.exists() or not paths.manifest.exists():
         raise MissingInputError(
             f"no collected data in {paths.data}; run `genloop collect --source digits` first"

@@ -26,11 +26,14 @@ import numpy as np
 import torch
 
 from genloop import atomic, membership, privacy, quality, tracking
-from genloop.checkpoints import load_sampler, load_vae, read_checkpoint
+from genloop.checkpoints import load_classes, load_sampler, load_vae, read_checkpoint
+from genloop.label_fidelity import conditional_samples, draw_labels, label_fidelity, per_class_labels
 from genloop.config import EvaluateConfig, Params
 from genloop.datasets import read_run_id
 from genloop.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
-                                  MIA_METRICS, MODELS, RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS)
+                                  MIA_METRICS, MODELS, RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS, is_label_fidelity,
+                                  label_fidelity_metrics)
+from genloop.models.classifier import embed
 from genloop.paths import ProjectPaths
 from genloop.scoring import score_samples  # noqa: F401 - re-exported
 from genloop.scoring import load_evaluation_data, score, with_floor
@@ -52,11 +55,33 @@ class EvaluateResult:
 
 
 @torch.no_grad()
-def sample(checkpoint: Path, n: int, seed: int) -> torch.Tensor:
-    """``n`` images from a checkpoint's sampler; z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``."""
+def sample(checkpoint: Path, n: int, seed: int, train_labels: np.ndarray | None = None) -> torch.Tensor:
+    """``n`` images from a checkpoint's sampler; z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``.
+
+    A conditional sampler gets labels drawn from ``train_labels`` (their class distribution; uniform over
+    its trained classes without them), seeded with ``seed`` as genloop.export.onnx_samples draws them."""
     sampler, latent_dim = load_sampler(checkpoint)
+    classes = load_classes(checkpoint)
+    if classes is not None:
+        labels = draw_labels(np.asarray(classes) if train_labels is None else train_labels, n, seed)
+        return conditional_samples(sampler, labels, latent_dim, seed)
     z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
     return sampler(z).clamp(0, 1)
+
+
+def fidelity(data: EvaluationData, checkpoint: Path, config: EvaluateConfig, seed: int
+             ) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+    """A conditional model's label fidelity, its floor (the classifier on held-out real images, per class)
+    and the samples: as many per trained class as evaluate draws in all, split evenly (class by class)."""
+    sampler, latent_dim = load_sampler(checkpoint)
+    classes = load_classes(checkpoint) or []
+    per_class = -(-len(data.held_out) // len(classes))
+    labels = per_class_labels(classes, per_class)
+    images = conditional_samples(sampler, labels, latent_dim, seed, config.batch_size)
+    _, logits = embed(data.classifier, images, config.batch_size)
+    scores = label_fidelity_metrics(*label_fidelity(logits.argmax(1), labels, classes))
+    floor = label_fidelity_metrics(*label_fidelity(data.held_out_predicted, data.held_out_labels, classes))
+    return scores, floor, images.numpy().reshape(len(classes), per_class, *images.shape[1:])
 
 
 @torch.no_grad()
@@ -67,6 +92,7 @@ def interpolate(checkpoint: Path, rows: int, steps: int, seed: int) -> torch.Ten
     cutting through the low-norm middle that a straight line crosses.
     """
     sampler, latent_dim = load_sampler(checkpoint)
+    classes = load_classes(checkpoint)
     z0, z1 = torch.randn(2, rows, 1, latent_dim, generator=torch.Generator().manual_seed(seed))
     t = torch.linspace(0, 1, steps).view(1, steps, 1)
     cos = torch.nn.functional.cosine_similarity(z0, z1, dim=-1).clamp(-1, 1).unsqueeze(-1)
@@ -75,7 +101,10 @@ def interpolate(checkpoint: Path, rows: int, steps: int, seed: int) -> torch.Ten
     straight = sin.abs() < 1e-6
     w0 = torch.where(straight, 1 - t, torch.sin((1 - t) * omega) / torch.where(straight, 1.0, sin))
     w1 = torch.where(straight, t, torch.sin(t * omega) / torch.where(straight, 1.0, sin))
-    return sampler((w0 * z0 + w1 * z1).reshape(-1, latent_dim)).clamp(0, 1)
+    z = (w0 * z0 + w1 * z1).reshape(-1, latent_dim)
+    if classes is not None:  # a conditional model walks within one class per row, the classes in turn
+        return sampler(z, torch.tensor(classes).repeat(rows)[:rows].repeat_interleave(steps)).clamp(0, 1)
+    return sampler(z).clamp(0, 1)
 
 
 def iwae_subset(test: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -85,20 +114,28 @@ def iwae_subset(test: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return test[torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
-def vae_likelihood(checkpoint: Path, test: torch.Tensor, config: EvaluateConfig, seed: int) -> dict[str, float]:
+def vae_likelihood(checkpoint: Path, test: torch.Tensor, config: EvaluateConfig, seed: int,
+                   test_labels: np.ndarray | None = None) -> dict[str, float]:
     """``VAE_METRICS``: test negative ELBO and IWAE NLL (nats per image) and reconstruction SSIM.
 
     The IWAE bound, the costly one (``iwae_samples`` decoder passes per image), is averaged over a
-    seeded subset of ``iwae_images`` test images; the others use them all.
+    seeded subset of ``iwae_images`` test images; the others use them all. A conditional VAE is scored
+    on -log p(x | y), given ``test_labels``.
     """
     from genloop.models.vae import negative_elbo_nats
 
     vae = load_vae(checkpoint)
+    labels = None
+    if load_classes(checkpoint) is not None:
+        if test_labels is None:
+            raise ValueError(f"{checkpoint} is a conditional VAE: its likelihood needs the test labels")
+        labels = torch.as_tensor(np.asarray(test_labels), dtype=torch.long)
+    subset = None if labels is None else iwae_subset(labels, config.iwae_images, seed)  # same draw as the images
     return {
-        "test_neg_elbo": negative_elbo_nats(vae, test, seed=seed, batch_size=config.batch_size),
+        "test_neg_elbo": negative_elbo_nats(vae, test, seed=seed, batch_size=config.batch_size, labels=labels),
         "test_nll_iwae": quality.iwae_nll(vae, iwae_subset(test, config.iwae_images, seed), config.iwae_samples,
-                                          seed, config.batch_size),
-        "test_recon_ssim": quality.reconstruction_ssim(vae, test, config.batch_size),
+                                          seed, config.batch_size, labels=subset),
+        "test_recon_ssim": quality.reconstruction_ssim(vae, test, config.batch_size, labels=labels),
     }
 
 
@@ -110,7 +147,8 @@ def membership_audit(members: torch.Tensor, non_members: torch.Tensor, checkpoin
     if config.audit_images == 0:
         return {}, {}
     generated = sample(checkpoint, config.audit_samples, sampling_seed(seed))
-    vae = load_vae(checkpoint) if kind == "vae" else None
+    # a conditional VAE's ELBO is log p(x | y): the attack would need each image's label; its distance attack runs
+    vae = load_vae(checkpoint) if kind == "vae" and load_classes(checkpoint) is None else None
     return membership.audit(members, non_members, generated, vae, config.audit_images, seed, config.batch_size)
 
 
@@ -138,13 +176,20 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     samples: dict[str, np.ndarray] = {}
     walks: dict[str, np.ndarray] = {}
     curves: dict[str, dict[str, list[float]]] = {}
+    per_class: dict[str, tuple[list[int], np.ndarray]] = {}
+    fidelity_floor: dict[str, float] = {}
     for kind in MODELS:
         checkpoint = paths.train(kind) / "model.pt"
-        fake = sample(checkpoint, len(data.held_out), sampling_seed(params.seed))
+        fake = sample(checkpoint, len(data.held_out), sampling_seed(params.seed), data.reference_labels)
         scores, shares[kind] = score(data, fake, config, params.seed)
         metrics[kind] = with_floor(scores, floor, data.classifier_accuracy)
+        classes = load_classes(checkpoint)
+        if classes is not None:
+            fidelity_scores, fidelity_floor, by_class = fidelity(data, checkpoint, config, sampling_seed(params.seed))
+            metrics[kind].update({**fidelity_scores, **{k + FLOOR_SUFFIX: v for k, v in fidelity_floor.items()}})
+            per_class[kind] = (classes, by_class[:, :max(1, config.report_samples // len(classes))])
         if kind == "vae":
-            metrics[kind].update(vae_likelihood(checkpoint, data.test, config, params.seed))
+            metrics[kind].update(vae_likelihood(checkpoint, data.test, config, params.seed, data.test_labels))
         # non-members: val + test (val only monitors training, it never picks weights)
         audit, curves[kind] = membership_audit(data.reference, data.held_out, checkpoint, kind, config, params.seed)
         metrics[kind].update(audit)
@@ -168,9 +213,9 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     }
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
-                                              floor))
+                                              {**floor, **fidelity_floor}))
     html = html_report.write_report(params, paths, detail, samples, walks,
-                                    data.held_out[:config.report_samples].numpy())
+                                    data.held_out[:config.report_samples].numpy(), per_class=per_class)
 
     if log_to_mlflow:
         _log_to_mlflow(params, paths, metrics, html)
@@ -183,15 +228,18 @@ def detail_file(paths: ProjectPaths) -> Path:
 
 
 def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> dict[str, dict[str, float]]:
-    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood and the membership audit
-    too; ``epsilon`` and ``delta`` for a privately trained model, absent otherwise) and one floor block.
+    """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood, the membership audit and a
+    conditional model's label fidelity too; ``epsilon`` and ``delta`` for a privately trained model, absent
+    otherwise) and one floor block.
 
     Small enough for ``dvc metrics show``/``diff`` to read at a glance; promotion reads
     ``[vae|gan][fid]`` from it.
     """
     keep = {*HEADLINE_METRICS, *VAE_METRICS, *MIA_METRICS, *VAE_MIA_METRICS, privacy.EPSILON, privacy.DELTA}
-    report = {kind: {k: v for k, v in scores.items() if k in keep} for kind, scores in metrics.items()}
-    return {**report, "real_floor": {k: floor[k] for k in HEADLINE_METRICS}}
+    report = {kind: {k: v for k, v in scores.items() if k in keep or is_label_fidelity(k)}
+              for kind, scores in metrics.items()}
+    fidelity_floor = {k: v for k, v in floor.items() if is_label_fidelity(k)}  # when a model is conditional
+    return {**report, "real_floor": {**{k: floor[k] for k in HEADLINE_METRICS}, **fidelity_floor}}
 
 
 def _log_to_mlflow(params: Params, paths: ProjectPaths, metrics: dict[str, dict[str, float]],

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from genloop import atomic, privacy, promotion, tracking
-from genloop.checkpoints import load_sampler, read_checkpoint
+from genloop.checkpoints import load_classes, load_sampler, read_checkpoint
 from genloop.config import ExportConfig, Params
 from genloop.paths import ONNX_FILES, ProjectPaths
 from genloop.datasets import read_run_id
@@ -26,6 +26,9 @@ from genloop.onnx_runtime import open_session, session_options
 from genloop.seeds import sampling_seed
 
 INPUT_NAME, OUTPUT_NAME = "z", "image"
+# A conditional model's graph: a second input LABEL_NAME (INT64, [batch]) holding class values, and metadata
+# LABELS_KEY = JSON list of the trained classes, CONDITIONAL_KEY = "true" (what serving reads).
+LABEL_NAME, LABELS_KEY, CONDITIONAL_KEY = "label", "genloop.labels", "genloop.conditional"
 SHA256_TAG = "genloop.onnx_sha256"  # model-version tag: onnx_content_sha256 of its graph
 
 log = logging.getLogger(__name__)
@@ -59,8 +62,9 @@ class ExportResult:
     models: dict[str, ExportedModel]
 
 
-def export_onnx(module: torch.nn.Module, latent_dim: int, target: Path) -> None:
-    """Dynamo export with a dynamic batch dimension, as one self-contained file."""
+def export_onnx(module: torch.nn.Module, latent_dim: int, target: Path, conditional: bool = False) -> None:
+    """Dynamo export with a dynamic batch dimension, as one self-contained file; a ``conditional``
+    module's ``forward(z, label)`` becomes the inputs ``z`` and ``label`` (int64), batch shared."""
     import logging
     import warnings
 
@@ -68,14 +72,17 @@ def export_onnx(module: torch.nn.Module, latent_dim: int, target: Path) -> None:
 
     # The exporter warns about torchvision ops it cannot register; genloop uses none of them.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    example = torch.randn(8, latent_dim)
+    example: tuple[torch.Tensor, ...] = (torch.randn(8, latent_dim),)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    names = [INPUT_NAME]
+    if conditional:
+        example, names = (*example, torch.zeros(8, dtype=torch.int64)), [INPUT_NAME, LABEL_NAME]
     with atomic.atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(
-            module, (example,), str(tmp), dynamo=True, external_data=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={INPUT_NAME: {0: batch}}, verbose=False,
+            module, example, str(tmp), dynamo=True, external_data=False,
+            input_names=names, output_names=[OUTPUT_NAME],
+            dynamic_shapes={name: {0: batch} for name in names}, verbose=False,
         )
         onnx.checker.check_model(str(tmp), full_check=True)
 
@@ -169,15 +176,21 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
 
 
 @torch.no_grad()
-def parity(module: torch.nn.Module, latent_dim: int, onnx_path: Path, batch_sizes: list[int], seed: int) -> dict[int, float]:
-    """Max |ONNX Runtime - PyTorch| per batch size, on the same latent vectors."""
+def parity(module: torch.nn.Module, latent_dim: int, onnx_path: Path, batch_sizes: list[int], seed: int,
+           classes: list[int] | None = None) -> dict[int, float]:
+    """Max |ONNX Runtime - PyTorch| per batch size, on the same latent vectors (and, for a conditional
+    model, the same labels drawn from ``classes``)."""
     sess = session(onnx_path)
     gen = torch.Generator().manual_seed(seed)
     diffs = {}
     for n in sorted({*batch_sizes, 7}):
         z = torch.randn(n, latent_dim, generator=gen)
-        expected = module(z).numpy()
-        got = sess.run([OUTPUT_NAME], {INPUT_NAME: z.numpy()})[0]
+        if classes is None:
+            expected, feeds = module(z).numpy(), {INPUT_NAME: z.numpy()}
+        else:
+            label = torch.tensor(classes)[torch.randint(len(classes), (n,), generator=gen)]
+            expected, feeds = module(z, label).numpy(), {INPUT_NAME: z.numpy(), LABEL_NAME: label.numpy()}
+        got = sess.run([OUTPUT_NAME], feeds)[0]
         if got.shape != expected.shape:
             raise ParityError(f"{onnx_path}: ONNX output shape {got.shape} != PyTorch {expected.shape} at batch {n}")
         diffs[n] = float(np.max(np.abs(got - expected)))
@@ -198,10 +211,14 @@ def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
     """Export beside the target and check parity; nothing is published yet."""
     config: ExportConfig = params.export
     module, latent_dim = load_sampler(paths.train(kind) / "model.pt")
+    classes = load_classes(paths.train(kind) / "model.pt")
     staged = paths.onnx(kind).with_name(f".{paths.onnx(kind).name}.staged")
-    export_onnx(module, latent_dim, staged)
-    write_metadata(staged, lineage_metadata(kind, latent_dim, params, paths))  # before parity: check what ships
-    diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed)
+    export_onnx(module, latent_dim, staged, conditional=classes is not None)
+    conditioning = {} if classes is None else {LABELS_KEY: json.dumps(classes, separators=(",", ":")),
+                                               CONDITIONAL_KEY: "true"}
+    # before parity: check what ships
+    write_metadata(staged, {**lineage_metadata(kind, latent_dim, params, paths), **conditioning})
+    diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed, classes)
     worst = max(diffs.values())
     if worst > config.parity_tolerance:
         raise ParityError(
@@ -248,10 +265,13 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
     tracking.setup(params.mlflow, paths)
     run_id = read_run_id(paths, kind)
     z = np.random.default_rng(params.seed).standard_normal((2, latent_dim)).astype(np.float32)
-    with torch.no_grad():
-        out = module(torch.from_numpy(z)).numpy()
     lineage = read_metadata(onnx_path)
-    version, model_id = tracking.log_onnx_model(run_id, onnx_path, name, z, out,
+    label = np.asarray(json.loads(lineage[LABELS_KEY])[:1] * 2, dtype=np.int64) if LABELS_KEY in lineage else None
+    with torch.no_grad():
+        out = (module(torch.from_numpy(z)) if label is None
+               else module(torch.from_numpy(z), torch.from_numpy(label))).numpy()
+    version, model_id = tracking.log_onnx_model(run_id, onnx_path, name,
+                                                z if label is None else {INPUT_NAME: z, LABEL_NAME: label}, out,
                                                 {"onnx_max_abs_diff": max(diffs.values())})
     metrics = evaluation_metrics(paths, kind)
     tags = tracking.version_tags(
@@ -274,7 +294,8 @@ def champion_rescorer(params: Params, paths: ProjectPaths) -> promotion.Rescorer
 
         with tempfile.TemporaryDirectory(prefix="genloop-rescore-") as tmp:
             onnx_file = promotion.download_onnx(f"models:/{name}/{version}", Path(tmp))
-            images = onnx_samples(onnx_file, _evaluation_sample_count(paths), sampling_seed(params.seed))
+            images = onnx_samples(onnx_file, _evaluation_sample_count(paths), sampling_seed(params.seed),
+                                  _training_labels(paths))
         try:
             return dict(score_samples(params, paths, images))
         except (ValueError, RuntimeError) as exc:  # e.g. a champion drawing another image size
@@ -290,12 +311,27 @@ def _evaluation_sample_count(paths: ProjectPaths) -> int:
     return sum(len(load_split(paths, split)[0]) for split in ("val", "test"))
 
 
-def onnx_samples(onnx_path: Path, n: int, seed: int) -> np.ndarray:
-    """``n`` images in [0, 1] from the same latent vectors genloop.evaluate.sample draws for ``seed``."""
+def _training_labels(paths: ProjectPaths) -> np.ndarray:
+    from genloop.datasets import load_split
+
+    return load_split(paths, "train")[1]
+
+
+def onnx_samples(onnx_path: Path, n: int, seed: int, train_labels: np.ndarray | None = None) -> np.ndarray:
+    """``n`` images in [0, 1] from the same latent vectors genloop.evaluate.sample draws for ``seed``; a
+    conditional graph also gets the labels it draws (from ``train_labels``' class distribution)."""
+    from genloop.label_fidelity import draw_labels
+
     sess = session(onnx_path)
-    latent_dim = int(sess.get_inputs()[0].shape[1])
+    inputs = {i.name: i for i in sess.get_inputs()}
+    latent_dim = int(inputs[INPUT_NAME].shape[1])
     z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed)).numpy()
-    return np.clip(sess.run([OUTPUT_NAME], {INPUT_NAME: z})[0], 0.0, 1.0)
+    feeds = {INPUT_NAME: z}
+    if LABEL_NAME in inputs:
+        if train_labels is None:
+            raise ValueError(f"{onnx_path} is a conditional model: sampling it needs the training labels")
+        feeds[LABEL_NAME] = draw_labels(train_labels, n, seed).numpy()
+    return np.clip(sess.run([OUTPUT_NAME], feeds)[0], 0.0, 1.0)
 
 
 def export(params: Params, paths: ProjectPaths, register: bool | None = None) -> ExportResult:

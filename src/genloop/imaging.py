@@ -36,3 +36,25 @@ def grid_image(images: np.ndarray, ncols: int | None = None, cell: int = 56, pad
 def save_grid(images: np.ndarray, path: Path, ncols: int | None = None) -> Path:
     write_bytes(path, grid_image(images, ncols))
     return path
+
+
+def labelled_rows_image(images: np.ndarray, labels: list[int], cell: int = 56, pad: int = 2,
+                        margin: int = 40) -> bytes:
+    """PNG bytes of one row per label, the label written left of its row: ``images`` (N, [1,] H, W) in
+    [0, 1] hold ``N / len(labels)`` images of each label, label by label (a conditional model's samples)."""
+    from PIL import Image, ImageDraw
+
+    imgs = np.asarray(images, dtype=np.float32)
+    if len(labels) == 0 or len(imgs) % len(labels):
+        raise ValueError(f"{len(imgs)} images do not split into {len(labels)} equal rows")
+    per_row = len(imgs) // len(labels)
+    grid = Image.open(io.BytesIO(grid_image(imgs, ncols=per_row, cell=cell, pad=pad)))
+    canvas = Image.new("L", (grid.width + margin, grid.height), 255)
+    canvas.paste(grid, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_height = (grid.height - pad) / len(labels)
+    for i, label in enumerate(labels):
+        draw.text((6, pad + i * row_height + row_height / 2 - 6), str(label), fill=0)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()

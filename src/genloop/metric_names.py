@@ -27,3 +27,16 @@ VAE_METRICS = ("test_neg_elbo", "test_nll_iwae", "test_recon_ssim")
 # from held-out ones; the nearest-generated-sample distance attack on both models, the ELBO attack on the VAE.
 MIA_METRICS = ("mia_distance_auc", "mia_distance_tpr_at_1fpr")
 VAE_MIA_METRICS = ("mia_elbo_auc", "mia_elbo_tpr_at_1fpr")
+# Conditional models only (genloop.label_fidelity): the mean share of samples generated for class k that
+# the classifier puts in k, and one flat key per trained class (label_fidelity_3); higher is better, the
+# floor is the classifier's (per-class) accuracy on held-out real images.
+LABEL_FIDELITY = "label_fidelity"
+
+
+def label_fidelity_metrics(per_class: dict[int, float], mean: float) -> dict[str, float]:
+    return {LABEL_FIDELITY: mean, **{f"{LABEL_FIDELITY}_{k}": v for k, v in sorted(per_class.items())}}
+
+
+def is_label_fidelity(key: str) -> bool:
+    suffix = key.removeprefix(LABEL_FIDELITY)
+    return key.startswith(LABEL_FIDELITY) and (suffix == "" or (suffix[:1] == "_" and suffix[1:].isdigit()))

@@ -170,13 +170,14 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 @torch.no_grad()
-def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batch_size: int = 1024) -> float:
+def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batch_size: int = 1024,
+             labels: torch.Tensor | None = None) -> float:
     """Importance-weighted estimate of -log p(x) in nats per image, with ``samples`` draws from q(z|x).
 
     -log (1/k sum_i p(x|z_i) p(z_i) / q(z_i|x)), the IWAE bound: an upper bound on the NLL that
     tightens as k grows; with k = 1 it is a one-sample negative ELBO. ``vae`` needs ``encode`` and
     ``decoder.logits`` (both genloop VAEs have them). Draws ``samples`` x images rows in blocks of
-    about ``batch_size``.
+    about ``batch_size``. With ``labels`` (a conditional VAE) it estimates -log p(x | y).
     """
     if len(images) == 0:
         raise ValueError("iwae_nll needs at least one image")
@@ -185,11 +186,13 @@ def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batc
     generator = torch.Generator().manual_seed(seed)
     per_block = max(1, batch_size // samples)
     total = 0.0
-    for x in images.float().split(per_block):
-        mu, logvar = vae.encode(x)
+    blocks = images.float().split(per_block)
+    conditions = [()] * len(blocks) if labels is None else [(y,) for y in labels.split(per_block)]
+    for x, y in zip(blocks, conditions):
+        mu, logvar = vae.encode(x, *y)
         eps = torch.randn((samples, *mu.shape), generator=generator, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)  # (k, n, d)
-        logits = vae.decoder.logits(z.reshape(-1, mu.shape[1]))
+        logits = vae.decoder.logits(z.reshape(-1, mu.shape[1]), *(c.repeat(samples) for c in y))
         target = x.unsqueeze(0).expand(samples, *x.shape).reshape(logits.shape)
         log_px_z = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
         log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
@@ -201,15 +204,19 @@ def iwae_nll(vae: nn.Module, images: torch.Tensor, samples: int, seed: int, batc
 
 
 @torch.no_grad()
-def reconstruction_ssim(vae: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> float:
-    """Mean SSIM between images and their reconstructions through the posterior mean (torchmetrics)."""
+def reconstruction_ssim(vae: nn.Module, images: torch.Tensor, batch_size: int = 1024,
+                        labels: torch.Tensor | None = None) -> float:
+    """Mean SSIM between images and their reconstructions through the posterior mean (torchmetrics);
+    a conditional VAE is given each image's ``labels``."""
     from torchmetrics.image import StructuralSimilarityIndexMeasure
 
     was_training = vae.training
     vae.eval()
     metric = StructuralSimilarityIndexMeasure(data_range=1.0)
-    for x in images.float().split(batch_size):
-        mu, _ = vae.encode(x)
-        metric.update(torch.sigmoid(vae.decoder.logits(mu)), x)
+    blocks = images.float().split(batch_size)
+    conditions = [()] * len(blocks) if labels is None else [(y,) for y in labels.split(batch_size)]
+    for x, y in zip(blocks, conditions):
+        mu, _ = vae.encode(x, *y)
+        metric.update(torch.sigmoid(vae.decoder.logits(mu, *y)), x)
     vae.train(was_training)
     return float(metric.compute())

@@ -19,8 +19,8 @@ import numpy as np
 
 from genloop import atomic
 from genloop.config import Params
-from genloop.imaging import grid_image
-from genloop.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, MODELS
+from genloop.imaging import grid_image, labelled_rows_image
+from genloop.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, LABEL_FIDELITY, MODELS
 from genloop.paths import ProjectPaths
 
 TITLES = {"vae": "VAE", "gan": "GAN"}
@@ -218,6 +218,26 @@ def _privacy_list(report: dict[str, Any]) -> str:
             "private. The GAN's budget is its discriminator's, the only part that sees real images.</p>")
 
 
+def _fidelity_table(report: dict[str, Any]) -> str:
+    """Label fidelity of the conditional models, mean then per class, beside the classifier's floor."""
+    kinds = [k for k in MODELS if LABEL_FIDELITY in report.get(k, {})]
+    if not kinds:
+        return ""
+    keys = [LABEL_FIDELITY] + sorted({k for kind in kinds for k in report[kind]
+                                      if k.startswith(LABEL_FIDELITY + "_") and k.split("_")[-1].isdigit()},
+                                     key=lambda k: int(k.split("_")[-1]))
+    rows = []
+    for key in keys:
+        cells = "".join(f"<td>{_fmt(report[k].get(key))}</td>" for k in kinds)
+        floor = report[kinds[0]].get(key + FLOOR_SUFFIX)
+        name = "mean over classes" if key == LABEL_FIDELITY else f"class {key.split('_')[-1]}"
+        rows.append(f"<tr><th>{name}</th>{cells}<td class=floor>{_fmt(floor)}</td></tr>")
+    head = "<tr><th>label fidelity</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in kinds)
+    return (f"<h2>Label fidelity (conditional models)</h2><p class=small>Share of the samples generated for class "
+            f"k that the classifier puts in k; the floor is its accuracy on held-out real images of class k.</p>"
+            f"<table>{head}<th>real (classifier accuracy)</th></tr>" + "".join(rows) + "</table>")
+
+
 def _likelihood_images(report: dict[str, Any]) -> str:
     test, iwae = report.get("test_images", "?"), report.get("iwae_test_images")
     return f"{test} test images" + (f"; IWAE on a seeded {iwae}" if iwae is not None and iwae != test else "")
@@ -268,6 +288,7 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 {_metrics_table(report, confidence)}
 <h2>Privacy</h2>
 {_privacy_list(report)}
+{_fidelity_table(report)}
 <h2>VAE likelihood ({_likelihood_images(report)})</h2>
 {_vae_table(report)}
 <h2>Privacy audit</h2>
@@ -287,8 +308,12 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 
 
 def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], samples: dict[str, np.ndarray],
-                 interpolations: dict[str, np.ndarray], real: np.ndarray) -> HtmlReport:
-    """Write ``reports/figures/*.png`` and ``reports/index.html`` from evaluate's results."""
+                 interpolations: dict[str, np.ndarray], real: np.ndarray,
+                 per_class: dict[str, tuple[list[int], np.ndarray]] | None = None) -> HtmlReport:
+    """Write ``reports/figures/*.png`` and ``reports/index.html`` from evaluate's results.
+
+    ``per_class``: for a conditional model, its classes and samples shaped (classes, per row, [1,] H, W),
+    shown one labelled row per class."""
     from genloop import dvcio
 
     config = params.evaluate
@@ -296,6 +321,9 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
     for kind in MODELS:
         if kind in samples:
             figures.append((f"samples_{kind}.png", f"{TITLES[kind]} samples", grid_image(samples[kind])))
+    for kind, (classes, rows) in (per_class or {}).items():
+        figures.append((f"samples_{kind}_per_class.png", f"{TITLES[kind]} samples, one row per class (label at left)",
+                        labelled_rows_image(np.asarray(rows).reshape(-1, *np.asarray(rows).shape[2:]), classes)))
     for kind in MODELS:
         if kind in interpolations:
             figures.append((f"interpolation_{kind}.png", f"{TITLES[kind]} latent interpolations",

@@ -41,6 +41,9 @@ class EvaluationData:
     alt_classifier: DigitClassifier  # the second feature network (fid_alt)
     reference_alt_raw: torch.Tensor  # its raw penultimate features of the training split
     alt_classifier_accuracy: float  # on the held-out images
+    held_out_labels: np.ndarray | None = None  # true labels of held_out (label fidelity's floor)
+    held_out_predicted: np.ndarray | None = None  # the classifier's argmax on held_out
+    test_labels: np.ndarray | None = None  # true labels of test (a conditional VAE's likelihood is p(x | y))
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -100,6 +103,8 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
         held_out_nn=quality.nearest_distances(held_out, reference, config.batch_size),
         alt_classifier=alt, reference_alt_raw=reference_alt_raw,
         alt_classifier_accuracy=float((held_out_alt_logits.argmax(1) == held_out_labels).float().mean()),
+        held_out_labels=held_out_labels.numpy(), held_out_predicted=held_out_logits.argmax(1).numpy(),
+        test_labels=np.asarray(splits["test"][1], dtype=np.int64),
     )
 
 

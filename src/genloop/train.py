@@ -35,8 +35,10 @@ from genloop.checkpoints import (build_gan, build_vae, load_training_state, rest
 from genloop.datasets import load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
 from genloop.config import GANConfig, Params, VAEConfig
 from genloop.errors import MissingInputError
-from genloop.imaging import save_grid
+from genloop.imaging import labelled_rows_image, save_grid
+from genloop.label_fidelity import per_class_labels, trained_classes
 from genloop.models.diffaugment import diff_augment
+from genloop.models.conditional import ConditionalPriorDecoder, WithDrawnLabels
 from genloop.models.gan import (WeightEMA, discriminator_loss, generator_loss, init_weights,
                                 recalibrate_batch_norm)
 from genloop.models.vae import LatentAffine, PriorDecoder, kl_weight, loss_function, loss_per_image, lr_factor
@@ -94,6 +96,33 @@ def load_training_images(paths: ProjectPaths, augmented: bool = True) -> torch.T
     if not augmented and "augmented" in arrays:
         images = images[~arrays["augmented"].astype(bool)]
     return to_tensor(images)
+
+
+def load_training_labels(paths: ProjectPaths, augmented: bool = True) -> torch.Tensor:
+    """The labels of ``load_training_images(paths, augmented)``, row for row (augment keeps each copy's label)."""
+    arrays = load_npz(paths.augment / "train.npz")
+    if "labels" not in arrays:
+        raise MissingInputError(f"{paths.augment / 'train.npz'} has no labels; run `genloop augment` again")
+    labels = arrays["labels"]
+    if not augmented and "augmented" in arrays:
+        labels = labels[~arrays["augmented"].astype(bool)]
+    return torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a conditional model trains with: labels of the training and validation images, row for row,
+    and the trained classes (the sorted distinct training labels), which the checkpoint stores."""
+    train: torch.Tensor
+    val: torch.Tensor
+    classes: list[int]
+
+    @staticmethod
+    def of(train: torch.Tensor, val: torch.Tensor) -> "Labels":
+        return Labels(train.long(), val.long(), trained_classes(train))
+
+    def hparams(self) -> dict[str, Any]:
+        return {"classes": self.classes}
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, images: int | None = None) -> Iterator[torch.Tensor]:
@@ -158,7 +187,7 @@ def optimizer_steps(opt: torch.optim.Optimizer) -> int:
 
 
 def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
-            generator: torch.Generator, compile: bool = False) -> Trainer:
+            generator: torch.Generator, compile: bool = False, labels: Labels | None = None) -> Trainer:
     """Minimise the β-weighted negative ELBO (Kingma & Welling 2014) with Adam, in shuffled
     mini-batches, with optional KL warm-up and cosine lr decay over the planned steps. The logged
     train_loss and val_loss are the plain negative ELBO (β = 1) per image, comparable across β.
@@ -171,12 +200,15 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     With ``privacy.enabled``, DP-SGD on the whole model (genloop.privacy): Poisson-sampled batches,
     per-image clipped (ghost clipping) and noised gradients, no torch.compile; each epoch reports the
     ε spent so far.
+
+    With ``labels`` (``cfg.conditional``) it trains the conditional VAE on (x, y) pairs (not compiled).
     """
     shape = (data.shape[2], data.shape[3])
-    vae = build_vae(cfg.model_dump(), shape).to(device)
+    vae = build_vae({**cfg.model_dump(), **(labels.hparams() if labels else {})}, shape).to(device)
     prior = LatentAffine(cfg.latent_dim).to(device)
     opt = adam(vae.parameters(), cfg.lr)
     data, val = data.to(device), val.to(device)
+    y_train, y_val = (labels.train.to(device), labels.val.to(device)) if labels else (None, None)
     total_steps = planned_vae_steps(cfg, len(data))
     dp = privacy.private_training(cfg.privacy, vae, opt, len(data), cfg.batch_size, total_steps, "sum",
                                   ghost=True) if cfg.privacy.enabled else None
@@ -184,7 +216,8 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
         opt, full_batch, draw = dp.optimizer, dp.module, dp.batches
         model_for = lambda size: full_batch  # noqa: E731
     else:
-        full_batch = compiled_or_eager(vae, data[:cfg.batch_size], compile and len(data) >= cfg.batch_size)
+        full_batch = compiled_or_eager(vae, data[:cfg.batch_size],
+                                       compile and labels is None and len(data) >= cfg.batch_size)
         draw = batches
         model_for = lambda size: full_batch if size == cfg.batch_size else vae  # noqa: E731
     fitted = cfg.prior == "fitted_gaussian"
@@ -205,7 +238,8 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, progress)
             x = data[idx]
-            logits, mu, logvar = model_for(len(idx))(x)
+            y = () if y_train is None else (y_train[idx],)
+            logits, mu, logvar = model_for(len(idx))(x, *y)
             loss, bce, kl = loss_function(logits, x, mu, logvar, beta)
             opt.zero_grad(set_to_none=True)
             (loss if dp is None else dp.clipped_loss(loss_per_image(logits, x, mu, logvar, beta))).backward()
@@ -223,20 +257,21 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             prior.fit_moments(seen, *moments)
         vae.eval()
         with torch.no_grad():
-            logits, mu, logvar = vae(val)
+            logits, mu, logvar = vae(val, *(() if y_val is None else (y_val,)))
             val_loss = loss_function(logits, val, mu, logvar, 1.0)[0].item() / max(len(val), 1)
         loss, bce, kl = (totals / max(seen, 1)).tolist()
         metrics = {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss, "kl_weight": beta}
         return metrics if dp is None else {**metrics, "epsilon": dp.epsilon()}
 
     state: dict[str, nn.Module] = {"vae": vae, **({"prior": prior} if fitted else {})}
-    sampler = PriorDecoder(prior, vae.decoder) if fitted else vae.decoder
+    prior_decoder = PriorDecoder if labels is None else ConditionalPriorDecoder
+    sampler = prior_decoder(prior, vae.decoder) if fitted else vae.decoder
     return Trainer(state={**state, **({"dp_steps": dp.counter} if dp else {})}, optimizers={"vae": opt},
                    saved=dict(state), sampler=sampler, sampler_name=None, run_epoch=run_epoch, privacy=dp)
 
 
 def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
-            generator: torch.Generator, compile: bool = False) -> Trainer:
+            generator: torch.Generator, compile: bool = False, labels: Labels | None = None) -> Trainer:
     """DCGAN training (Radford et al. 2015) with the non-saturating or hinge loss; optionally an EMA
     of the generator's weights (Yazıcı et al. 2019), which is what gets sampled and exported, and
     DiffAugment (Zhao et al. 2020) on everything the discriminator sees.
@@ -247,9 +282,11 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     clipped gradient covers (real_i, fake_i). The generator learns only through the discriminator's
     outputs, so it is post-processing of a private model and inherits its (ε, δ); its own step
     computes no per-sample gradients.
-    """
+
+    With ``labels`` (``cfg.conditional``) it trains the conditional GAN: real images with their labels,
+    fakes with labels drawn from the training labels (their class distribution); not compiled."""
     shape = (data.shape[2], data.shape[3])
-    gen, disc = build_gan(cfg.model_dump(), shape)
+    gen, disc = build_gan({**cfg.model_dump(), **(labels.hparams() if labels else {})}, shape)
     gen.apply(init_weights)
     disc.apply(init_weights)
     if cfg.privacy.enabled:
@@ -258,7 +295,8 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     ema = WeightEMA(gen, cfg.ema_decay).to(device) if cfg.ema_decay > 0 else None
     opt_g = adam(gen.parameters(), cfg.lr_g, betas=(cfg.beta1, 0.999))
     opt_d = adam(disc.parameters(), cfg.lr_d, betas=(cfg.beta1, 0.999))
-    use_compiled = compile and len(data) >= cfg.batch_size and not cfg.privacy.enabled
+    use_compiled = compile and labels is None and len(data) >= cfg.batch_size and not cfg.privacy.enabled
+    y_train = labels.train.to(device) if labels else None
     gen_full = compiled_or_eager(gen, torch.zeros(cfg.batch_size, cfg.latent_dim, device=device), use_compiled)
     disc_full = compiled_or_eager(disc, data[:cfg.batch_size], use_compiled)
     dp, disc_any, draw, generator_step = None, disc, batches, contextlib.nullcontext
@@ -279,14 +317,20 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
             g, d = (gen_full, disc_full) if len(idx) == cfg.batch_size else (gen, disc_any)
             real = data[idx]
             z = torch.randn(len(idx), cfg.latent_dim, device=device)
-            fake = g(z)
-            d_real, d_fake = d(diff_augment(real, cfg.diffaugment)), d(diff_augment(fake.detach(), cfg.diffaugment))
+            if y_train is None:
+                y_real = y_fake = ()
+            else:
+                y_real = (y_train[idx],)
+                y_fake = (y_train[torch.randint(len(y_train), (len(idx),), device=device)],)
+            fake = g(z, *y_fake)
+            d_real = d(diff_augment(real, cfg.diffaugment), *y_real)
+            d_fake = d(diff_augment(fake.detach(), cfg.diffaugment), *y_fake)
             d_loss = discriminator_loss(cfg.loss, d_real, d_fake)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
             with generator_step():
-                g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment)))
+                g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment), *y_fake))
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
             opt_g.step()
@@ -359,10 +403,14 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     torch.manual_seed(params.seed)
     device = select_device(params.train.device)
     data = load_training_images(paths, cfg.augmented)
-    val = to_tensor(load_split(paths, "val")[0])
+    val_images, val_labels = load_split(paths, "val")
+    val = to_tensor(val_images)
+    labels = (Labels.of(load_training_labels(paths, cfg.augmented), torch.from_numpy(val_labels.astype(np.int64)))
+              if cfg.conditional else None)
     shape = (int(data.shape[2]), int(data.shape[3]))
     batch_rng = torch.Generator().manual_seed(params.seed)
-    trainer = FITTERS[kind](cfg, data, val, device, batch_rng, params.train.compile)
+    trainer = FITTERS[kind](cfg, data, val, device, batch_rng, params.train.compile,
+                            **({"labels": labels} if labels else {}))
 
     plan = epoch_plan(cfg.images, len(data))
     epochs = len(plan)
@@ -408,16 +456,22 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
 
         sampler = trainer.sampler
         if trainer.sampler_name == "generator_ema":
-            recalibrate_batch_norm(sampler, cfg.latent_dim, params.seed)
+            recalibrate_batch_norm(sampler if labels is None else WithDrawnLabels(sampler, labels.train, params.seed),
+                                   cfg.latent_dim, params.seed)
         sampler.eval()
-        with torch.no_grad():
-            z = torch.randn(params.train.sample_grid, cfg.latent_dim,
-                            generator=torch.Generator().manual_seed(params.seed)).to(device)
-            samples = sampler(z).cpu().numpy()
         out_dir.mkdir(parents=True, exist_ok=True)
-        grid = save_grid(samples, out_dir / "samples.png")
+        if labels is None:
+            with torch.no_grad():
+                z = torch.randn(params.train.sample_grid, cfg.latent_dim,
+                                generator=torch.Generator().manual_seed(params.seed)).to(device)
+                samples = sampler(z).cpu().numpy()
+            grid = save_grid(samples, out_dir / "samples.png")
+        else:
+            grid = save_class_rows(sampler, cfg.latent_dim, labels.classes, params.train.sample_grid, params.seed,
+                                   out_dir / "samples.png")
         spent = {"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}
-        save_checkpoint(out_dir / "model.pt", kind, cfg.model_dump(), shape, trainer.saved,
+        save_checkpoint(out_dir / "model.pt", kind, {**cfg.model_dump(), **(labels.hparams() if labels else {})},
+                        shape, trainer.saved,
                         extra={"epochs": epochs, "images": cfg.images, "run_id": run_id, **spent},
                         sampler=trainer.sampler_name)
         if spent:
@@ -430,6 +484,18 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         tracking.log_files(run_id, [out_dir / "model.pt"], artifact_path="checkpoint")
     state_file.unlink(missing_ok=True)  # model.pt now holds the result; a new training starts fresh
     return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", epochs, cfg.images, final, throughput, start)
+
+
+@torch.no_grad()
+def save_class_rows(sampler: nn.Module, latent_dim: int, classes: list[int], sample_grid: int, seed: int,
+                    path: Path) -> Path:
+    """A conditional sampler's grid: one labelled row per class, about ``sample_grid`` images in all."""
+    from genloop.label_fidelity import conditional_samples
+
+    per_class = max(1, sample_grid // len(classes))
+    images = conditional_samples(sampler, per_class_labels(classes, per_class), latent_dim, seed).numpy()
+    atomic.write_bytes(path, labelled_rows_image(images, classes))
+    return path
 
 
 class ProgressLog:

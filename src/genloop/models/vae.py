@@ -206,11 +206,13 @@ def loss_per_image(recon_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor
 
 
 @torch.no_grad()
-def negative_elbo_nats(vae: VAE, images: torch.Tensor, seed: int = 0, batch_size: int = 1000) -> float:
+def negative_elbo_nats(vae: VAE, images: torch.Tensor, seed: int = 0, batch_size: int = 1000,
+                      labels: torch.Tensor | None = None) -> float:
     """The pytorch/examples "test set loss": mean over images of BCE-sum + KL (β = 1), one z per image.
 
     A negative ELBO in nats per image (lower is better); the noise comes from its own seeded generator,
     drawn for all images at once, so the result depends on neither the global RNG nor ``batch_size``.
+    With ``labels`` (a conditional VAE) it bounds -log p(x | y).
     """
     if len(images) == 0:
         raise ValueError("negative_elbo_nats needs at least one image")
@@ -219,9 +221,10 @@ def negative_elbo_nats(vae: VAE, images: torch.Tensor, seed: int = 0, batch_size
     generator = torch.Generator(device=images.device).manual_seed(seed)
     noise = torch.randn(len(images), vae.latent_dim, generator=generator, device=images.device)
     total = 0.0
-    for x, eps in zip(images.split(batch_size), noise.split(batch_size)):
-        mu, logvar = vae.encode(x)
-        logits = vae.decoder.logits(mu + eps * torch.exp(0.5 * logvar))
+    conditions = [()] * len(noise.split(batch_size)) if labels is None else [(y,) for y in labels.split(batch_size)]
+    for x, eps, y in zip(images.split(batch_size), noise.split(batch_size), conditions):
+        mu, logvar = vae.encode(x, *y)
+        logits = vae.decoder.logits(mu + eps * torch.exp(0.5 * logvar), *y)
         total += float(loss_function(logits, x, mu, logvar, beta=1.0)[0])
     vae.train(was_training)
     return total / len(images)
