@@ -103,9 +103,14 @@ def _handled(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if not is_user_error(exc):
+            if is_user_error(exc):
+                _fail(exc)
+            from genloop.services import unreachable_tracking_server
+
+            note = unreachable_tracking_server(exc)
+            if note is None:
                 raise
-            _fail(exc)
+            _fail(RuntimeError(note))
 
     return wrapper
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -320,6 +321,27 @@ def _create_databases(state: dict) -> None:
         for name in DATABASES:
             if name not in have:
                 conn.execute(f'CREATE DATABASE "{name}"')
+
+
+# ---- clients ---------------------------------------------------------------------------------------
+
+UNREACHABLE_WORDS = ("Connection refused", "Failed to establish a new connection", "Max retries exceeded",
+                     "RemoteDisconnected", "Connection aborted", "Connection reset")
+
+
+def unreachable_tracking_server(exc: BaseException) -> str | None:
+    """One line for an MLflow call that failed because the tracking server stopped answering, else None
+    (MLflow reports it as an ``MlflowException`` naming the URL, after its own HTTP retries)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        text = str(exc)
+        found = re.search(r"API request to (https?://[^/\s]+)", text)
+        if found and any(word in text for word in UNREACHABLE_WORDS):
+            return (f"the MLflow tracking server {found.group(1)} stopped answering, so this command failed; "
+                    "runs it had started stay RUNNING or FAILED on the server. Start the server again "
+                    "(`make services-up` in team mode) and rerun: finished stages are skipped.")
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 # ---- up / down / status ----------------------------------------------------------------------------
