@@ -64,8 +64,12 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
 
 
 def client_for(uri: str):
+    """A client of the server; models:/ downloads (promotion.download_onnx) go there too."""
+    import mlflow
     from mlflow import MlflowClient
 
+    mlflow.set_tracking_uri(uri)  # genloop_mlflow_env puts it back after the module
+    mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -86,7 +90,8 @@ def prefect_flow_runs(api: str) -> list[tuple[str, str]]:
     return [(flows.get(r["flow_id"], "?"), r["state_type"]) for r in runs]
 
 
-def test_two_clones_and_a_sweep_at_once_share_the_tracking_and_prefect_servers(team_services, tmp_path):
+def test_two_clones_and_a_sweep_at_once_share_the_tracking_and_prefect_servers(team_services, genloop_mlflow_env,
+                                                                               tmp_path):
     from genloop import promotion
 
     hub, services_env = team_services
@@ -161,7 +166,7 @@ def test_two_clones_and_a_sweep_at_once_share_the_tracking_and_prefect_servers(t
 
 
 def test_a_tracking_server_killed_mid_training_fails_the_run_and_a_rerun_after_restart_is_consistent(
-        team_services, tmp_path):
+        team_services, genloop_mlflow_env, tmp_path):
     from genloop import promotion, services
 
     hub, services_env = team_services
