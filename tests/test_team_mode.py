@@ -135,8 +135,9 @@ def test_two_clones_and_a_sweep_at_once_share_the_tracking_and_prefect_servers(t
         assert not local_mlflow_files(root), f"{name} wrote MLflow files locally: {local_mlflow_files(root)}"
     # The sweep: its parent and one finished trial per point of the space.
     sweep_parent = SWEEP_PARENT.search(out["sweep"]).group(1)
-    trials = children(client, experiment.experiment_id, sweep_parent)
-    assert len(trials) == 2 and all(t.info.status == "FINISHED" and t.data.metrics for t in trials)
+    trials = [r for r in children(client, experiment.experiment_id, sweep_parent) if "genloop.sweep_trial" in r.data.tags]
+    finished = {r.data.tags["genloop.sweep_trial"] for r in trials if r.info.status == "FINISHED" and r.data.metrics}
+    assert finished == {"0", "1"}, [(r.info.run_name, r.info.status) for r in trials]
     assert not local_mlflow_files(c)
     assert list((hub / ".services" / "artifacts").rglob("*.onnx")), "no model files in the server's artifact store"
 
@@ -161,7 +162,7 @@ def test_two_clones_and_a_sweep_at_once_share_the_tracking_and_prefect_servers(t
         assert promotion.download_onnx(f"models:/{model}@champion", tmp_path / model).stat().st_size > 0
 
     runs = prefect_flow_runs(api)
-    assert runs.count(("genloop-pipeline", "COMPLETED")) == 2, runs
+    assert runs.count(("genloop-pipeline", "COMPLETED")) >= 2, runs
     assert ("genloop-sweep", "COMPLETED") in runs, runs
 
 
