@@ -174,7 +174,7 @@ def test_a_tracking_server_killed_mid_training_fails_the_run_and_a_rerun_after_r
     uri = services_env["MLFLOW_TRACKING_URI"]
     names = {"vae": "killed-vae", "gan": "killed-gan"}
     root = copy_project(hub / "clones" / "killed", deep_update(deep_update({}, TINY_PARAMS), {
-        "train": {"vae": {"images": 400000}},  # long enough to be killed in the middle
+        "train": {"vae": {"images": 100000}},  # long enough to be killed in the middle
         "mlflow": {"experiment": "killed"},
         "export": {"vae_model_name": names["vae"], "gan_model_name": names["gan"]},
     }))
