@@ -3,7 +3,6 @@ when a tracking server is not there. The services themselves run in test_team_mo
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -45,7 +44,8 @@ def test_team_env_points_clients_at_both_servers():
     state = {"ports": {"postgres": 55432, "mlflow": 5050, "prefect": 4250}, "password": "pw"}
     assert services.team_env(state) == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5050",
                                         "PREFECT_API_URL": "http://127.0.0.1:4250/api"}
-    assert services.database_url(state, "prefect", "asyncpg") == "postgresql+asyncpg://genloop:pw@127.0.0.1:55432/prefect"
+    assert services.database_url(state, "prefect", "asyncpg") \
+        == "postgresql+asyncpg://genloop:pw@127.0.0.1:55432/prefect"
 
 
 def test_down_and_status_on_a_project_that_never_started_services(tmp_path):

@@ -8,7 +8,6 @@ that ``up`` returns (MLFLOW_TRACKING_URI, PREFECT_API_URL), as a teammate's shel
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -47,10 +46,8 @@ def team_services():
 
 
 def team_env(root: Path, services_env: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {**project_env(root), **services_env, **extra}
-    env.pop("PREFECT_HOME", None)  # each clone's own client state, as on a teammate's machine
-    env["PREFECT_HOME"] = str(root / ".prefect")
-    return env
+    # Each clone keeps its own Prefect client state, as on a teammate's machine.
+    return {**project_env(root), **services_env, "PREFECT_HOME": str(root / ".prefect"), **extra}
 
 
 def start(args: list[str], root: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -135,7 +132,8 @@ def test_two_clones_and_a_sweep_at_once_share_the_tracking_and_prefect_servers(t
         assert not local_mlflow_files(root), f"{name} wrote MLflow files locally: {local_mlflow_files(root)}"
     # The sweep: its parent and one finished trial per point of the space.
     sweep_parent = SWEEP_PARENT.search(out["sweep"]).group(1)
-    trials = [r for r in children(client, experiment.experiment_id, sweep_parent) if "genloop.sweep_trial" in r.data.tags]
+    trials = [r for r in children(client, experiment.experiment_id, sweep_parent)
+              if "genloop.sweep_trial" in r.data.tags]
     finished = {r.data.tags["genloop.sweep_trial"] for r in trials if r.info.status == "FINISHED" and r.data.metrics}
     assert finished == {"0", "1"}, [(r.info.run_name, r.info.status) for r in trials]
     assert not local_mlflow_files(c)
@@ -190,8 +188,8 @@ def test_a_tracking_server_killed_mid_training_fails_the_run_and_a_rerun_after_r
         assert time.monotonic() < deadline, "training never started"
         experiment = client.get_experiment_by_name("killed")
         if experiment is not None:
-            training = client.search_runs([experiment.experiment_id],
-                                          filter_string="tags.`genloop.model` = 'vae' and attributes.status = 'RUNNING'")
+            training = client.search_runs([experiment.experiment_id], filter_string=(
+                "tags.`genloop.model` = 'vae' and attributes.status = 'RUNNING'"))
         time.sleep(1)
     assert services.stop(hub, "mlflow")
     output = finish(proc, log, 600)

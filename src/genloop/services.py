@@ -104,7 +104,8 @@ def ensure_postgres() -> Path:
     if os.geteuid() != 0:
         sudo = shutil.which("sudo")
         if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True).returncode != 0:
-            raise ServicesError("PostgreSQL is not installed: run `sudo apt-get install -y postgresql`, then this again")
+            raise ServicesError("PostgreSQL is not installed: run `sudo apt-get install -y postgresql`, "
+                                "then this again")
         prefix = [sudo, "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print("installing PostgreSQL (apt-get install -y postgresql) ...", file=sys.stderr)
@@ -381,7 +382,8 @@ def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
     if "postgres" not in running:
         _start_postgres(bin_dir, layout, state)
     if not _pg_ready(bin_dir, state["ports"]["postgres"]):
-        raise ServicesError(f"PostgreSQL on 127.0.0.1:{state['ports']['postgres']} is not ready; see {layout.log('postgres')}")
+        raise ServicesError(f"PostgreSQL on 127.0.0.1:{state['ports']['postgres']} is not ready; "
+                            f"see {layout.log('postgres')}")
     _create_databases(state)
 
     urls = _urls(state)
@@ -396,7 +398,8 @@ def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
             if not _pid_alive(state["pids"][name]):
                 raise ServicesError(f"the {name} server exited while starting; see {layout.log(name)}")
             if time.monotonic() > deadline:
-                raise ServicesError(f"the {name} server did not become healthy in {timeout:g} s; see {layout.log(name)}")
+                raise ServicesError(f"the {name} server did not become healthy in {timeout:g} s; "
+                                    f"see {layout.log(name)}")
             time.sleep(0.5)
     env = team_env(state)
     atomic.write_text(layout.env_file, "".join(f"{k}={v}\n" for k, v in env.items()))
