@@ -27,6 +27,13 @@ def test_mlflow_tracking_uri_in_the_environment_wins_over_params(tmp_path):
     assert tracking.is_server("https://mlflow.example") and not tracking.is_server("sqlite:///x.db")
 
 
+def test_a_local_store_in_mlflow_tracking_uri_does_not_override_params(tmp_path):
+    """mlflow.set_tracking_uri writes the variable itself: another project's store must not leak in."""
+    config = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path}/mine.db")
+    assert tracking.tracking_uri(config, tmp_path, {"MLFLOW_TRACKING_URI": "sqlite:////elsewhere/other.db"}) \
+        == f"sqlite:///{tmp_path}/mine.db"
+
+
 def test_recorded_ports_are_kept_and_a_taken_one_is_replaced():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -28,12 +28,20 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SERVER_SCHEMES = ("http://", "https://")
 
 
+def env_server(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$MLFLOW_TRACKING_URI`` when it names a tracking server (team mode: .services/team.env sets it).
+
+    Any other value is ignored: ``mlflow.set_tracking_uri`` writes its URI into that variable itself, so a
+    ``sqlite:`` value there may be another project's store left by this process or its parent."""
+    uri = (os.environ if environ is None else environ).get(TRACKING_URI_ENV, "")
+    return uri if is_server(uri) else None
+
+
 def tracking_uri(config: MlflowConfig, root: Path, environ: Mapping[str, str] | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` when set (team mode: ``genloop services up`` writes it to .services/team.env),
-    else params' ``mlflow.tracking_uri``; a relative ``sqlite:///file`` resolves against the project root."""
+    """A tracking server named by ``$MLFLOW_TRACKING_URI`` (see ``env_server``), else params'
+    ``mlflow.tracking_uri``; a relative ``sqlite:///file`` resolves against the project root."""
     prefix = "sqlite:///"
-    environ = os.environ if environ is None else environ
-    uri = environ.get(TRACKING_URI_ENV) or config.tracking_uri
+    uri = env_server(environ) or config.tracking_uri
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         db = (root / uri[len(prefix):]).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)

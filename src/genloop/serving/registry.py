@@ -6,7 +6,6 @@ or a tracking server, whose artifact proxy serves the files) into a folder that 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,9 @@ class Champion:
 
 def store_uri(config: MlflowConfig, root: Path) -> str:
     """The tracking URI as genloop.tracking resolves it (the environment first), without creating anything."""
-    from genloop.tracking import TRACKING_URI_ENV
+    from genloop.tracking import env_server
 
-    return os.environ.get(TRACKING_URI_ENV) or config.tracking_uri
+    return env_server() or config.tracking_uri
 
 
 def _require_server(uri: str) -> None:
