@@ -14,7 +14,17 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down sweep clean-outputs help data-docs
+# Team mode: while `make services-up` runs, its team.env points MLflow and Prefect clients at the
+# shared servers (MLFLOW_TRACKING_URI, PREFECT_API_URL); `make services-down` removes it again.
+-include .services/team.env
+ifneq ($(MLFLOW_TRACKING_URI),)
+export MLFLOW_TRACKING_URI
+endif
+ifneq ($(PREFECT_API_URL),)
+export PREFECT_API_URL
+endif
+
+.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,7 +62,8 @@ data-docs: $(STAMP)  ## validate data/ (genloop clean): Data Docs, near-duplicat
 	  && echo "screenshot: reports/data_docs.png"; \
 	fi; echo "open reports/data_docs/index.html"
 
-ui: $(STAMP)  ## open the MLflow UI on the project's store at http://127.0.0.1:5000
+ui: $(STAMP)  ## open the MLflow UI on the project's store at http://127.0.0.1:5000 (team mode: print the server's URL)
+	@if [ -n "$(MLFLOW_TRACKING_URI)" ]; then echo "team mode: the MLflow UI is the tracking server, $(MLFLOW_TRACKING_URI)"; exit 0; fi; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 prefect-up: $(STAMP)  ## start a local Prefect server (UI at :4200); serve genloop-pipeline, -sweep, -loop
@@ -60,6 +71,15 @@ prefect-up: $(STAMP)  ## start a local Prefect server (UI at :4200); serve genlo
 
 prefect-down:  ## stop what prefect-up started
 	flows/prefect-local.sh down
+
+services-up: $(STAMP)  ## team mode: PostgreSQL + MLflow server + Prefect server in .services/ (installs PostgreSQL if missing)
+	$(BIN)/genloop services up
+
+services-down:  ## stop what services-up started (the data stays in .services/)
+	$(BIN)/genloop services down
+
+services-status:  ## is each team service running, where, healthy
+	$(BIN)/genloop services status
 
 sweep: $(STAMP)  ## hyperparameter sweep (params.yaml `sweep`) on a local Dask cluster, after `make run`
 	$(BIN)/genloop sweep

@@ -14,6 +14,9 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genloop-prefect-")
+    # Team mode's servers (make services-up exports these) are no place for test runs.
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL"):
+        os.environ.pop(key, None)
     from genloop.telemetry import switch_off
 
     switch_off()

@@ -103,9 +103,14 @@ def _handled(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if not is_user_error(exc):
+            if is_user_error(exc):
+                _fail(exc)
+            from genloop.services import unreachable_tracking_server
+
+            note = unreachable_tracking_server(exc)
+            if note is None:
                 raise
-            _fail(exc)
+            _fail(RuntimeError(note))
 
     return wrapper
 
@@ -326,10 +331,11 @@ def run(obj: Context, source: str | None, force: bool) -> None:
     """
     from flows.pipeline import pipeline as flow
     from genloop.summary import run_summary
+    from genloop.tracking import tracking_uri
 
     result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
                   overrides=obj.overrides or None, source=source, force=force)
-    click.echo(run_summary(result, obj.paths))
+    click.echo(run_summary(result, obj.paths, tracking_uri(obj.params().mlflow, obj.paths.root)))
     if result.get("cached_stages"):
         click.echo(f"skipped (inputs unchanged): {', '.join(result['cached_stages'])}; --force runs them again")
 
@@ -399,6 +405,51 @@ def history(obj: Context, limit: int) -> None:
         click.echo("versions of data.dvc in git (newest first):")
         for v in versions:
             click.echo(f"  {v.commit}  {v.date}  {v.dvc_hash}  {v.subject}")
+
+
+@main.group()
+def services() -> None:
+    """Team mode: PostgreSQL, an MLflow tracking server and a Prefect server in .services/ (local, 127.0.0.1)."""
+
+
+@services.command(name="up")
+@click.option("--timeout", type=click.FloatRange(min=1), default=240.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the servers to become healthy.")
+@click.pass_obj
+@_handled
+def services_up(obj: Context, timeout: float) -> None:
+    """Start the services (what already runs is left alone) and write .services/team.env for clients."""
+    from genloop import services as team
+
+    env = team.up(obj.paths.root, timeout=timeout)
+    layout = team.ServicesLayout.of(obj.paths.root)
+    for name, line in team.status(obj.paths.root).items():
+        click.echo(f"{name:9} {line}")
+    click.echo(f"MLflow UI:  {env['MLFLOW_TRACKING_URI']}\nPrefect UI: {env['PREFECT_API_URL'].removesuffix('/api')}")
+    click.echo(f"clients: {layout.env_file} ({', '.join(env)}); `make run` uses it; in a shell: "
+               f"set -a; . {layout.env_file}; set +a")
+
+
+@services.command(name="down")
+@click.pass_obj
+@_handled
+def services_down(obj: Context) -> None:
+    """Stop what `genloop services up` started; the databases and artifacts stay in .services/."""
+    from genloop import services as team
+
+    stopped = team.down(obj.paths.root)
+    click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services.command(name="status")
+@click.pass_obj
+@_handled
+def services_status(obj: Context) -> None:
+    """Whether each service runs, where, and whether it answers its health check."""
+    from genloop import services as team
+
+    for name, line in team.status(obj.paths.root).items():
+        click.echo(f"{name:9} {line}")
 
 
 from genloop.serving.cli import serve_command  # noqa: E402  (imports only click at module level)

@@ -27,7 +27,16 @@ def mlflow_ui_command(paths: ProjectPaths) -> str:
     return f"cd {paths.root} && .venv/bin/mlflow ui --backend-store-uri sqlite:///{rel} --host 127.0.0.1 --port 5000"
 
 
-def run_summary(result: dict[str, Any], paths: ProjectPaths) -> str:
+def where_tracked(result: dict[str, Any], paths: ProjectPaths, tracking_uri: str | None) -> list[str]:
+    """The lines saying where the runs went: a tracking server's UI, or the local store and how to open it."""
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        return [f"MLflow tracking server: {tracking_uri} (parent run {result['parent_run_id']})",
+                f"compare the runs: open {tracking_uri}"]
+    return [f"MLflow store: {paths.mlflow_dir} (parent run {result['parent_run_id']})",
+            "compare the runs:", f"  {mlflow_ui_command(paths)}"]
+
+
+def run_summary(result: dict[str, Any], paths: ProjectPaths, tracking_uri: str | None = None) -> str:
     lines = [
         "",
         f"genloop pipeline finished in {result['seconds']:.1f} s "
@@ -46,9 +55,7 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths) -> str:
         *([f"stages skipped (inputs unchanged): {', '.join(result['cached_stages'])}"] if result.get("cached_stages") else []),
         f"metrics: {paths.metrics}",
         f"report: {paths.root / 'reports' / 'index.html'}",
-        f"MLflow store: {paths.mlflow_dir} (parent run {result['parent_run_id']})",
-        "compare the runs:",
-        f"  {mlflow_ui_command(paths)}",
+        *where_tracked(result, paths, tracking_uri),
         "",
     ]
     return "\n".join(lines)

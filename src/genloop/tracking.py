@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,24 @@ RUNNER_TAG = "genloop.runner"
 PIPELINE_KEY_TAG = "genloop.pipeline_key"
 
 
-def tracking_uri(config: MlflowConfig, root: Path) -> str:
-    """Resolve a relative ``sqlite:///file`` against the project root, not the current directory."""
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SERVER_SCHEMES = ("http://", "https://")
+
+
+def env_server(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$MLFLOW_TRACKING_URI`` when it names a tracking server (team mode: .services/team.env sets it).
+
+    Any other value is ignored: ``mlflow.set_tracking_uri`` writes its URI into that variable itself, so a
+    ``sqlite:`` value there may be another project's store left by this process or its parent."""
+    uri = (os.environ if environ is None else environ).get(TRACKING_URI_ENV, "")
+    return uri if is_server(uri) else None
+
+
+def tracking_uri(config: MlflowConfig, root: Path, environ: Mapping[str, str] | None = None) -> str:
+    """A tracking server named by ``$MLFLOW_TRACKING_URI`` (see ``env_server``), else params'
+    ``mlflow.tracking_uri``; a relative ``sqlite:///file`` resolves against the project root."""
     prefix = "sqlite:///"
-    uri = config.tracking_uri
+    uri = env_server(environ) or config.tracking_uri
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         db = (root / uri[len(prefix):]).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -39,11 +53,16 @@ def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:
     """The SQLite file behind the tracking URI (as ``tracking_uri`` resolves it, minus the mkdir), or None for
     a server URI."""
     prefix = "sqlite:///"
-    uri = config.tracking_uri
+    uri = env_server() or config.tracking_uri
     if not uri.startswith(prefix):
         return None
     db = Path(uri[len(prefix):])
     return db if db.is_absolute() else (root / db).resolve()
+
+
+def is_server(uri: str) -> bool:
+    """A tracking server (it stores artifacts itself), not a database file or URL the client writes to."""
+    return uri.startswith(SERVER_SCHEMES)
 
 
 def setup(config: MlflowConfig, paths: ProjectPaths) -> str:
@@ -56,14 +75,32 @@ def setup(config: MlflowConfig, paths: ProjectPaths) -> str:
     mlflow.set_registry_uri(uri)  # the registry lives in the same store; never one a server or test left set
     experiment = mlflow.get_experiment_by_name(config.experiment)
     if experiment is None:
-        artifacts = Path(config.artifact_root)
-        artifacts = artifacts if artifacts.is_absolute() else paths.root / artifacts
-        artifacts.mkdir(parents=True, exist_ok=True)
-        experiment_id = mlflow.create_experiment(config.experiment, artifact_location=artifacts.resolve().as_uri())
+        experiment_id = _create_experiment(config, paths, uri)
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _create_experiment(config: MlflowConfig, paths: ProjectPaths, uri: str) -> str:
+    """A server keeps artifacts where it chooses (``mlflow-artifacts:`` behind its proxy); a local store
+    under ``mlflow.artifact_root``. Another process creating the same experiment first is fine."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    location = None
+    if not is_server(uri):
+        artifacts = Path(config.artifact_root)
+        artifacts = artifacts if artifacts.is_absolute() else paths.root / artifacts
+        artifacts.mkdir(parents=True, exist_ok=True)
+        location = artifacts.resolve().as_uri()
+    try:
+        return mlflow.create_experiment(config.experiment, artifact_location=location)
+    except MlflowException:
+        experiment = mlflow.get_experiment_by_name(config.experiment)  # created meanwhile by another run
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def git_commit(root: Path) -> str:

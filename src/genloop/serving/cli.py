@@ -47,8 +47,8 @@ def _project(ctx: click.Context):
               help="Serve this ONNX file under NAME instead (repeatable; replaces the --models defaults).")
 @click.option("--champions/--files", "champions", default=None,
               help="Serve the registry's champions (models:/genloop-vae@champion, models:/genloop-gan@champion from "
-                   "the MLflow store in params), or the ONNX files in --models. Default: the champions when the "
-                   "store has both, else the files; --models/--model mean files.")
+                   "the MLflow store: $MLFLOW_TRACKING_URI, else params), or the ONNX files in --models. Default: "
+                   "the champions when the store has both, else the files; --models/--model mean files.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", envvar=TOKEN_ENV, default=None, metavar="TOKEN",

@@ -1,7 +1,8 @@
 """Champions from the MLflow Model Registry as ONNX files for ``genloop serve``.
 
 ``models:/genloop-vae@champion`` and ``models:/genloop-gan@champion`` are downloaded from the
-store in params (``mlflow.tracking_uri``) into a folder that lives as long as the server.
+store genloop tracks to (``$MLFLOW_TRACKING_URI``, else params' ``mlflow.tracking_uri``: a SQLite file
+or a tracking server, whose artifact proxy serves the files) into a folder that lives as long as the server.
 """
 from __future__ import annotations
 
@@ -20,6 +21,25 @@ class Champion:
     path: Path
 
 
+def store_uri(config: MlflowConfig) -> str:
+    """The tracking URI as genloop.tracking resolves it (the environment first), without creating anything."""
+    from genloop.tracking import env_server
+
+    return env_server() or config.tracking_uri
+
+
+def _require_server(uri: str) -> None:
+    """Fail at once, and clearly, when a tracking server is down (MLflow itself retries for minutes)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            return
+    except Exception as exc:  # refused, timeout, 5xx
+        raise ServingError(f"the MLflow tracking server {uri} does not answer ({exc}); start it "
+                           "(`make services-up` in team mode) or serve files with --files") from None
+
+
 def _client(config: MlflowConfig, root: Path):
     from genloop.telemetry import switch_off
 
@@ -27,9 +47,11 @@ def _client(config: MlflowConfig, root: Path):
     import mlflow
     from mlflow import MlflowClient
 
-    from genloop.tracking import tracking_uri
+    from genloop.tracking import is_server, tracking_uri
 
     uri = tracking_uri(config, root)
+    if is_server(uri):
+        _require_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -53,7 +75,7 @@ def _champion(client, config: MlflowConfig, name: str):
     except promotion.PromotionError as exc:
         raise ServingError(str(exc)) from None
     if version is None:
-        raise ServingError(f"{name} has no champion in {config.tracking_uri}; "
+        raise ServingError(f"{name} has no champion in {store_uri(config)}; "
                            f"`genloop promote {name} VERSION` sets one, or serve files with --files")
     return version
 
