@@ -49,7 +49,7 @@ test-fast: $(STAMP)  ## the tests that start no server, Dask, DVC or browser and
 lint-imports: $(STAMP)  ## check the import contracts in pyproject.toml (layers, no cycles, stages independent)
 	$(BIN)/lint-imports
 
-repro: $(STAMP)  ## recreate data/ from the embedded source if missing, then `dvc repro`
+repro: $(STAMP)  ## recreate data/ if missing (dvc pull from the default remote, else collect), then `dvc repro`
 	@test -f data/images.npy || $(BIN)/genloop collect
 	$(BIN)/dvc repro
 

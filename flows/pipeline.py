@@ -76,8 +76,8 @@ def outcome(value: StageOutcome | State) -> StageOutcome:
 
 
 @retried_stage(name="collect")
-def collect_task(config: CollectConfig, paths: ProjectPaths, mode: str = "replace"):
-    return collect(config, paths, mode=mode)
+def collect_task(config: CollectConfig, paths: ProjectPaths, mode: str = "replace", pull_if_missing: bool = False):
+    return collect(config, paths, mode=mode, pull_if_missing=pull_if_missing)
 
 
 @stage(name="clean")
@@ -174,6 +174,7 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
         "rows": collected.rows,
         "image_shape": f"{collected.image_shape[0]}x{collected.image_shape[1]}",
         "dvc_hash": collected.dvc_hash,
+        "pulled_from": getattr(collected, "pulled_from", None),  # the DVC remote data/ came from, if pulled
         "quarantined": cleaned.result.quarantined,
         "parent_run_id": parent_run_id,
         "child_run_ids": {k: t.result.run_id for k, t in trained.items()},
@@ -208,7 +209,8 @@ def pipeline(project_root: str = ".", params_file: str | None = None,
     started = time.perf_counter()
     params, paths = prepare(project_root, params_file, overrides, source)
     with project_lock(paths.root, "flow genloop-pipeline"):  # re-entrant: `genloop run` already holds it
-        collected = collect_task(params.collect, paths)
+        # a clone without data/ pulls data.dvc's version from the default DVC remote, unless a source was named
+        collected = collect_task(params.collect, paths, pull_if_missing=source is None)
         return after_collect(params, paths, collected, overrides, force, "prefect", started)
 
 
@@ -223,7 +225,9 @@ def loop(project_root: str = ".", params_file: str | None = None, overrides: dic
     params, paths = prepare(project_root, params_file, overrides, None)
     with project_lock(paths.root, "flow genloop-loop"):
         spec = source or params.schedule.source or params.collect.source
-        collected = collect_task(params.collect.model_copy(update={"source": spec}), paths, mode or params.schedule.mode)
+        mode = mode or params.schedule.mode
+        collected = collect_task(params.collect.model_copy(update={"source": spec}), paths, mode,
+                                 pull_if_missing=mode == "append")  # a clone appends to the team's data
         data_id = caching.data_identity(paths, collected.dvc_hash)
         last = caching.last_trained_data(paths)
         if last and last.get("data") == data_id and not force:

@@ -153,7 +153,9 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
     """Read a source into data/ (images.npy + manifest.csv) and version it with DVC (data.dvc).
 
     Every source is read and checked in full before data/ changes; a bad one leaves data/ and
-    data.dvc as they were.
+    data.dvc as they were. With a default DVC remote, data/ is pushed there afterwards; a clone
+    without data/ pulls data.dvc's version from it instead of collecting (unless --source is given;
+    --mode append pulls it, then appends).
     """
     from genloop.collect import collect as run
     from genloop.sources import parse_size
@@ -163,14 +165,24 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
         config = config.model_copy(update={"source": source})
     size = parse_size(resize) if resize else None
     result = run(config, obj.paths, version_with_dvc=not no_dvc, mode=mode, resize=size,
-                 max_rows=obj.params().clean.max_rows)
+                 max_rows=obj.params().clean.max_rows, pull_if_missing=source is None or mode == "append")
+    for warning in result.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     shape = f"{result.image_shape[0]}x{result.image_shape[1]}"
+    if result.pulled_from and result.mode == "replace":
+        click.echo(f"pulled {result.rows} images of {shape} into {result.data_dir} from DVC remote "
+                   f"{result.pulled_from!r} (dvc md5 {result.dvc_hash}, checked against data.dvc)")
+        return
     if result.mode == "append":
+        if result.pulled_from:
+            click.echo(f"pulled data/ ({result.rows - result.added} images) from DVC remote {result.pulled_from!r} first")
         click.echo(f"appended {result.added} images of {shape} from {config.source!r} as batch {result.batch}; "
                    f"{result.data_dir} now holds {result.rows} (dvc md5 {result.dvc_hash})")
     else:
         click.echo(f"collected {result.rows} images of {shape} from {config.source!r} into {result.data_dir} "
                    f"(dvc md5 {result.dvc_hash})")
+    if result.pushed_to:
+        click.echo(f"pushed data/ to DVC remote {result.pushed_to!r}")
 
 
 def _log_data_reports(obj: Context, reports) -> None:
@@ -375,6 +387,28 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
     click.echo(f"best {result['metric']} = {result['best_score']:.4g} with {result['best_params']} "
                f"(run {result['best_run_id']}, sweep parent {result['parent_run_id']}, "
                f"{len(result['workers'])} worker process(es), {result['seconds']:.0f} s)")
+
+
+@main.command(name="migrate-store")
+@click.option("--to", "target", required=True, metavar="URI",
+              help="Target tracking store or server, e.g. http://mlflow:5000 or postgresql://user@host/mlflow.")
+@click.option("--from", "source", default="sqlite:///mlflow/mlflow.db", show_default=True, metavar="URI",
+              help="Source store (a relative sqlite path is relative to --root).")
+@click.pass_obj
+@_handled
+def migrate_store(obj: Context, target: str, source: str) -> None:
+    """Copy the MLflow store to another store or server: experiments, runs (params, metric histories,
+    tags with parent links remapped, status, times, artifacts) and registered models (versions, tags,
+    aliases). Safe to run again: what an earlier run copied in full is skipped; a same-named experiment
+    or model of other origin on the target stops it before anything is written."""
+    import os
+
+    from genloop.store_migration import migrate_store as run, resolve_store_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run otherwise
+    report = run(resolve_store_uri(source, obj.paths.root), resolve_store_uri(target, obj.paths.root),
+                 progress=lambda message: click.echo(f"copying {message}", err=True))
+    click.echo(report.summary())
 
 
 @main.group()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genloop import dvcio
+from genloop import dataremote, dvcio
 from genloop.atomic import atomic_dir
 from genloop.config import CollectConfig
 from genloop.datacommit import commit_data
@@ -36,6 +36,9 @@ class CollectResult:
     added: int = 0  # rows this collect read from the source
     batch: int = 0  # the manifest `batch` those rows carry
     mode: str = "replace"
+    pulled_from: str | None = None  # the DVC remote data/ was pulled from instead of collecting
+    pushed_to: str | None = None  # the DVC remote data/ was pushed to after collecting
+    warnings: tuple[str, ...] = ()  # a failed push or pull (the collect itself succeeded)
 
 
 def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
@@ -165,21 +168,35 @@ def collect(
     mode: str = "replace",
     resize: tuple[int, int] | None = None,
     max_rows: int | None = None,
+    pull_if_missing: bool = False,
 ) -> CollectResult:
-    """Read ``config.source`` into data/ (replacing it, or appending a new batch) and ``dvc add`` it.
+    """Read ``config.source`` into data/ (replacing it, or appending a new batch), ``dvc add`` it and
+    push it to the default DVC remote if one is set (genloop.dataremote).
 
     Everything is read and checked before data/ is touched; data/ and data.dvc are then replaced
     together (genloop.datacommit), so a bad source or a crash leaves a consistent pair. ``max_rows``
-    (clean.max_rows) lets IDX sources refuse an oversized file from its header.
+    (clean.max_rows) lets IDX sources refuse an oversized file from its header. ``pull_if_missing``:
+    a clone without data/ whose data.dvc the remote holds pulls that version instead of collecting
+    (``append``: pulls it, then appends to it).
     """
     if mode not in MODES:
         raise DataSetError(f"collect mode {mode!r}: expected one of {', '.join(MODES)}")
+    notes: tuple[str, ...] = ()
+    pulled = dataremote.pull_missing_data(paths) if pull_if_missing and version_with_dvc else None
+    pulled_from = pulled.remote if pulled is not None and pulled.done else None
+    if pulled_from and mode == "replace":
+        return _pulled_result(paths, pulled_from)
+    if pulled is not None and not pulled.done:
+        notes = (pulled.message,)
     batch = load_source(config.source, resize=resize, max_rows=max_rows)
     if mode == "append":
         images, manifest, batch_id = appended_dataset(paths, batch)
     else:
         images, manifest, batch_id = batch.images, build_manifest(batch), 0
     dvc_hash = commit_data(paths, lambda folder: _write_files(folder, images, manifest), version_with_dvc)
+    pushed = dataremote.push_data(paths) if dvc_hash != "untracked" else None
+    if pushed is not None and not pushed.done:
+        notes = (*notes, pushed.message)
     return CollectResult(
         rows=len(manifest),
         image_shape=(int(images.shape[1]), int(images.shape[2])),
@@ -188,7 +205,17 @@ def collect(
         added=len(batch.images),
         batch=batch_id,
         mode=mode,
+        pulled_from=pulled_from,
+        pushed_to=pushed.remote if pushed is not None and pushed.done else None,
+        warnings=notes,
     )
+
+
+def _pulled_result(paths: ProjectPaths, remote: str) -> CollectResult:
+    images = np.load(paths.images, mmap_mode="r", allow_pickle=False)
+    return CollectResult(rows=int(images.shape[0]), image_shape=(int(images.shape[1]), int(images.shape[2])),
+                         data_dir=paths.data, dvc_hash=dvcio.read_dvc_hash(paths.data_dvc),
+                         batch=0, mode="replace", pulled_from=remote)
 
 
 # ---- history: which batches data/ holds, and which versions of it git has recorded ----------------

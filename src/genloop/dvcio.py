@@ -1,6 +1,8 @@
 """The DVC adapter: version ``data/`` and read back the hashes DVC recorded."""
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -69,3 +71,26 @@ def dvc_commit(root: Path) -> bool:
         return False
     run_dvc(["commit", "--force", "--quiet"], cwd=root)
     return True
+
+
+def default_remote(root: Path) -> str | None:
+    """The default remote's name (``core.remote`` of .dvc/config, .dvc/config.local or the user's
+    config), or None when none is set."""
+    proc = run_dvc(["remote", "default"], cwd=root, check=False)
+    name = proc.stdout.strip()
+    return name if proc.returncode == 0 and name and " " not in name else None
+
+
+def dir_md5(folder: Path) -> str:
+    """The ``.dir`` md5 ``dvc add`` would record for ``folder``, computed here (DVC 3: md5 of the sorted
+    JSON list of each file's md5 and relative path), to check pulled data independently of DVC."""
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest = hashlib.md5()
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            entries.append({"md5": digest.hexdigest(), "relpath": path.relative_to(folder).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"

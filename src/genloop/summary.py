@@ -40,7 +40,8 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths, tracking_uri: str |
     lines = [
         "",
         f"genloop pipeline finished in {result['seconds']:.1f} s "
-        f"({result['rows']} images {result['image_shape']}, quarantined {result['quarantined']}, dvc md5 {result['dvc_hash']})",
+        f"({result['rows']} images {result['image_shape']}, quarantined {result['quarantined']}, dvc md5 {result['dvc_hash']}"
+        + (f", pulled from DVC remote {result['pulled_from']!r}" if result.get("pulled_from") else "") + ")",
         "",
         metrics_table(result["metrics"]),
         f"(classifier accuracy on held-out real images: {result['classifier_accuracy']:.3f})",
