@@ -13,6 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export GIT_PYTHON_REFRESH := quiet
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 # Team mode: while `make services-up` runs, its team.env points MLflow and Prefect clients at the
 # shared servers (MLFLOW_TRACKING_URI, PREFECT_API_URL); `make services-down` removes it again.

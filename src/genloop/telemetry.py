@@ -12,6 +12,10 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "true",
     "DVC_NO_ANALYTICS": "1",
     "GIT_PYTHON_REFRESH": "quiet",
+    # Not telemetry, but set at the same entry points: Prefect's temporary server gets 20 s to start by
+    # default, which a loaded 2-core machine overruns on a new database ("Timed out while attempting to
+    # connect to ephemeral Prefect API server").
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 
