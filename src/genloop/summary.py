@@ -7,7 +7,9 @@ from genloop.kinds import MODELS
 from genloop.paths import ProjectPaths
 
 SHOWN = ("recognisable_share", "fid", "fid_alt", "kid_mean", "is_mean", "precision", "recall", "density",
-         "coverage", "class_tvd", "nn_train_distance_ratio")
+         "coverage", "class_tvd", "nn_train_distance_ratio",
+         # shown for the models that have them: conditional, audited, privately trained
+         "label_fidelity", "mia_distance_auc", "mia_elbo_auc", "epsilon")
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -15,9 +17,11 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     floor = next(iter(metrics.values()), {})
     header = f"{'metric':<24}" + "".join(f"{m:>12}" for m in models) + f"{'real floor':>12}"
     rows = [header, "-" * len(header)]
-    for name in (n for n in SHOWN if all(n in metrics[m] for m in models)):
-        row = f"{name:<24}" + "".join(f"{metrics[m][name]:>12.4g}" for m in models)
-        rows.append(row + f"{floor.get(name + '_real_floor', float('nan')):>12.4g}")
+    for name in (n for n in SHOWN if any(n in metrics[m] for m in models)):
+        row = f"{name:<24}" + "".join(f"{metrics[m][name]:>12.4g}" if name in metrics[m] else f"{'-':>12}"
+                                      for m in models)
+        floor_value = floor.get(name + "_real_floor")
+        rows.append(row + (f"{floor_value:>12.4g}" if floor_value is not None else f"{'-':>12}"))
     return "\n".join(rows)
 
 
