@@ -15,6 +15,7 @@ from pathlib import Path
 
 from genloop.config import PromotionConfig
 from genloop.errors import GenloopError
+from genloop import tracking
 from genloop.tracking import EPSILON_TAG
 
 CHAMPION = "champion"
@@ -112,22 +113,18 @@ def beats(candidate: float, champion: float, config: PromotionConfig) -> bool:
 
 # ---- registry access (MlflowClient) ---------------------------------------------------------------
 def _version(client, name: str, version: str):
-    from mlflow.exceptions import MlflowException
-
     _registered(client, name)
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
+    except tracking.registry_errors():
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         raise PromotionError(f"{name} has no version {version!r} (it has {versions or 'none'})") from None
 
 
 def _registered(client, name: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_registered_model(name)
-    except MlflowException:
+    except tracking.registry_errors():
         names = sorted(m.name for m in client.search_registered_models())
         raise PromotionError(f"no registered model {name!r} in this MLflow store (it has {names or 'none'}); "
                              "run `genloop export` first") from None
@@ -135,17 +132,11 @@ def _registered(client, name: str):
 
 def download_onnx(model_uri: str, dst: Path) -> Path:
     """The ONNX file of a registered model (``models:/NAME@champion``, ``models:/NAME/3``), downloaded into ``dst``."""
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    except MlflowException as exc:
+        local = tracking.download_artifacts(model_uri, dst)
+    except tracking.registry_errors() as exc:
         raise PromotionError(f"{model_uri}: cannot download from the MLflow registry "
-                             f"({mlflow.get_tracking_uri()}): {exc.message}") from None
+                             f"({tracking.current_uri()}): {getattr(exc, 'message', exc)}") from None
     found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
     if not found or found[0].suffix != ".onnx":
         raise PromotionError(f"{model_uri}: no .onnx file among its artifacts ({local})")
@@ -154,12 +145,10 @@ def download_onnx(model_uri: str, dst: Path) -> Path:
 
 def current_champion(client, name: str):
     """The version holding the ``champion`` alias, or None."""
-    from mlflow.exceptions import MlflowException
-
     _registered(client, name)
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    except tracking.registry_errors():
         return None
 
 

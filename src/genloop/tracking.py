@@ -282,6 +282,40 @@ def registry_client(config: MlflowConfig, paths: ProjectPaths):
     return MlflowClient()
 
 
+def client_at(uri: str):
+    """An ``MlflowClient`` on ``uri`` for tracking and registry, also made the process's current URI (model
+    downloads through ``models:/`` resolve against it); serving uses it without creating a store."""
+    switch_off()
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def registry_errors() -> tuple[type[Exception], ...]:
+    """What MLflow raises for a missing model, version or alias, or a failed download (imported lazily:
+    ``import mlflow`` takes seconds)."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException,)
+
+
+def download_artifacts(uri: str, dst: Path) -> Path:
+    """Download ``uri`` (``models:/NAME@alias``, ``runs:/...``) from the current store into ``dst``."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in logs
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
+def current_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
 def parent_for_dvc(config: MlflowConfig, paths: ProjectPaths) -> str:
     """The parent run that groups ``dvc repro`` stages on the same data and commit.
 

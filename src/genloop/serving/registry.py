@@ -41,20 +41,12 @@ def _require_server(uri: str) -> None:
 
 
 def _client(config: MlflowConfig, root: Path):
-    from genloop.telemetry import switch_off
-
-    switch_off()
-    import mlflow
-    from mlflow import MlflowClient
-
-    from genloop.tracking import is_server, tracking_uri
+    from genloop.tracking import client_at, is_server, tracking_uri
 
     uri = tracking_uri(config, root)
     if is_server(uri):
         _require_server(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return client_at(uri)
 
 
 def _existing_store_client(config: MlflowConfig, root: Path):
