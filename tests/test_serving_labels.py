@@ -24,7 +24,8 @@ from genloop.models.gan import Generator
 from genloop.serving import ServeSettings, ServingError
 from genloop.serving.live import _check_same_interface
 from genloop.serving.models import ModelHolder
-from test_serving import LATENT, SIDE, TOL, LiveServer, latents
+from servers import ThreadServer
+from test_serving import LATENT, SIDE, TOL, latents
 
 COND, PLAIN = "genloop-cgan", "genloop-gan"
 CLASSES = list(range(10))
@@ -102,7 +103,7 @@ def settings(models_dir: Path) -> ServeSettings:
 
 @pytest.fixture(scope="module")
 def server(models_dir):
-    with LiveServer(settings(models_dir)) as live:
+    with ThreadServer(settings(models_dir), guarded=False) as live:
         yield live
 
 
