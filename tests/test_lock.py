@@ -37,6 +37,7 @@ def wait_for_holder(root: Path, pid: int, timeout: float = 60.0) -> dict:
     raise AssertionError(f"process {pid} never took the lock")
 
 
+@pytest.mark.integration  # several seconds: two genloop processes, or a live server under load
 def test_second_command_fails_at_once_naming_the_holder_and_the_first_completes(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     first = start_collect(tmp_path, pause_s=20)
@@ -61,6 +62,7 @@ def test_second_command_fails_at_once_naming_the_holder_and_the_first_completes(
     assert not (tmp_path / ".genloop").exists()
 
 
+@pytest.mark.integration  # several seconds: two genloop processes, or a live server under load
 def test_second_command_with_wait_runs_after_the_first(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     first = start_collect(tmp_path, pause_s=3)

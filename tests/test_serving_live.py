@@ -225,6 +225,7 @@ class SteadyLoad(threading.Thread):
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
 
+@pytest.mark.integration  # several seconds: two genloop processes, or a live server under load
 def test_server_follows_the_champion_under_load_without_failing_a_request(registry, reference):
     root, uri, client = registry
     port = free_port()
@@ -263,6 +264,7 @@ def test_server_follows_the_champion_under_load_without_failing_a_request(regist
     print(f"followed the champion in {to_v2:.1f} s and {to_v1:.1f} s; {len(load.results)} requests, none failed")
 
 
+@pytest.mark.integration  # several seconds: two genloop processes, or a live server under load
 def test_repository_endpoints_load_unload_and_keep_the_old_model_on_a_failed_load(registry, reference):
     root, uri, client = registry
     port = free_port()
@@ -340,6 +342,7 @@ def test_notify_loads_on_reachable_servers_and_warns_about_the_rest(models_dir, 
     assert notify_servers(DeployConfig(servers=[dead]), []) == []  # nothing moved: nobody is called
 
 
+@pytest.mark.integration  # several seconds: two genloop processes, or a live server under load
 def test_export_writes_the_triton_repository_and_notifies_servers_after_a_promotion(genloop_tiny_project,
                                                                                     models_dir, tmp_path):
     from genloop.export import export
