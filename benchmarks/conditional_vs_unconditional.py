@@ -18,8 +18,8 @@ OUT/grid_conditional_per_class.png (one labelled row per class). Needs only torc
 pydantic, pyyaml and genloop (Pillow for the PNGs, else .npy): no MLflow, Prefect or DVC, so it runs on
 a bare GPU machine. From the repository root:
 
-    PYTHONPATH=src python benchmarks/conditional_vs_unconditional.py --device cuda --out /tmp/cond
-    PYTHONPATH=src python benchmarks/conditional_vs_unconditional.py --images 60000 --device cpu --out /tmp/cond
+    PYTHONPATH=src python benchmarks/conditional_vs_unconditional.py --device cuda --out OUT
+    PYTHONPATH=src python benchmarks/conditional_vs_unconditional.py --images 60000 --device cpu --out OUT
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ to ONNX as `genloop export` does, and times one call per repetition at each batc
 eager and onnxruntime call by call (so both see the same machine load), on the same number of
 threads. Prints a markdown table of median latency per call and the speed-up.
 
-    .venv/bin/python benchmarks/ort_vs_eager.py --project /tmp/d-proj --batches 1 64 --reps 2000 --threads 2
+    .venv/bin/python benchmarks/ort_vs_eager.py --project PROJECT --batches 1 64 --reps 2000 --threads 2
 
 Eager runs under torch.no_grad(); onnxruntime with the session options of
 `genloop serve` (sequential execution, no spinning threads).
