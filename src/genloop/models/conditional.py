@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from genloop.models.gan import Discriminator, Generator
-from genloop.models.vae import ConvVAE, Decoder, LatentAffine, MLPDecoder
+from genloop.models.vae import ConvVAE, Decoder, LatentAffine, MLPDecoder, VAEBase
 
 
 class OneHot(nn.Module):
@@ -48,7 +48,7 @@ class ConditionalDecoder(nn.Module):
         return torch.sigmoid(self.logits(z, label))
 
 
-class ConditionalMLPVAE(nn.Module):
+class ConditionalMLPVAE(VAEBase):
     """The pytorch/examples MLP VAE with one-hot y concatenated to x (encoder) and to z (decoder)."""
 
     def __init__(self, latent_dim: int, hidden: int, height: int, width: int, num_classes: int):
@@ -65,15 +65,8 @@ class ConditionalMLPVAE(nn.Module):
         h1 = F.relu(self.fc1(torch.cat([x.reshape(-1, self.pixels), self.one_hot(y)], dim=1)))
         return self.fc21(h1), self.fc22(h1)
 
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x, y)
-        return self.decoder.logits(self.reparameterize(mu, logvar), y), mu, logvar
-
-
-class ConditionalConvVAE(nn.Module):
+class ConditionalConvVAE(VAEBase):
     """The conv VAE with one-hot y concatenated to the encoder's flattened features and to z."""
 
     def __init__(self, latent_dim: int, channels: int, height: int, width: int, num_classes: int,
@@ -92,13 +85,6 @@ class ConditionalConvVAE(nn.Module):
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.cat([self.encoder(x), self.one_hot(y)], dim=1)
         return self.mu(h), self.logvar(h)
-
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x, y)
-        return self.decoder.logits(self.reparameterize(mu, logvar), y), mu, logvar
 
 
 ConditionalVAE = ConditionalMLPVAE | ConditionalConvVAE

@@ -43,7 +43,19 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.logits(z))
 
 
-class ConvVAE(nn.Module):
+class VAEBase(nn.Module):
+    """What every genloop VAE shares: the reparameterisation trick and the forward pass around the subclass's
+    ``encode(x, *y)`` and ``decoder.logits(z, *y)`` (``y``: the label of a conditional VAE, else nothing)."""
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward(self, x: torch.Tensor, *y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x, *y)
+        return self.decoder.logits(self.reparameterize(mu, logvar), *y), mu, logvar
+
+
+class ConvVAE(VAEBase):
     def __init__(self, latent_dim: int, channels: int, height: int, width: int, decoder_convs: int = 0):
         super().__init__()
         self.latent_dim = latent_dim
@@ -65,13 +77,6 @@ class ConvVAE(nn.Module):
         h = self.encoder(x)
         return self.mu(h), self.logvar(h)
 
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x)
-        return self.decoder.logits(self.reparameterize(mu, logvar)), mu, logvar
-
 
 class MLPDecoder(nn.Module):
     """z -> hidden -> H*W pixels, reshaped to (N, 1, H, W) so it exports and serves like the conv decoder."""
@@ -89,7 +94,7 @@ class MLPDecoder(nn.Module):
         return torch.sigmoid(self.logits(z))
 
 
-class MLPVAE(nn.Module):
+class MLPVAE(VAEBase):
     """The pytorch/examples VAE (fc1, fc21, fc22 | fc3, fc4), sized from the image instead of 784."""
 
     def __init__(self, latent_dim: int, hidden: int, height: int, width: int):
@@ -105,13 +110,6 @@ class MLPVAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h1 = F.relu(self.fc1(x.reshape(-1, self.pixels)))
         return self.fc21(h1), self.fc22(h1)
-
-    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x)
-        return self.decoder.logits(self.reparameterize(mu, logvar)), mu, logvar
 
 
 VAE = ConvVAE | MLPVAE
