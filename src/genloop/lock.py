@@ -54,14 +54,18 @@ def describe(holder: dict) -> str:
             f"since {holder.get('since')}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """The process exists on this machine and has not exited (a zombie, exited but not yet reaped, has not)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and ") Z" in stat.read_text())
 
 
 def _acquire(fd: int, path: Path, wait: float) -> None:
@@ -85,7 +89,7 @@ def _warn_if_stale(path: Path) -> None:
     if not holder:
         return
     same_host = holder.get("host") == socket.gethostname()
-    gone = same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
+    gone = same_host and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"])
     why = "which is no longer running" if gone else "which exited without releasing it"
     warnings.warn(f"taking over a stale lock {path} left by {describe(holder)}, {why}; what it was "
                   "writing may be unfinished", StaleLockWarning, stacklevel=3)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from genloop import atomic
 from genloop.errors import GenloopError
+from genloop.lock import pid_alive
 from genloop.telemetry import quiet_env
 
 SERVERS = ("mlflow", "prefect")
@@ -192,22 +193,9 @@ def team_env(state: dict) -> dict[str, str]:
 
 # ---- processes -------------------------------------------------------------------------------------
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and ") Z" in stat.read_text())  # a zombie is gone
-
-
 def _is_ours(pid: int | None, name: str, port: int) -> bool:
     """The recorded PID is still the server we started (not a recycled PID): name and port on its command line."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     cmdline = Path(f"/proc/{pid}/cmdline")
     if not cmdline.exists():  # no /proc (macOS): trust the PID
@@ -235,7 +223,7 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
             os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.2)
 
@@ -395,7 +383,7 @@ def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     for name in SERVERS:
         while not _healthy(urls[name] + HEALTH_PATHS[name]):
-            if not _pid_alive(state["pids"][name]):
+            if not pid_alive(state["pids"][name]):
                 raise ServicesError(f"the {name} server exited while starting; see {layout.log(name)}")
             if time.monotonic() > deadline:
                 raise ServicesError(f"the {name} server did not become healthy in {timeout:g} s; "
