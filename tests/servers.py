@@ -54,3 +54,26 @@ class ThreadServer:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
+
+
+def run_schemathesis(url: str, cwd, seed: int, *extra: str):
+    """schemathesis' `st run` against ``url``'s OpenAPI schema, every check but positive-data acceptance;
+    skips when schemathesis or its `st` command is missing. Returns the finished process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("schemathesis")
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    if st is None:
+        pytest.skip("schemathesis' `st` command is not installed beside this Python")
+    return subprocess.run(
+        [st, "run", f"{url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+         *extra, "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1",
+         "--request-timeout", "10", "--seed", str(seed)],
+        cwd=cwd, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+    )

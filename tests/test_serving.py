@@ -31,7 +31,7 @@ from genloop.models.vae import Decoder
 from genloop.serving import ServeSettings, ServingError
 from genloop.serving.cli import serve_command
 from genloop.serving.models import ModelHolder
-from servers import ThreadServer, free_port, wait_ready
+from servers import ThreadServer, free_port, run_schemathesis, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -470,16 +470,7 @@ def test_serve_command_runs_uvicorn_until_interrupted(models_dir, tmp_path):
 
 # ---- schemathesis: fuzz the OpenAPI schema, never a 5xx ---------------------------------------------
 def test_schemathesis_finds_no_server_error(server, tmp_path):
-    pytest.importorskip("schemathesis")
-    st = shutil.which("st", path=str(Path(sys.executable).parent))
-    if st is None:
-        pytest.skip("schemathesis' `st` command is not installed beside this Python")
-    result = subprocess.run(
-        [st, "run", f"{server.url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1",
-         "--request-timeout", "10", "--seed", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
-    )
+    result = run_schemathesis(server.url, tmp_path, 1)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 

@@ -24,7 +24,7 @@ from genloop.models.gan import Generator
 from genloop.serving import ServeSettings, ServingError
 from genloop.serving.live import _check_same_interface
 from genloop.serving.models import ModelHolder
-from servers import ThreadServer
+from servers import ThreadServer, run_schemathesis
 from test_serving import LATENT, SIDE, TOL, latents
 
 COND, PLAIN = "genloop-cgan", "genloop-gan"
@@ -335,19 +335,5 @@ def test_a_new_version_may_add_classes_but_not_drop_served_ones(models_dir, tmp_
 # ---- schemathesis on a server with a conditional model: never a 5xx ----------------------------------------
 @pytest.mark.integration
 def test_schemathesis_finds_no_server_error_with_a_conditional_model(server, tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    pytest.importorskip("schemathesis")
-    st = shutil.which("st", path=str(Path(sys.executable).parent))
-    if st is None:
-        pytest.skip("schemathesis' `st` command is not installed beside this Python")
-    result = subprocess.run(
-        [st, "run", f"{server.url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--include-path-regex", "/(infer|generate)$", "--phases", "examples,coverage,fuzzing",
-         "--max-examples", "25", "--workers", "1", "--request-timeout", "10", "--seed", "2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
-    )
+    result = run_schemathesis(server.url, tmp_path, 2, "--include-path-regex", "/(infer|generate)$")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
