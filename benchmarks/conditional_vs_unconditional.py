@@ -1,6 +1,6 @@
 """Conditional against unconditional GAN on MNIST at the same images budget: FID, label fidelity, the floors.
 
-Both arms train through ``genloop.train.fit_gan`` with the shipped ``params.yaml`` (train.gan, augmented
+Both arms train through ``genloop.stages.train.fit_gan`` with the shipped ``params.yaml`` (train.gan, augmented
 copies included when it says so), on the first ``--train-images`` images of the MNIST test set, for
 ``--images`` training images each; the conditional arm sets ``conditional: true`` and trains with the
 labels. Scoring uses the evaluate stage's main feature network (genloop's ``DigitClassifier``, the
@@ -35,21 +35,21 @@ import numpy as np
 import torch
 
 from genloop.config import load_params
-from genloop.datasets import to_tensor
-from genloop.idx import read_idx_folder
-from genloop.label_fidelity import (conditional_samples, draw_labels, label_fidelity, per_class_labels,
+from genloop.io.datasets import to_tensor
+from genloop.io.idx import read_idx_folder
+from genloop.core.label_fidelity import (conditional_samples, draw_labels, label_fidelity, per_class_labels,
                                     trained_classes)
-from genloop.models.classifier import embed, train_classifier
-from genloop.models.conditional import WithDrawnLabels
-from genloop.models.gan import recalibrate_batch_norm
-from genloop.train import Labels, epoch_plan, fit_gan, select_device
+from genloop.core.models.classifier import embed, train_classifier
+from genloop.core.models.conditional import WithDrawnLabels
+from genloop.core.models.gan import recalibrate_batch_norm
+from genloop.stages.train import Labels, epoch_plan, fit_gan, select_device
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def frechet_distance(reference: torch.Tensor, candidate: torch.Tensor) -> float:
     """FID between Gaussians fitted to two feature sets (N, d), in float64, as torchmetrics (and so
-    genloop.quality.fid) computes it: tr sqrt(S1 S2) as the sum of the square roots of its eigenvalues."""
+    genloop.core.quality.fid) computes it: tr sqrt(S1 S2) as the sum of the square roots of its eigenvalues."""
     a, b = reference.double().numpy(), candidate.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -59,10 +59,10 @@ def frechet_distance(reference: torch.Tensor, candidate: torch.Tensor) -> float:
 
 def train_arm(params, images: np.ndarray, labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
               budget: int, conditional: bool, device: torch.device, seed: int, augment: bool):
-    """fit_gan for ``budget`` images, then the sampler as genloop.train.train_model prepares it."""
+    """fit_gan for ``budget`` images, then the sampler as genloop.stages.train.train_model prepares it."""
     cfg = params.train.gan.model_copy(update={"conditional": conditional, "images": budget})
     if augment and params.augment.copies and cfg.augmented:
-        from genloop.augment import augment_images
+        from genloop.stages.augment import augment_images
 
         copies = augment_images(images, params.augment, seed)  # copy c of image i is row c * N + i
         images, labels = np.concatenate([images, copies]), np.tile(labels, 1 + params.augment.copies)
@@ -96,7 +96,7 @@ def unconditional_samples(sampler, n: int, latent_dim: int, seed: int, device: t
 
 def save_png(images: np.ndarray, path: Path, row_labels: list[int] | None = None) -> str:
     try:
-        from genloop import imaging
+        from genloop.io import imaging
 
         data = (imaging.grid_image(images, ncols=8) if row_labels is None
                 else imaging.labelled_rows_image(images, row_labels))

@@ -3,11 +3,11 @@
 One model (the MLP VAE by default; ``--model gan`` for the DCGAN with a private discriminator) is
 trained on ``--train`` images of the MNIST test set (a seeded random split; the rest are held out), without privacy and with DP-SGD at
 several noise multipliers, all on the same images budget (``--images``), through
-``genloop.train.fit_vae``/``fit_gan`` as the pipeline trains them. Each arm then reports:
+``genloop.stages.train.fit_vae``/``fit_gan`` as the pipeline trains them. Each arm then reports:
 
 - ε at δ (``--delta``) from the RDP accountant (Poisson sampling, as the private arms train);
 - FID of as many samples as held-out images against the training images, in the feature space of
-  genloop's evaluation classifier (the CNN of genloop.models.classifier, trained once on the
+  genloop's evaluation classifier (the CNN of genloop.core.models.classifier, trained once on the
   training images with the evaluate defaults), and the real-vs-real floor (held-out vs training);
 - a membership-inference AUC: the simple nearest-generated-sample distance attack (an image is
   called a member when a sample lies close to it; Hilprecht et al. 2019), training images against
@@ -40,11 +40,11 @@ import torch
 from scipy import linalg
 
 from genloop.config import EvaluateConfig, GANConfig, VAEConfig
-from genloop.datasets import to_tensor
-from genloop.idx import read_idx_folder
-from genloop.models.classifier import embed, train_classifier
-from genloop.models.gan import recalibrate_batch_norm
-from genloop.train import epoch_plan, fit_gan, fit_vae
+from genloop.io.datasets import to_tensor
+from genloop.io.idx import read_idx_folder
+from genloop.core.models.classifier import embed, train_classifier
+from genloop.core.models.gan import recalibrate_batch_norm
+from genloop.stages.train import epoch_plan, fit_gan, fit_vae
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ Needs a project prepared up to augment, e.g. for MNIST (first run collects, clea
         --config base='{}' --config nodiffaug='{"diffaugment": []}' --config ttur='{"lr_d": 0.0004}'
 
 Each ``--config NAME=JSON`` overrides ``train.gan`` keys of the project's params.yaml (code defaults
-when it has none). Training goes through ``genloop.train.fit_gan`` (the same ``run_epoch`` as
+when it has none). Training goes through ``genloop.stages.train.fit_gan`` (the same ``run_epoch`` as
 ``genloop train``); samples are drawn as ``genloop train`` and ``genloop evaluate`` draw them (EMA
 generator with re-estimated batch-norm statistics, as many samples as held-out images) and scored
 with the FID of ``genloop evaluate`` (its classifier's features against the training split). Budgets are in images, so results do not depend on machine load;
@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 
 from genloop.config import load_params
-from genloop import quality
-from genloop.evaluate import load_evaluation_data
-from genloop.models.classifier import embed
-from genloop.imaging import save_grid
-from genloop.models.gan import recalibrate_batch_norm
+from genloop.core import quality
+from genloop.stages.evaluate import load_evaluation_data
+from genloop.core.models.classifier import embed
+from genloop.io.imaging import save_grid
+from genloop.core.models.gan import recalibrate_batch_norm
 from genloop.paths import ProjectPaths
-from genloop.train import epoch_plan, fit_gan, load_training_images, select_device, to_tensor
-from genloop.clean import load_split
+from genloop.stages.train import epoch_plan, fit_gan, load_training_images, select_device, to_tensor
+from genloop.stages.clean import load_split
 
 
 @torch.no_grad()

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from genloop import membership
+from genloop.core import membership
 from genloop.config import load_params
-from genloop.datasets import load_split, to_tensor
-from genloop.evaluate import membership_audit
-from genloop.kinds import MODELS
+from genloop.io.datasets import load_split, to_tensor
+from genloop.stages.evaluate import membership_audit
+from genloop.config import MODELS
 from genloop.paths import ProjectPaths
 
 

@@ -62,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from genloop.checkpoints import load_sampler
-    from genloop.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from genloop.io.checkpoints import load_sampler
+    from genloop.stages.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 
     torch.set_num_threads(args.threads)
     rows = []

@@ -2,9 +2,9 @@
 
 Four arms train on the first 8,000 images of the MNIST test set for the same wall-clock budget on
 the same cores: a DCGAN shrunk to 28x28 and the 784-400-20 VAE, both as pytorch/examples writes them
-(``reference_models.py``), and genloop's GAN and VAE through ``genloop.train.fit_gan``/``fit_vae``
+(``reference_models.py``), and genloop's GAN and VAE through ``genloop.stages.train.fit_gan``/``fit_vae``
 with the shipped ``params.yaml`` (augmentation included, as the pipeline runs it). Each arm then
-draws as many samples as there are held-out images, and ``genloop.evaluate.score_samples`` scores
+draws as many samples as there are held-out images, and ``genloop.stages.evaluate.score_samples`` scores
 all four against the last 2,000 images with one classifier, trained once. The VAEs' test negative
 ELBO is computed on the same 2,000 images. Writes a markdown report (stdout and OUT/report.md),
 OUT/results.json and each arm's 64-sample grid (OUT/grids/).
@@ -43,12 +43,12 @@ import numpy as np
 import torch
 
 import reference_models as ref
-from genloop.arrays import save_npz
+from genloop.io.arrays import save_npz
 from genloop.config import Params, load_params
-from genloop.evaluate import score_samples
-from genloop.idx import read_idx_folder
+from genloop.stages.evaluate import score_samples
+from genloop.io.idx import read_idx_folder
 from genloop.paths import ProjectPaths
-from genloop.train import to_tensor
+from genloop.stages.train import to_tensor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("dcgan_examples", "genloop_gan", "vae_examples", "genloop_vae")
@@ -152,10 +152,10 @@ def train_genloop(kind: str, params: Params, train: np.ndarray, val: np.ndarray,
     Time is checked between epochs: another epoch starts only if it is expected to end less than
     half an epoch after the budget, so the overrun is at most half an epoch (reported as train s).
     """
-    from genloop.augment import augment_images
-    from genloop.models.gan import recalibrate_batch_norm
-    from genloop.models.vae import negative_elbo_nats
-    from genloop.train import fit_gan, fit_vae
+    from genloop.stages.augment import augment_images
+    from genloop.core.models.gan import recalibrate_batch_norm
+    from genloop.core.models.vae import negative_elbo_nats
+    from genloop.stages.train import fit_gan, fit_vae
 
     started = time.perf_counter()
     cfg = getattr(params.train, kind)
@@ -224,7 +224,7 @@ def draw_samples(model: ArmModel, n: int, seed: int, batch_size: int = 1000) -> 
 
 def save_samples_grid(samples: torch.Tensor, path: Path) -> str:
     try:
-        from genloop.imaging import save_grid
+        from genloop.io.imaging import save_grid
 
         return str(save_grid(samples[:GRID_SAMPLES].numpy(), path))
     except ImportError:  # no Pillow on this machine: keep the pixels
@@ -435,7 +435,7 @@ def report(results: list[dict[str, Any]], floor: dict[str, float], meta: dict[st
         f"- mode: {meta['mode']}; device {meta['device']}; torch {torch.__version__}",
         f"- data: {meta['data']}: first {meta['train_images']:,} images train every arm, last "
         f"{meta['held_out_images']:,} are held out; each arm draws {meta['samples']:,} samples, scored by "
-        "genloop.evaluate.score_samples against the training images with one classifier "
+        "genloop.stages.evaluate.score_samples against the training images with one classifier "
         f"(held-out accuracy {floor.get('classifier_accuracy', float('nan')):.4f}); test neg-ELBO on all "
         "held-out images (one seeded z per image, BCE-sum + KL)",
         f"- real-vs-real floor (held-out real images scored like samples): {floor_cells}",

@@ -230,7 +230,7 @@ def train_vae(data: torch.Tensor, budget_s: float, device: torch.device, seed: i
 def negative_elbo_nats(model: ExamplesVAE, images: torch.Tensor, seed: int = 0, batch_size: int = 1000) -> float:
     """The examples' test loss in nats per image: BCE-sum + KL with one seeded z per image.
 
-    The same formula and noise scheme as ``genloop.models.vae.negative_elbo_nats``, so the two VAEs'
+    The same formula and noise scheme as ``genloop.core.models.vae.negative_elbo_nats``, so the two VAEs'
     figures compare directly.
     """
     if len(images) == 0:

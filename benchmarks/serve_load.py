@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-SERVE = "from genloop.serving.cli import serve_command; serve_command()"
+SERVE = "from genloop.serving.command import serve_command; serve_command()"
 
 
 def free_port() -> int:

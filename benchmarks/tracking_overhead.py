@@ -126,9 +126,9 @@ def make_files(base: Path) -> dict[str, Path]:
 
 def prepared_project(base: Path) -> Path:
     """Digits collected, cleaned and augmented once (no MLflow); each store copies it."""
-    from genloop.augment import augment
-    from genloop.clean import clean
-    from genloop.collect import collect
+    from genloop.stages.augment import augment
+    from genloop.stages.clean import clean
+    from genloop.stages.collect import collect
     from genloop.config import CollectConfig, load_params
     from genloop.paths import ProjectPaths
 
@@ -182,10 +182,10 @@ def tiny_loop(prepared: Path, dest: Path, uri: str, overrides: dict) -> dict[str
     import mlflow
 
     from genloop.config import load_params
-    from genloop.evaluate import evaluate
-    from genloop.export import export
+    from genloop.stages.evaluate import evaluate
+    from genloop.stages.export import export
     from genloop.paths import ProjectPaths
-    from genloop.train import train_model
+    from genloop.stages.train import train_model
 
     shutil.copytree(prepared, dest)
     paths = ProjectPaths.at(dest)

@@ -4,7 +4,7 @@ Both arms train the same model class (genloop's MLP VAE, 784-400-20 on MNIST) fr
 weights with Adam(lr=1e-3), batch 128, on the same split, in one process, epochs interleaved (A, B,
 A, B, ...) so that load from other processes on a shared machine hits both alike.
 
-- genloop: ``genloop.train.fit_vae``: images held as one float tensor, ``randperm`` batches, a
+- genloop: ``genloop.stages.train.fit_vae``: images held as one float tensor, ``randperm`` batches, a
   validation pass per epoch (what ``genloop train`` runs).
 - examples: ``vae/main.py`` of pytorch/examples: a Dataset returning one PIL image at a time through
   a ToTensor equivalent (torchvision does not install here), a DataLoader with shuffle, ``loss.item()``
@@ -12,7 +12,7 @@ A, B, ...) so that load from other processes on a shared machine hits both alike
 
 images/s counts training images over each epoch's wall time (training plus its held-out pass);
 images per CPU-second divides by the process's CPU time instead, which other processes on a shared
-machine disturb far less (with ``--threads 1`` it is the work each loop does). The test ELBO is ``genloop.models.vae.negative_elbo_nats`` (the examples' test loss, nats per image).
+machine disturb far less (with ``--threads 1`` it is the work each loop does). The test ELBO is ``genloop.core.models.vae.negative_elbo_nats`` (the examples' test loss, nats per image).
 
     .venv/bin/python benchmarks/train_throughput.py --data ../shared/data/mnist-t10k --epochs 10
     .venv/bin/python benchmarks/train_throughput.py --epochs 10 --genloop-batch 512   # genloop's batch only
@@ -31,10 +31,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from genloop.config import VAEConfig
-from genloop.datasets import to_tensor
-from genloop.idx import read_idx_folder
-from genloop.models.vae import MLPVAE, loss_function, negative_elbo_nats
-from genloop.train import fit_vae
+from genloop.io.datasets import to_tensor
+from genloop.io.idx import read_idx_folder
+from genloop.core.models.vae import MLPVAE, loss_function, negative_elbo_nats
+from genloop.stages.train import fit_vae
 
 
 def pil_to_tensor(pic: Image.Image) -> torch.Tensor:

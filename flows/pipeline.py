@@ -2,7 +2,7 @@
 stage function in genloop.
 
 A stage whose params, inputs and code did not change since its last run, and whose outputs are
-still on disk as it left them, is skipped (state ``Cached``; see genloop.caching); ``force=True``
+still on disk as it left them, is skipped (state ``Cached``; see genloop.pipeline.caching); ``force=True``
 runs everything. collect and export retry transient failures (network, busy registry) with
 exponential backoff; errors that cannot pass (bad config, bad data, parity) fail at once.
 
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from genloop.telemetry import switch_off
+from genloop.io.telemetry import switch_off
 
 switch_off(PREFECT_LOGGING_EXTRA_LOGGERS="genloop",  # before prefect is imported
            PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore")  # genloop logs outside a flow run stay local
@@ -26,22 +26,23 @@ from prefect.states import Completed, State  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 from prefect.utilities.annotations import opaque  # noqa: E402
 
-from genloop import caching, dvcio, prefect_artifacts, tracking  # noqa: E402
-from genloop.caching import StageOutcome  # noqa: E402
-from genloop.augment import augment  # noqa: E402
-from genloop.clean import clean  # noqa: E402
-from genloop.collect import collect  # noqa: E402
+from genloop.pipeline import caching, prefect_artifacts  # noqa: E402
+from genloop.io import dvcio, tracking
+from genloop.pipeline.caching import StageOutcome  # noqa: E402
+from genloop.stages.augment import augment  # noqa: E402
+from genloop.stages.clean import clean  # noqa: E402
+from genloop.stages.collect import collect  # noqa: E402
 from genloop.config import CollectConfig, Params, load_params  # noqa: E402
-from genloop.evaluate import evaluate  # noqa: E402
-from genloop.export import export  # noqa: E402
-from genloop.kinds import MODELS  # noqa: E402
-from genloop.lock import project_lock  # noqa: E402
+from genloop.stages.evaluate import evaluate  # noqa: E402
+from genloop.stages.export import export  # noqa: E402
+from genloop.config import MODELS  # noqa: E402
+from genloop.io.lock import project_lock  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
-from genloop.train import train_model  # noqa: E402
-from genloop.transient import retry_if_transient  # noqa: E402
+from genloop.stages.train import train_model  # noqa: E402
+from genloop.pipeline.transient import retry_if_transient  # noqa: E402
 
 # The stages the flow runs after collect, in order: each is a stage of dvc.yaml, whose deps, params
-# and outs decide when it is skipped (tests/test_caching.py checks the two lists agree).
+# and outs decide when it is skipped (tests/unit/pipeline/test_caching.py checks the two lists agree).
 STAGES = ("clean", "augment", *(f"train_{kind}" for kind in MODELS), "evaluate", "export")
 RETRIES = 2
 RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2 s, then 4 s

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genloop.telemetry import switch_off
+from genloop.io.telemetry import switch_off
 
 switch_off()  # before prefect is imported
 

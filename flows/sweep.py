@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from genloop.telemetry import switch_off
+from genloop.io.telemetry import switch_off
 
 switch_off()  # before prefect is imported
 
@@ -25,11 +25,11 @@ from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from genloop import sweep as sweeping  # noqa: E402
+from genloop.pipeline import trials as sweeping  # noqa: E402
 from genloop.config import load_params  # noqa: E402
 from genloop.paths import ProjectPaths  # noqa: E402
-from genloop.tracking import failed_on_error  # noqa: E402
-from genloop.transient import retry_if_transient  # noqa: E402
+from genloop.io.tracking import failed_on_error  # noqa: E402
+from genloop.pipeline.transient import retry_if_transient  # noqa: E402
 
 @task(name="trial", task_run_name="trial-{trial.index}", cache_policy=NO_CACHE, retries=1,
       retry_delay_seconds=2, retry_condition_fn=retry_if_transient)

@@ -12,12 +12,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
 
 
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ is an integration test (make test-fast skips it), marked or not."""
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genloop-prefect-")
     # Team mode's servers (make services-up exports these) are no place for test runs.
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL"):
         os.environ.pop(key, None)
-    from genloop.telemetry import switch_off
+    from genloop.io.telemetry import switch_off
 
     switch_off()
     # Subprocesses (dvc stages calling `genloop ...`) must find the venv's entry points.
@@ -61,7 +71,7 @@ class GenloopTinyProject:
     paths: _GenloopAny
     params: _GenloopAny
     overrides: dict = _genloop_field(default_factory=dict)
-    results: dict = _genloop_field(default_factory=dict)  # kind -> genloop.train.TrainResult
+    results: dict = _genloop_field(default_factory=dict)  # kind -> genloop.stages.train.TrainResult
 
     def params_with(self, overrides: dict):
         """This project's params with more ``load_params`` overrides (dotted keys) on top."""
@@ -80,9 +90,9 @@ class GenloopTinyProject:
 @pytest.fixture(scope="session")
 def genloop_prepared_data(tmp_path_factory) -> Path:
     """A project folder holding collected, cleaned and augmented digits (no training, no MLflow)."""
-    from genloop.augment import augment
-    from genloop.clean import clean
-    from genloop.collect import collect
+    from genloop.stages.augment import augment
+    from genloop.stages.clean import clean
+    from genloop.stages.collect import collect
     from genloop.config import CollectConfig
     from genloop.paths import ProjectPaths
 
@@ -116,7 +126,7 @@ def genloop_tiny_project(genloop_prepared_data, genloop_mlflow_env, tmp_path_fac
     with a private copy of the prepared data and (unless ``train=()``) both models trained with
     no explicit parent run, so each takes the DVC-style parent from ``tracking.parent_for_dvc``."""
     from genloop.paths import ProjectPaths
-    from genloop.train import train_model
+    from genloop.stages.train import train_model
 
     def make(name: str = "project", overrides: dict | None = None,
              train: tuple[str, ...] = ("vae", "gan")) -> GenloopTinyProject:

@@ -98,7 +98,7 @@ def collect_digits(root: Path) -> None:
 
 def reproduce(root: Path, *args: str) -> str:
     """``dvc repro ARGS`` in a copy; its stdout and stderr together."""
-    from genloop.dvcio import run_dvc
+    from genloop.io.dvcio import run_dvc
 
     proc = run_dvc(["repro", *args], cwd=root, env=project_env(root))
     return proc.stdout + proc.stderr

@@ -35,7 +35,7 @@ class ThreadServer:
     def __init__(self, settings: ServeSettings, guarded: bool = True):
         import uvicorn
 
-        from genloop.serving.cli import uvicorn_options
+        from genloop.serving.command import uvicorn_options
 
         self.app = create_app(settings)
         self.sock = free_socket()

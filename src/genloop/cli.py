@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from genloop.telemetry import switch_off
+from genloop.io.telemetry import switch_off
 
 CLI_LOG_HANDLER = "genloop-cli"
 
@@ -78,7 +78,7 @@ def _log_to_stderr() -> None:
     logger = logging.getLogger("genloop")
     if not logger.handlers and not logging.getLogger().handlers:  # leave configured hosts (pytest) alone
         handler = logging.StreamHandler()
-        handler.set_name(CLI_LOG_HANDLER)  # a flow run swaps it for Prefect's (genloop.prefect_artifacts)
+        handler.set_name(CLI_LOG_HANDLER)  # a flow run swaps it for Prefect's (genloop.pipeline.prefect_artifacts)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -105,7 +105,7 @@ def _handled(fn):
         except Exception as exc:
             if is_user_error(exc):
                 _fail(exc)
-            from genloop.services import unreachable_tracking_server
+            from genloop.io.services import unreachable_tracking_server
 
             note = unreachable_tracking_server(exc)
             if note is None:
@@ -116,14 +116,14 @@ def _handled(fn):
 
 
 def _locked(fn):
-    """Hold the project lock (genloop.lock) while the command writes state, after putting right what
-    a killed collect left (genloop.datacommit)."""
+    """Hold the project lock (genloop.io.lock) while the command writes state, after putting right what
+    a killed collect left (genloop.io.datacommit)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(obj: Context, *args, **kwargs):
-        from genloop.datacommit import recover
-        from genloop.lock import project_lock
+        from genloop.io.datacommit import recover
+        from genloop.io.lock import project_lock
 
         with project_lock(obj.paths.root, wait=obj.wait):
             done = recover(obj.paths)
@@ -157,8 +157,8 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
     without data/ pulls data.dvc's version from it instead of collecting (unless --source is given;
     --mode append pulls it, then appends).
     """
-    from genloop.collect import collect as run
-    from genloop.sources import parse_size
+    from genloop.stages.collect import collect as run
+    from genloop.io.sources import parse_size
 
     config = obj.params().collect
     if source:
@@ -187,7 +187,7 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
 
 def _log_data_reports(obj: Context, reports) -> None:
     """The DVC route's data reports go to the run ``genloop train`` nests under (one per data hash and commit)."""
-    from genloop import tracking
+    from genloop.io import tracking
 
     run_id = tracking.parent_for_dvc(obj.params().mlflow, obj.paths)
     logged = tracking.log_data_reports(run_id, list(reports))
@@ -205,8 +205,8 @@ def clean(obj: Context, no_mlflow: bool) -> None:
     Also writes Data Docs (reports/data_docs/index.html) and near-duplicates across splits
     (reports/near_duplicates.csv); all three reports are logged to MLflow.
     """
-    from genloop.clean import DataValidationError, report_files
-    from genloop.clean import clean as run
+    from genloop.stages.clean import DataValidationError, report_files
+    from genloop.stages.clean import clean as run
 
     try:
         r = run(obj.params().clean, obj.paths)
@@ -227,7 +227,7 @@ def clean(obj: Context, no_mlflow: bool) -> None:
 def augment(obj: Context, no_mlflow: bool) -> None:
     """Add seeded rotated/scaled/cropped/shifted (optionally elastically warped) copies of the training
     split (outputs/augment/train.npz) and a preview grid of originals beside their copies (preview.png)."""
-    from genloop.augment import augment as run
+    from genloop.stages.augment import augment as run
 
     params = obj.params()
     r = run(params.augment, obj.paths, params.seed)
@@ -250,7 +250,7 @@ def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> N
     Training state is saved after every epoch under outputs/checkpoints/; an interrupted training
     started again with the same config and data continues from its last finished epoch.
     """
-    from genloop.train import train_model
+    from genloop.stages.train import train_model
 
     params = obj.params()
     for kind in (["vae", "gan"] if model == "all" else [model]):
@@ -269,8 +269,8 @@ def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> N
 def evaluate(obj: Context, no_mlflow: bool) -> None:
     """Score both models (FID, KID, IS, precision/recall, density/coverage, class mix, memorisation;
     the VAE's test ELBO, IWAE NLL and SSIM) beside the real-vs-real floor; write the HTML report."""
-    from genloop.evaluate import evaluate as run
-    from genloop.summary import metrics_table
+    from genloop.stages.evaluate import evaluate as run
+    from genloop.evaluation.summary import metrics_table
 
     r = run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow)
     click.echo(metrics_table(r.metrics))
@@ -284,7 +284,7 @@ def evaluate(obj: Context, no_mlflow: bool) -> None:
 @_locked
 def export_cmd(obj: Context, no_register: bool) -> None:
     """Export the VAE decoder and GAN generator to ONNX, check parity, register them in MLflow."""
-    from genloop.export import export as run
+    from genloop.stages.export import export as run
 
     r = run(obj.params(), obj.paths, register=False if no_register else None)
     for m in r.models.values():
@@ -294,7 +294,7 @@ def export_cmd(obj: Context, no_register: bool) -> None:
 
 
 def _registry_client(obj: Context):
-    from genloop import tracking
+    from genloop.io import tracking
 
     return tracking.registry_client(obj.params().mlflow, obj.paths)
 
@@ -310,7 +310,7 @@ def promote(obj: Context, name: str, version: str) -> None:
 
     A version whose ONNX parity check did not pass is refused all the same.
     """
-    from genloop import promotion
+    from genloop.io import promotion
 
     before = promotion.promote(_registry_client(obj), name, version, reason="genloop promote")
     click.echo(f"{name}: champion is now v{version}" + (f" (was v{before})" if before else ""))
@@ -323,7 +323,7 @@ def promote(obj: Context, name: str, version: str) -> None:
 @_locked
 def rollback(obj: Context, name: str) -> None:
     """Give registered model NAME's champion alias back to the previous champion."""
-    from genloop import promotion
+    from genloop.io import promotion
 
     previous, restored = promotion.rollback(_registry_client(obj), name)
     click.echo(f"{name}: champion rolled back from v{previous} to v{restored}")
@@ -342,8 +342,8 @@ def run(obj: Context, source: str | None, force: bool) -> None:
     Stages whose inputs did not change since their last run are skipped (Prefect state Cached).
     """
     from flows.pipeline import pipeline as flow
-    from genloop.summary import run_summary
-    from genloop.tracking import tracking_uri
+    from genloop.evaluation.summary import run_summary
+    from genloop.io.tracking import tracking_uri
 
     result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
                   overrides=obj.overrides or None, source=source, force=force)
@@ -373,7 +373,7 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
     Needs the prepared data of a `genloop run`; trials train in their own folders under outputs/sweeps/.
     """
     import flows.sweep as module
-    from genloop.sweep import resolve_config
+    from genloop.pipeline.trials import resolve_config
 
     space = _parse_overrides(space_items, "--space", "KEY=VALUES, e.g. --space train.vae.beta=[0.5,1.0] or "
                                                      "--space 'train.vae.lr={low: 1e-4, high: 1e-2, log: true}'") \
@@ -403,7 +403,7 @@ def migrate_store(obj: Context, target: str, source: str) -> None:
     or model of other origin on the target stops it before anything is written."""
     import os
 
-    from genloop.store_migration import migrate_store as run, resolve_store_uri
+    from genloop.io.store_migration import migrate_store as run, resolve_store_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run otherwise
     report = run(resolve_store_uri(source, obj.paths.root), resolve_store_uri(target, obj.paths.root),
@@ -422,8 +422,8 @@ def data() -> None:
 @_handled
 def history(obj: Context, limit: int) -> None:
     """The batches data/ holds (one per collect since the last replace) and the versions git recorded."""
-    from genloop.collect import batch_history, data_versions
-    from genloop.dvcio import read_dvc_hash
+    from genloop.stages.collect import batch_history, data_versions
+    from genloop.io.dvcio import read_dvc_hash
 
     batches = batch_history(obj.paths)
     current = read_dvc_hash(obj.paths.data_dvc)
@@ -453,7 +453,7 @@ def services() -> None:
 @_handled
 def services_up(obj: Context, timeout: float) -> None:
     """Start the services (what already runs is left alone) and write .services/team.env for clients."""
-    from genloop import services as team
+    from genloop.io import services as team
 
     env = team.up(obj.paths.root, timeout=timeout)
     layout = team.ServicesLayout.of(obj.paths.root)
@@ -469,7 +469,7 @@ def services_up(obj: Context, timeout: float) -> None:
 @_handled
 def services_down(obj: Context) -> None:
     """Stop what `genloop services up` started; the databases and artifacts stay in .services/."""
-    from genloop import services as team
+    from genloop.io import services as team
 
     stopped = team.down(obj.paths.root)
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -480,13 +480,13 @@ def services_down(obj: Context) -> None:
 @_handled
 def services_status(obj: Context) -> None:
     """Whether each service runs, where, and whether it answers its health check."""
-    from genloop import services as team
+    from genloop.io import services as team
 
     for name, line in team.status(obj.paths.root).items():
         click.echo(f"{name:9} {line}")
 
 
-from genloop.serving.cli import serve_command  # noqa: E402  (imports only click at module level)
+from genloop.serving.command import serve_command  # noqa: E402  (imports only click at module level)
 
 main.add_command(serve_command, name="serve")
 

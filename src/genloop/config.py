@@ -13,7 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genloop.errors import GenloopError, display_path
-from genloop.kinds import MODELS
+
+# The two generator kinds genloop trains, in the order every table, loop and report lists them.
+MODELS = ("vae", "gan")
 
 
 class Strict(BaseModel):
@@ -76,7 +78,7 @@ IMAGES_BUDGET = ("training images to see, the bound of a training: the same cost
 
 
 class PrivacyConfig(Strict):
-    """DP-SGD through Opacus (genloop.privacy): per-sample gradient clipping plus Gaussian noise, with the
+    """DP-SGD through Opacus (genloop.core.privacy): per-sample gradient clipping plus Gaussian noise, with the
     spent ε reported at ``delta``. Give either ``target_epsilon`` (the noise multiplier is then the smallest
     that stays within it over the planned steps) or ``noise_multiplier``, and null the other."""
 
@@ -201,7 +203,7 @@ class EvaluateConfig(Strict):
 
 
 class PromotionConfig(Strict):
-    """The gate that moves a registered model's ``champion`` alias (genloop.promotion)."""
+    """The gate that moves a registered model's ``champion`` alias (genloop.io.promotion)."""
 
     enabled: bool = Field(True, description="false: register versions but never move the champion alias")
     metric: str = Field("fid", description="key of reports/metrics.json[MODEL] compared, e.g. fid, kid_mean")
@@ -486,3 +488,10 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         override_keys = [*flat, *_leaf_keys(nested)]
         raw = _merge(_merge(raw, nested), dotted_to_nested(flat))
     return params_from_dict(raw, origin=display_path(path), override_keys=override_keys)
+
+
+
+def sampling_seed(seed: int) -> int:
+    """The z stream a generator is scored on (evaluate, the promotion gate's re-scoring, sweeps); apart
+    from ``seed`` itself, which trains, so scoring never replays training's first draws."""
+    return seed + 1

@@ -37,3 +37,10 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, FileNotFoundError) and exc.errno is None:
         return True
     return False
+
+
+class SourceError(GenloopError, ValueError):
+    """A source that names nothing or holds unusable data; the message says which."""
+
+
+MAX_SIDE = 4096  # largest image side any reader accepts: a header promising more is refused unread

@@ -81,7 +81,7 @@ class ProjectPaths:
 
     @property
     def stamps(self) -> Path:
-        """The flow's stage-skipping stamps (genloop.caching)."""
+        """The flow's stage-skipping stamps (genloop.pipeline.caching)."""
         return self.root / "outputs" / ".stamps"
 
     @property

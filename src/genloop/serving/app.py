@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from genloop.serving.batching import DynamicBatcher, QueueFull, ShuttingDown
 from genloop.serving.live import LiveModels, ModelSource, Slot
 from genloop.serving.metrics import MetricsMiddleware, ServingMetrics
-from genloop.serving.models import LABEL_INPUT, ModelHolder, ServedModel
+from genloop.serving.sessions import LABEL_INPUT, ModelHolder, ServedModel
 from genloop.serving.protocol import (
     HEADER_LENGTH, ApiError, InferRequest, decompress, encode_infer_response, parse_infer_request,
 )
@@ -386,7 +386,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
         label: Annotated[int | None, Query(description="class to draw (conditional models); absent: one row "
                                                        "per trained class")] = None,
     ):
-        from genloop.imaging import grid_image
+        from genloop.io.imaging import grid_image
 
         async with served_models.hold(served(name)) as slot:
             model = slot.model

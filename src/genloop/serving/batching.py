@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genloop.serving.models import ServedModel
+from genloop.serving.sessions import ServedModel
 
 
 class QueueFull(RuntimeError):

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from genloop.serving.batching import DynamicBatcher
 from genloop.serving.metrics import ServingMetrics
-from genloop.serving.models import ModelHolder, ServedModel
+from genloop.serving.sessions import ModelHolder, ServedModel
 from genloop.serving.settings import ServeSettings, ServingError
 
 log = logging.getLogger("genloop.serving")

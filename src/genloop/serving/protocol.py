@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genloop.serving.models import LABEL_INPUT, V2_TO_NUMPY, ServedModel
+from genloop.serving.sessions import LABEL_INPUT, V2_TO_NUMPY, ServedModel
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FP32_MAX = float(np.finfo(np.float32).max)

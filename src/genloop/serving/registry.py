@@ -11,7 +11,7 @@ from pathlib import Path
 
 from genloop.config import MlflowConfig
 from genloop.serving.settings import ServingError
-from genloop.tracking import sqlite_store
+from genloop.io.tracking import sqlite_store
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,8 @@ class Champion:
 
 
 def store_uri(config: MlflowConfig) -> str:
-    """The tracking URI as genloop.tracking resolves it (the environment first), without creating anything."""
-    from genloop.tracking import env_server
+    """The tracking URI as genloop.io.tracking resolves it (the environment first), without creating anything."""
+    from genloop.io.tracking import env_server
 
     return env_server() or config.tracking_uri
 
@@ -41,7 +41,7 @@ def _require_server(uri: str) -> None:
 
 
 def _client(config: MlflowConfig, root: Path):
-    from genloop.tracking import client_at, is_server, tracking_uri
+    from genloop.io.tracking import client_at, is_server, tracking_uri
 
     uri = tracking_uri(config, root)
     if is_server(uri):
@@ -60,7 +60,7 @@ def _existing_store_client(config: MlflowConfig, root: Path):
 
 def _champion(client, config: MlflowConfig, name: str):
     """The version holding ``champion``, or ServingError saying how to set one."""
-    from genloop import promotion
+    from genloop.io import promotion
 
     try:
         version = promotion.current_champion(client, name)
@@ -74,7 +74,7 @@ def _champion(client, config: MlflowConfig, name: str):
 
 def has_champions(config: MlflowConfig, root: Path, names: list[str]) -> bool:
     """True when the store exists and every name has a ``champion``; never creates a store."""
-    from genloop import promotion
+    from genloop.io import promotion
 
     store = sqlite_store(config, root)
     if store is not None and not store.is_file():
@@ -88,7 +88,7 @@ def has_champions(config: MlflowConfig, root: Path, names: list[str]) -> bool:
 
 def download_champions(config: MlflowConfig, root: Path, names: list[str], dst: Path) -> dict[str, Champion]:
     """Each name's champion ONNX file (refusing a version whose parity check did not pass)."""
-    from genloop import promotion
+    from genloop.io import promotion
 
     client = _existing_store_client(config, root)
     champions = {}
@@ -128,7 +128,7 @@ class ChampionSource:
 
     def fetch(self, name: str, version: str) -> Path:
         """The ONNX file of ``name`` v``version``, refused unless its parity check passed."""
-        from genloop import promotion
+        from genloop.io import promotion
 
         try:
             found = self._client.get_model_version(name, str(version))

@@ -1,0 +1,1 @@
+"""Pure logic: models, losses, metrics, privacy accounting. Tensors and arrays in and out; no files, no tools."""

@@ -1,0 +1,1 @@
+"""Scoring generators against real data, and the pages and tables that show the figures."""

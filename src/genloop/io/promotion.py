@@ -1,0 +1,206 @@
+"""The promotion gate: which registered version serves as ``champion``, and its history.
+
+A new version takes the ``champion`` alias only when its primary metric beats the champion's by more
+than the margin plus a relative tolerance (so float noise between equal models never flips it), both scored on the same evaluation data (a tag on each version records that data's hash;
+a champion scored on other data is re-scored on today's first). A version whose ONNX parity check
+failed never becomes champion, not even by hand. Every move is appended to a registered-model tag,
+so ``rollback`` can restore the previous champion.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from genloop.config import PromotionConfig
+from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, PromotionDecision, PromotionError,
+                                    beats, metric_tags, metrics_from_tags, privacy_refusal, required_gain)
+from genloop.io import tracking
+
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of versions, oldest first, last = champion
+PARITY_TAG = "parity_passed"
+EVAL_HASH_TAG = "eval_data_hash"
+
+# Re-scores a registered version on today's evaluation data: (name, version) -> {metric: value}.
+Rescorer = Callable[[str, str], dict[str, float]]
+
+
+def version_epsilon(version) -> float:
+    """The DP ε a registered version's training spent (tag ``genloop.epsilon``); inf when it was not
+    trained privately or carries no such tag (registered before the tag existed)."""
+    raw = version.tags.get(EPSILON_TAG)
+    try:
+        return float(raw) if raw is not None else float("inf")
+    except ValueError:
+        return float("inf")
+
+
+# ---- registry access (MlflowClient) ---------------------------------------------------------------
+def _version(client, name: str, version: str):
+    _registered(client, name)
+    try:
+        return client.get_model_version(name, str(version))
+    except tracking.registry_errors():
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise PromotionError(f"{name} has no version {version!r} (it has {versions or 'none'})") from None
+
+
+def _registered(client, name: str):
+    try:
+        return client.get_registered_model(name)
+    except tracking.registry_errors():
+        names = sorted(m.name for m in client.search_registered_models())
+        raise PromotionError(f"no registered model {name!r} in this MLflow store (it has {names or 'none'}); "
+                             "run `genloop export` first") from None
+
+
+def download_onnx(model_uri: str, dst: Path) -> Path:
+    """The ONNX file of a registered model (``models:/NAME@champion``, ``models:/NAME/3``), downloaded into ``dst``."""
+    try:
+        local = tracking.download_artifacts(model_uri, dst)
+    except tracking.registry_errors() as exc:
+        raise PromotionError(f"{model_uri}: cannot download from the MLflow registry "
+                             f"({tracking.current_uri()}): {getattr(exc, 'message', exc)}") from None
+    found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    if not found or found[0].suffix != ".onnx":
+        raise PromotionError(f"{model_uri}: no .onnx file among its artifacts ({local})")
+    return found[0]
+
+
+def current_champion(client, name: str):
+    """The version holding the ``champion`` alias, or None."""
+    _registered(client, name)
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except tracking.registry_errors():
+        return None
+
+
+def champion_history(client, name: str) -> list[str]:
+    raw = _registered(client, name).tags.get(HISTORY_TAG)
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _require_parity(version) -> None:
+    if version.tags.get(PARITY_TAG) != "true":
+        raise PromotionError(
+            f"{version.name} v{version.version} cannot be champion: its ONNX parity check did not pass or was "
+            f"not recorded (tag {PARITY_TAG}={version.tags.get(PARITY_TAG, 'missing')!r})")
+
+
+def set_champion(client, name: str, version: str) -> None:
+    """Move the alias and append the version to the history (the one place both change)."""
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    history = champion_history(client, name)
+    if not history or history[-1] != str(version):
+        history.append(str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+
+
+def promote(client, name: str, version: str, reason: str = "promoted by hand") -> str | None:
+    """Make ``version`` champion regardless of metrics (still refusing a failed parity check).
+
+    Returns the version that was champion before, if any.
+    """
+    target = _version(client, name, version)
+    _require_parity(target)
+    before = current_champion(client, name)
+    set_champion(client, name, str(target.version))
+    client.set_model_version_tag(name, str(target.version), f"{DECISION_PREFIX}forced", reason)
+    return str(before.version) if before is not None else None
+
+
+def rollback(client, name: str) -> tuple[str, str]:
+    """Give ``champion`` back to the version that held it before; returns (from, to)."""
+    current = current_champion(client, name)
+    if current is None:
+        raise PromotionError(f"{name} has no champion to roll back from")
+    history = champion_history(client, name)
+    if history and history[-1] == str(current.version):
+        history = history[:-1]
+    # Skip earlier champions that were deleted since, or that never passed parity.
+    while history:
+        candidate = history[-1]
+        try:
+            previous = _version(client, name, candidate)
+            _require_parity(previous)
+        except PromotionError:
+            history.pop()
+            continue
+        client.set_registered_model_alias(name, CHAMPION, str(previous.version))
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        client.set_model_version_tag(name, str(current.version), f"{DECISION_PREFIX}rolled_back", "true")
+        return str(current.version), str(previous.version)
+    raise PromotionError(f"{name}: nothing to roll back to; v{current.version} is the only champion on record")
+
+
+def gate(client, name: str, version: str, config: PromotionConfig, candidate_metrics: dict[str, float],
+         eval_hash: str, rescore: Rescorer | None = None) -> PromotionDecision:
+    """Decide whether ``version`` (already registered and tagged) replaces the champion; apply and record it.
+
+    ``rescore`` scores the champion on today's evaluation data when its ``eval_data_hash`` differs;
+    without one such a champion is kept, since figures from different data do not compare.
+    """
+    candidate = _version(client, name, version)
+    _require_parity(candidate)
+    value = candidate_metrics.get(config.metric)
+    champion = current_champion(client, name)
+    epsilon = version_epsilon(candidate) if config.max_epsilon is not None else None
+
+    def decide(promoted: bool, reason: str, champion_value: float | None = None,
+               rescored: bool = False) -> PromotionDecision:
+        decision = PromotionDecision(
+            name, str(candidate.version), promoted, config.metric, config.direction, config.margin,
+            None if value is None else float(value), str(champion.version) if champion else None,
+            champion_value, rescored, reason, config.tolerance, epsilon, config.max_epsilon)
+        if promoted:
+            set_champion(client, name, str(candidate.version))
+        for key, tag in decision.tags().items():
+            client.set_model_version_tag(name, str(candidate.version), key, tag)
+        return decision
+
+    if not config.enabled:
+        return decide(False, "export.promotion.enabled is false")
+    refused = privacy_refusal(epsilon, config) if epsilon is not None else None
+    if refused is not None:
+        return decide(False, refused)
+    if champion is not None and str(champion.version) != str(candidate.version):
+        champion_refused = privacy_refusal(version_epsilon(champion), config)
+        if champion_refused is not None:  # a bound set since: a version within it replaces one outside it
+            return decide(True, f"champion v{champion.version} breaks the privacy bound: {champion_refused}")
+    if champion is None:
+        return decide(True, "no champion yet; the first version that passed parity becomes champion")
+    if str(champion.version) == str(candidate.version):
+        return decide(False, "already champion")
+    if value is None:
+        return decide(False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)")
+
+    rescored = False
+    if champion.tags.get(EVAL_HASH_TAG) == eval_hash:
+        champion_value = metrics_from_tags(champion.tags).get(config.metric)
+    elif rescore is None:
+        return decide(False, f"champion v{champion.version} was scored on other evaluation data "
+                             f"({champion.tags.get(EVAL_HASH_TAG, 'unknown')} != {eval_hash}) and no re-scorer "
+                             "is available")
+    else:
+        try:
+            champion_value = rescore(name, str(champion.version)).get(config.metric)
+        except PromotionError as exc:
+            return decide(False, f"champion v{champion.version} was scored on other evaluation data and could not "
+                                 f"be re-scored ({exc}); `genloop promote {name} {candidate.version}` decides by hand")
+        rescored = True
+        if champion_value is not None:
+            client.set_model_version_tag(name, str(champion.version), f"rescored.{eval_hash[:12]}.{config.metric}",
+                                         repr(float(champion_value)))
+    if champion_value is None:
+        return decide(True, f"champion v{champion.version} has no {config.metric!r} to compare with", None, rescored)
+
+    champion_value = float(champion_value)
+    better = "lower" if config.direction == "minimize" else "higher"
+    rescored_note = " (re-scored on this evaluation data)" if rescored else ""
+    figures = (f"{config.metric} {float(value):.6g} vs champion v{champion.version} {champion_value:.6g}{rescored_note}, "
+               f"margin {config.margin:g} + tolerance {config.tolerance:g} (relative), {better} is better")
+    if beats(float(value), champion_value, config):
+        return decide(True, f"beats the champion: {figures}", champion_value, rescored)
+    return decide(False, f"does not beat the champion: {figures}", champion_value, rescored)

@@ -1,0 +1,277 @@
+"""Stage 1, collect: read a source into ``data/`` (one images array plus a manifest) and version it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genloop.io import dataremote, dvcio
+from genloop.io.atomic import atomic_dir
+from genloop.config import CollectConfig
+from genloop.io.datacommit import commit_data
+from genloop.io.datasets import DataSetError, content_hash, read_dataset  # re-exported
+from genloop.errors import GenloopError, MissingInputError
+from genloop.paths import ProjectPaths
+from genloop.io.sources import SourceBatch, load_source
+
+MANIFEST_COLUMNS = [
+    "id", "source", "batch", "label", "content_hash", "height", "width",
+    "pixel_min", "pixel_max", "pixel_mean", "pixel_std",
+]
+CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH, non-integer names)
+NAMED_COLUMNS = [*MANIFEST_COLUMNS[:4], CLASS_NAME, *MANIFEST_COLUMNS[4:]]
+
+
+MODES = ("replace", "append")
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    rows: int  # rows in data/ after this collect
+    image_shape: tuple[int, int]
+    data_dir: Path
+    dvc_hash: str
+    added: int = 0  # rows this collect read from the source
+    batch: int = 0  # the manifest `batch` those rows carry
+    mode: str = "replace"
+    pulled_from: str | None = None  # the DVC remote data/ was pulled from instead of collecting
+    pushed_to: str | None = None  # the DVC remote data/ was pushed to after collecting
+    warnings: tuple[str, ...] = ()  # a failed push or pull (the collect itself succeeded)
+
+
+def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
+    """One row per image; ``first_id`` lets appended rows continue the ids already in data/. The
+    class_name column is there when the batch's classes have names other than their labels (or
+    ``named``); without it a manifest is byte for byte what earlier versions wrote, so their DVC
+    versions stay valid."""
+    images = batch.images
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    names = {label: name for name, label in (batch.classes or {}).items()}
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(first_id, first_id + len(images), dtype=np.int64),
+            "source": batch.source,
+            "batch": batch_id,
+            "label": batch.labels.astype(np.int64),
+            "class_name": [names.get(int(label), "") for label in batch.labels],
+            "content_hash": [content_hash(img) for img in images],
+            "height": images.shape[1],
+            "width": images.shape[2],
+            "pixel_min": flat.min(axis=1),
+            "pixel_max": flat.max(axis=1),
+            "pixel_mean": flat.mean(axis=1).round(6),
+            "pixel_std": flat.std(axis=1).round(6),
+        }
+    )
+    return frame[NAMED_COLUMNS if named or has_names(batch) else MANIFEST_COLUMNS]
+
+
+def has_names(batch: SourceBatch) -> bool:
+    """Class names that say more than the label (integer folder names are the labels themselves)."""
+    return bool(batch.classes) and batch.renumberable
+
+
+def _write_files(folder: Path, images: np.ndarray, manifest: pd.DataFrame) -> None:
+    np.save(folder / "images.npy", np.ascontiguousarray(images, dtype=np.uint8), allow_pickle=False)
+    manifest.to_csv(folder / "manifest.csv", index=False, float_format="%.6f", lineterminator="\n")
+
+
+def write_dataset(data_dir: Path, images: np.ndarray, manifest: pd.DataFrame) -> None:
+    """Write both files into a fresh folder and swap it in whole (no DVC): for tests and fixtures."""
+    with atomic_dir(data_dir) as tmp:
+        _write_files(tmp, images, manifest)
+
+
+def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """The current data set plus ``batch`` as the next batch, with ids continuing after the current max."""
+    if not paths.images.exists() or not paths.manifest.exists():
+        raise MissingInputError(
+            f"--mode append needs an existing data set in {paths.data}; collect one first (default --mode replace)"
+        )
+    images, manifest = read_dataset(paths)
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DataSetError(f"{paths.manifest} lacks column(s) {', '.join(missing)}; collect it again with --mode replace")
+    if images.shape[1:] != batch.images.shape[1:]:
+        have, new = images.shape[1:], batch.images.shape[1:]
+        raise DataSetError(
+            f"cannot append {new[0]}x{new[1]} images from {batch.source!r} to {paths.data}, which holds "
+            f"{have[0]}x{have[1]} images; pass --resize {have[0]}x{have[1]} or use --mode replace"
+        )
+    next_id = int(manifest["id"].max()) + 1 if len(manifest) else 0
+    next_batch = int(manifest["batch"].max()) + 1 if len(manifest) else 0
+    named = CLASS_NAME in manifest.columns or has_names(batch)
+    if named and CLASS_NAME not in manifest.columns:
+        manifest = manifest.assign(class_name="")  # the rows so far have no class names
+    batch = relabelled(batch, manifest, paths)
+    added = build_manifest(batch, batch_id=next_batch, first_id=next_id, named=named)
+    columns = NAMED_COLUMNS if named else MANIFEST_COLUMNS
+    combined = pd.concat([manifest[columns], added], ignore_index=True)
+    return np.concatenate([images, batch.images]), combined, next_batch
+
+
+def class_map(manifest: pd.DataFrame) -> dict[str, int]:
+    """The class name -> label map the manifest's named rows record."""
+    if CLASS_NAME not in manifest.columns:
+        return {}
+    named = manifest.loc[manifest["class_name"].astype(str) != "", ["class_name", "label"]].drop_duplicates()
+    return {str(name): int(label) for name, label in zip(named["class_name"], named["label"])}
+
+
+def _map_text(mapping: dict[str, int]) -> str:
+    return "{" + ", ".join(f"{name}: {label}" for name, label in sorted(mapping.items(), key=lambda kv: kv[1])) + "}"
+
+
+def relabelled(batch: SourceBatch, manifest: pd.DataFrame, paths: ProjectPaths) -> SourceBatch:
+    """``batch`` with the labels data/ already gives its class names: names data/ knows keep their
+    label, new names take the next free labels. Labels a batch fixes itself (integer folder names)
+    must agree with data/'s map; a clash is an error naming both maps."""
+    if not batch.classes:
+        return batch
+    known = class_map(manifest)
+    if batch.renumberable:
+        used = set(int(x) for x in manifest["label"].unique()) | set(known.values())
+        new_map, next_label = {}, 0
+        for name in sorted(batch.classes):
+            if name in known:
+                new_map[name] = known[name]
+                continue
+            while next_label in used:
+                next_label += 1
+            new_map[name] = next_label
+            used.add(next_label)
+    else:
+        new_map = dict(batch.classes)
+    owner = {label: name for name, label in known.items()}
+    clashes = [name for name, label in new_map.items()
+               if (name in known and known[name] != label) or owner.get(label, name) != name]
+    if clashes:
+        raise DataSetError(
+            f"cannot append {batch.source!r}: its classes {_map_text(new_map)} clash with the classes "
+            f"{paths.manifest} records {_map_text(known)} (at {', '.join(sorted(clashes))}); rename the class "
+            "folders to match, or use --mode replace")
+    labels = np.asarray([new_map[name] for name in _names_of(batch)], dtype=np.int64)
+    return replace(batch, labels=labels, classes=new_map)
+
+
+def _names_of(batch: SourceBatch) -> list[str]:
+    names = {label: name for name, label in (batch.classes or {}).items()}
+    return [names[int(label)] for label in batch.labels]
+
+
+def collect(
+    config: CollectConfig,
+    paths: ProjectPaths,
+    version_with_dvc: bool = True,
+    mode: str = "replace",
+    resize: tuple[int, int] | None = None,
+    max_rows: int | None = None,
+    pull_if_missing: bool = False,
+) -> CollectResult:
+    """Read ``config.source`` into data/ (replacing it, or appending a new batch), ``dvc add`` it and
+    push it to the default DVC remote if one is set (genloop.io.dataremote).
+
+    Everything is read and checked before data/ is touched; data/ and data.dvc are then replaced
+    together (genloop.io.datacommit), so a bad source or a crash leaves a consistent pair. ``max_rows``
+    (clean.max_rows) lets IDX sources refuse an oversized file from its header. ``pull_if_missing``:
+    a clone without data/ whose data.dvc the remote holds pulls that version instead of collecting
+    (``append``: pulls it, then appends to it).
+    """
+    if mode not in MODES:
+        raise DataSetError(f"collect mode {mode!r}: expected one of {', '.join(MODES)}")
+    notes: tuple[str, ...] = ()
+    pulled = dataremote.pull_missing_data(paths) if pull_if_missing and version_with_dvc else None
+    pulled_from = pulled.remote if pulled is not None and pulled.done else None
+    if pulled_from and mode == "replace":
+        return _pulled_result(paths, pulled_from)
+    if pulled is not None and not pulled.done:
+        notes = (pulled.message,)
+    batch = load_source(config.source, resize=resize, max_rows=max_rows)
+    if mode == "append":
+        images, manifest, batch_id = appended_dataset(paths, batch)
+    else:
+        images, manifest, batch_id = batch.images, build_manifest(batch), 0
+    dvc_hash = commit_data(paths, lambda folder: _write_files(folder, images, manifest), version_with_dvc)
+    pushed = dataremote.push_data(paths) if dvc_hash != "untracked" else None
+    if pushed is not None and not pushed.done:
+        notes = (*notes, pushed.message)
+    return CollectResult(
+        rows=len(manifest),
+        image_shape=(int(images.shape[1]), int(images.shape[2])),
+        data_dir=paths.data,
+        dvc_hash=dvc_hash,
+        added=len(batch.images),
+        batch=batch_id,
+        mode=mode,
+        pulled_from=pulled_from,
+        pushed_to=pushed.remote if pushed is not None and pushed.done else None,
+        warnings=notes,
+    )
+
+
+def _pulled_result(paths: ProjectPaths, remote: str) -> CollectResult:
+    images = np.load(paths.images, mmap_mode="r", allow_pickle=False)
+    return CollectResult(rows=int(images.shape[0]), image_shape=(int(images.shape[1]), int(images.shape[2])),
+                         data_dir=paths.data, dvc_hash=dvcio.read_dvc_hash(paths.data_dvc),
+                         batch=0, mode="replace", pulled_from=remote)
+
+
+# ---- history: which batches data/ holds, and which versions of it git has recorded ----------------
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch: int
+    source: str
+    rows: int
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    commit: str
+    date: str
+    subject: str
+    dvc_hash: str
+
+
+def batch_history(paths: ProjectPaths) -> list[BatchSummary]:
+    """One line per collect that built the current data/ (a replace starts over at batch 0)."""
+    if not paths.manifest.exists():
+        raise MissingInputError(f"no collected data in {paths.data}; run `genloop collect --source digits` first")
+    manifest = pd.read_csv(paths.manifest, usecols=["id", "source", "batch"])
+    return [
+        BatchSummary(int(b), ", ".join(sorted(set(g["source"].astype(str)))), len(g),
+                     int(g["id"].min()), int(g["id"].max()))
+        for b, g in manifest.groupby("batch", sort=True)
+    ]
+
+
+def _git(paths: ProjectPaths, *args: str) -> str | None:
+    """stdout of a read-only git command, or None outside a repository or without git."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", *args], cwd=paths.root, capture_output=True, text=True, env=dvcio.dvc_env())
+    except OSError:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def data_versions(paths: ProjectPaths, limit: int = 20) -> list[DataVersion]:
+    """The versions of data/ that git has recorded (commits changing data.dvc), newest first."""
+    import yaml
+
+    log = _git(paths, "log", f"-n{limit}", "--date=short", "--format=%h%x09%ad%x09%s", "--", "data.dvc")
+    versions = []
+    for line in (log or "").splitlines():
+        commit, date, subject = line.split("\t", 2)
+        try:
+            meta = yaml.safe_load(_git(paths, "show", f"{commit}:data.dvc") or "") or {}
+            dvc_hash = str(meta["outs"][0]["md5"])
+        except (yaml.YAMLError, KeyError, IndexError, TypeError):
+            dvc_hash = "(data.dvc removed or unreadable)"
+        versions.append(DataVersion(commit, date, subject, dvc_hash))
+    return versions
