@@ -25,7 +25,7 @@ ifneq ($(PREFECT_API_URL),)
 export PREFECT_API_URL
 endif
 
-.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs
+.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs docs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -81,6 +81,10 @@ services-down:  ## stop what services-up started (the data stays in .services/)
 
 services-status:  ## is each team service running, where, healthy
 	$(BIN)/genloop services status
+
+docs: $(STAMP)  ## build the user docs (docs/, mkdocs.yml) into site/: offline, strict (a broken link fails)
+	$(BIN)/mkdocs build --strict --site-dir site
+	@echo "open site/index.html"
 
 sweep: $(STAMP)  ## hyperparameter sweep (params.yaml `sweep`) on a local Dask cluster, after `make run`
 	$(BIN)/genloop sweep

@@ -96,7 +96,7 @@ def experiment_rows(root) -> dict[str, dict]:
 
 
 def test_readme_experiment_story_works_without_a_committed_dvc_lock(workspace):
-    """The README's DVC section on a fresh clone: dvc.lock (written by the first `dvc repro`) is not in git,
+    """The DVC route (docs/dvc.md) on a fresh clone: dvc.lock (written by the first `dvc repro`) is not in git,
     the baseline is saved as an experiment, and metrics diff / exp show compare against it."""
     from project_copy import git
 

@@ -93,8 +93,8 @@ def providers_for(settings: ServeSettings) -> list:
             return [CPU]
         raise ServingError(
             f"--device cuda: onnxruntime {ort.__version__} offers no {CUDA} here (available: {', '.join(available)}). "
-            "Install onnxruntime-gpu built for this machine's CUDA (in place of onnxruntime: see the README's "
-            "`genloop[gpu]`), or serve with --device cpu."
+            "Install onnxruntime-gpu built for this machine's CUDA (in place of onnxruntime: see docs/serving.md, "
+            "\"Serving on a GPU\"), or serve with --device cpu."
         )
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from pip's nvidia-* wheels
     if preload is not None:
