@@ -494,7 +494,9 @@ def _read_spec(spec: str, options: ReadOptions) -> SourceBatch:
     if not sep and kind == "emoji":
         from genloop.io.emoji import load_emoji_source
 
-        return load_emoji_source(options.size, options.resize_filter, options.background)
+        emoji = load_emoji_source(options.size, options.resize_filter, options.background, options.channels)
+        return SourceBatch(images=emoji.images, labels=emoji.labels, source="emoji", classes=emoji.classes,
+                           renumberable=True, modes=emoji.modes, sizes=emoji.sizes, notes=emoji.notes)
     if sep and arg.strip():
         path = Path(arg.strip()).expanduser()
         if kind == "idx":

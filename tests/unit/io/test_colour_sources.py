@@ -237,3 +237,37 @@ def test_cli_mixed_folder_is_one_error_line_and_settings_give_counted_warnings(t
     assert done.exit_code == 0, done.output
     assert "warning:" in done.output and "converted 2 of 4 images to colour" in done.output
     assert "collected 4 images of 8x8 colour" in done.output
+
+
+# ---- the emoji source ---------------------------------------------------------------------------
+
+def test_emoji_without_the_font_names_the_package_and_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLOOP_EMOJI_FONT", str(tmp_path / "missing.ttf"))
+    with pytest.raises(SourceError, match=r"fonts-noto-color-emoji .*apt-get install -y fonts-noto-color-emoji.*"
+                                          r"make emoji-font"):
+        load_source("emoji")
+
+
+def test_emoji_groups_leave_out_sequence_parts_and_name_common_ones():
+    from genloop.io.emoji import group_of
+
+    assert group_of(0x1F600) == "faces" and group_of(0x1F98A) == "animals" and group_of(0x1F680) == "transport-map"
+    assert group_of(0x1F1E6) == "" and group_of(0x1F3FB) == "" and group_of(0x41) == ""
+
+
+def test_emoji_source_renders_colour_glyphs_in_named_classes(monkeypatch):
+    from genloop.io import emoji
+
+    if not any(p.is_file() for p in emoji.FONT_PATHS):
+        pytest.skip("fonts-noto-color-emoji is not installed (make emoji-font installs it)")
+    monkeypatch.delenv("GENLOOP_EMOJI_FONT", raising=False)
+    monkeypatch.setattr(emoji, "GROUPS", ((0x1F600, 0x1F605, "faces"), (0x1F980, 0x1F982, "animals")))
+
+    batch = load_source("emoji", config=CollectConfig(size=16))
+
+    assert batch.images.shape == (9, 16, 16, 3) and batch.images.dtype == np.uint8
+    assert batch.classes == {"animals": 0, "faces": 1} and batch.labels.tolist() == [1] * 6 + [0] * 3
+    assert batch.modes == ("RGBA",) * 9 and (batch.images[:, 0, 0] == 255).all()  # corners: white background
+    spread = batch.images.astype(int)
+    assert (np.abs(spread[..., 0] - spread[..., 2]) > 60).any()  # colour, not grey: faces are yellow
+    assert any("resized 9 of 9 images to 16x16" in n for n in batch.notes)
