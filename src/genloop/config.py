@@ -93,6 +93,8 @@ class AugmentConfig(Strict):
     elastic: bool = Field(False, description="add an elastic warp (Simard et al. 2003) in the same pass")
     elastic_alpha: float = Field(34.0, ge=0.0, description="elastic displacement scale, in pixels")
     elastic_sigma: float = Field(4.0, gt=0.0, description="smoothness of the elastic field (Gaussian sd, pixels)")
+    colour_jitter: float = Field(0.0, ge=0.0, le=1.0, description="0: off; s: brightness, contrast and (colour "
+                                 "images) saturation each scaled by a random factor in [1 - s, 1 + s]")
     preview_images: int = Field(32, ge=0, description="training images shown with their copies in preview.png")
     batch_size: int = Field(4096, ge=1)
 
