@@ -177,6 +177,11 @@ def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tu
         statuses = mark_status_offline(Path(docs_dir), data_asset)
         link_pages_offline(Path(docs_dir), statuses)
 
+    return outcome_of(result)
+
+
+def outcome_of(result) -> ValidationOutcome:
+    """Row-level failures as quarantine reasons per image id; data-set-level ones as failures to stop on."""
     row_reasons: dict[int, list[str]] = {}
     dataset_failures: list[str] = []
     summary: list[dict[str, Any]] = []

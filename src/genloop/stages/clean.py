@@ -103,6 +103,37 @@ def expected_layout(images: np.ndarray, manifest: pd.DataFrame) -> tuple[int, in
             recorded("width", int(images.shape[2])))
 
 
+def write_splits(paths: ProjectPaths, images: np.ndarray, table: pd.DataFrame, kept: np.ndarray,
+                 reasons: dict[int, list[str]]) -> None:
+    """outputs/clean: one .npz per split of the kept rows (images in their own layout) and quarantine.csv,
+    swapped in whole."""
+    with atomic.atomic_dir(paths.clean) as out:
+        row_index = np.arange(len(table))
+        for split in SPLITS:
+            rows = row_index[(table["split"] == split).to_numpy() & kept]
+            save_npz(
+                out / f"{split}.npz",
+                images=images[rows],
+                labels=table["label"].to_numpy()[rows].astype(np.int64),
+                ids=table["id"].to_numpy()[rows].astype(np.int64),
+            )
+        quarantine = table.loc[~kept, ["id", "label", "content_hash", "channels", "height", "width"]].copy()
+        quarantine["reason"] = [";".join(reasons[i]) for i in quarantine["id"]]
+        quarantine.to_csv(out / "quarantine.csv", index=False, lineterminator="\n")
+
+
+def near_duplicates(config: CleanConfig, paths: ProjectPaths, images: np.ndarray, table: pd.DataFrame,
+                    kept: np.ndarray) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Held-out images close to a training image (RMS over every pixel and channel), written to
+    reports/near_duplicates.csv, with their count per held-out split."""
+    near = find_near_duplicates(
+        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
+        table["split"].to_numpy()[kept], config.near_duplicate_distance,
+    )
+    atomic.write_with(paths.near_duplicates, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
+    return near, {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
+
+
 def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     """Validate data/, quarantine bad rows and write the splits, which keep the images' layout ((N, H, W)
     grey or (N, H, W, 3) colour)."""
@@ -121,21 +152,15 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     share = len(quarantined_ids) / max(len(table), 1)
     failures = list(outcome.dataset_failures)
     if share > config.max_quarantine_share:
-        failures.append(
-            f"{share:.1%} of rows quarantined, above clean.max_quarantine_share={config.max_quarantine_share:.1%}"
-        )
+        failures.append(f"{share:.1%} of rows quarantined, above clean.max_quarantine_share="
+                        f"{config.max_quarantine_share:.1%}")
 
     keep = ~table["id"].isin(quarantined_ids)
     table["split"] = [split_of(h, config.split.val, config.split.test) for h in table["content_hash"]]
     split_sizes = {s: int(((table["split"] == s) & keep).sum()) for s in SPLITS}
     kept = keep.to_numpy()
-    near = find_near_duplicates(
-        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
-        table["split"].to_numpy()[kept], config.near_duplicate_distance,
-    )
-    near_by_split = {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
+    near, near_by_split = near_duplicates(config, paths, images, table, kept)
     near_path = paths.near_duplicates
-    atomic.write_with(near_path, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
 
     report_path = paths.validation_report
     report = {
@@ -157,25 +182,10 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     }
     atomic.write_json(report_path, report)
     if failures:
-        raise DataValidationError(
-            "data set failed validation: " + "; ".join(failures)
-            + f". See {report_path} and {docs / 'index.html'}"
-        )
+        raise DataValidationError("data set failed validation: " + "; ".join(failures)
+                                  + f". See {report_path} and {docs / 'index.html'}")
 
-    with atomic.atomic_dir(paths.clean) as out:
-        row_index = np.arange(len(table))
-        for split in SPLITS:
-            rows = row_index[(table["split"] == split).to_numpy() & kept]
-            save_npz(
-                out / f"{split}.npz",
-                images=images[rows],
-                labels=table["label"].to_numpy()[rows].astype(np.int64),
-                ids=table["id"].to_numpy()[rows].astype(np.int64),
-            )
-        quarantine = table.loc[~keep, ["id", "label", "content_hash", "channels", "height", "width"]].copy()
-        quarantine["reason"] = [";".join(reasons[i]) for i in quarantine["id"]]
-        quarantine.to_csv(out / "quarantine.csv", index=False, lineterminator="\n")
-
+    write_splits(paths, images, table, kept, reasons)
     return CleanResult(
         checked=report["checked"], passed=report["passed"], quarantined=report["quarantined"],
         by_reason=report["by_reason"], split_sizes=split_sizes, report=report_path,
