@@ -25,7 +25,7 @@ ifneq ($(PREFECT_API_URL),)
 export PREFECT_API_URL
 endif
 
-.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs docs
+.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs docs emoji-font
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ lint-imports: $(STAMP)  ## check the import contracts in pyproject.toml (layers,
 repro: $(STAMP)  ## recreate data/ if missing (dvc pull from the default remote, else collect), then `dvc repro`
 	@test -f data/images.npy || $(BIN)/genloop collect
 	$(BIN)/dvc repro
+
+emoji-font:  ## install Debian's fonts-noto-color-emoji (SIL OFL 1.1), the font `genloop collect --source emoji` renders
+	@test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
+	{ sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get install -y fonts-noto-color-emoji || \
+	  { $$sudo apt-get update && $$sudo apt-get install -y fonts-noto-color-emoji; }; }
 
 data-docs: $(STAMP)  ## validate data/ (genloop clean): Data Docs, near-duplicates; reports/data_docs.png if Chromium is installed
 	$(BIN)/genloop clean

@@ -138,13 +138,13 @@ def _locked(fn):
 @click.option("--source", default=None, metavar="SPEC",
               help="Data source: digits (scikit-learn's bundled 8x8 digits, offline), mnist, fashion-mnist, "
                    "kmnist (from ~/.cache/genloop/<name> or $GENLOOP_CACHE, downloaded with checksums if "
-                   "missing), idx:PATH (folder of *-images-idx3-ubyte[.gz] files), folder:PATH (one "
+                   "missing), emoji (Noto Color Emoji rendered in colour, offline: `make emoji-font`), idx:PATH (folder of *-images-idx3-ubyte[.gz] files), folder:PATH (one "
                    "subfolder per class of PNG/JPEG), npz:PATH (arrays images and labels). "
                    "Default: collect.source in params.yaml.")
 @click.option("--mode", type=click.Choice(["replace", "append"]), default="replace", show_default=True,
               help="replace data/ with the source, or append it to data/ as a new batch (same image size).")
 @click.option("--resize", default=None, metavar="HxW",
-              help="Resize every image to HxW (e.g. 28x28); needed when a folder mixes sizes.")
+              help="Resize every image to HxW (e.g. 28x28); wins over collect.size (a square side).")
 @click.option("--no-dvc", is_flag=True, help="Write data/ without running `dvc add`.")
 @click.pass_obj
 @_handled
@@ -168,7 +168,7 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
                  max_rows=obj.params().clean.max_rows, pull_if_missing=source is None or mode == "append")
     for warning in result.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
-    shape = f"{result.image_shape[0]}x{result.image_shape[1]}"
+    shape = f"{result.image_shape[0]}x{result.image_shape[1]}" + (" colour" if result.channels == 3 else "")
     if result.pulled_from and result.mode == "replace":
         click.echo(f"pulled {result.rows} images of {shape} into {result.data_dir} from DVC remote "
                    f"{result.pulled_from!r} (dvc md5 {result.dvc_hash}, checked against data.dvc)")

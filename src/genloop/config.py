@@ -23,7 +23,37 @@ class Strict(BaseModel):
 
 
 class CollectConfig(Strict):
+    """What collect reads and how it brings every image to one layout. Nothing is converted silently:
+    mixed channels or sizes without a setting are an error listing the counts, and with one collect warns
+    with the number of images it converted or resized."""
+
     source: str = "digits"
+    channels: Literal["auto", 1, 3] = Field(
+        "auto", description="auto: grey if every image is grey, colour if every image is colour, else an error; "
+                            "1: colour images become grey (luma); 3: grey images are repeated into 3 channels")
+    size: Literal["native"] | int = Field(
+        "native", description="native: keep each image's size (all must agree); an int: resize to that square "
+                              "side with resize_filter (the emoji source: native means 32)")
+    resize_filter: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = Field(
+        "lanczos", description="Pillow filter used whenever collect resizes")
+    background: str = Field(
+        "white", description="colour transparent pixels (RGBA, LA, palette transparency) are composited on: "
+                             "a name or #rrggbb that Pillow's ImageColor knows")
+    max_bytes: int = Field(
+        500_000_000, ge=1, description="largest decoded pixel payload a source may declare (npz, IDX) or fill "
+                                       "(folders), checked before inflating; collect holds it in memory")
+
+    @model_validator(mode="after")
+    def _known_size_and_background(self) -> "CollectConfig":
+        if isinstance(self.size, int) and not 1 <= self.size <= 4096:
+            raise ValueError(f"collect.size {self.size}: expected native or a side between 1 and 4096")
+        from PIL import ImageColor  # only here: config stays light otherwise
+
+        try:
+            ImageColor.getrgb(self.background)
+        except ValueError:
+            raise ValueError(f"collect.background {self.background!r}: not a colour name or #rrggbb") from None
+        return self
 
 
 class SplitConfig(Strict):
@@ -63,6 +93,8 @@ class AugmentConfig(Strict):
     elastic: bool = Field(False, description="add an elastic warp (Simard et al. 2003) in the same pass")
     elastic_alpha: float = Field(34.0, ge=0.0, description="elastic displacement scale, in pixels")
     elastic_sigma: float = Field(4.0, gt=0.0, description="smoothness of the elastic field (Gaussian sd, pixels)")
+    colour_jitter: float = Field(0.0, ge=0.0, le=1.0, description="0: off; s: brightness, contrast and (colour "
+                                 "images) saturation each scaled by a random factor in [1 - s, 1 + s]")
     preview_images: int = Field(32, ge=0, description="training images shown with their copies in preview.png")
     batch_size: int = Field(4096, ge=1)
 

@@ -34,7 +34,8 @@ def content_hash(image: np.ndarray) -> str:
 
 
 def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
-    """The collected images (uint8, N x H x W) and their manifest, checked to be the same length."""
+    """The collected images (uint8 (N, H, W) grey or (N, H, W, 3) colour) and their manifest, checked to
+    be the same length."""
     import pandas as pd  # here, so the training path (and GPU-box benchmarks) runs without pandas
 
     if not paths.images.exists() or not paths.manifest.exists():
@@ -42,9 +43,9 @@ def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
             f"no collected data in {paths.data}; run `genloop collect --source digits` first"
         )
     images = np.load(paths.images, allow_pickle=False)
-    manifest = pd.read_csv(paths.manifest, dtype={"class_name": str})
-    if "class_name" in manifest.columns:
-        manifest["class_name"] = manifest["class_name"].fillna("")
+    # Text stays text: a class folder named "NA" or "null" must not be read as a missing name.
+    manifest = pd.read_csv(paths.manifest, keep_default_na=False, na_values=[],
+                           dtype={"source": str, "class_name": str, "content_hash": str, "orig_mode": str})
     if len(images) != len(manifest):
         raise DataSetError(
             f"{paths.images} holds {len(images)} images but {paths.manifest} has {len(manifest)} rows"

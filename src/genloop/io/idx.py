@@ -77,22 +77,29 @@ def parse_header(header: bytes, path: Path, magic: int, ndim: int) -> tuple[int,
     return tuple(int(d) for d in np.frombuffer(header, dtype=">u4", count=ndim, offset=4))
 
 
-def _check_promise(dims: tuple[int, ...], path: Path, max_rows: int | None) -> None:
-    """Refuse a header that promises more than a data set may hold, before reading its payload."""
+def _check_promise(dims: tuple[int, ...], path: Path, max_rows: int | None, max_bytes: int | None = None) -> None:
+    """Refuse a header that promises more than a data set may hold (rows, side, bytes), before reading
+    its payload: a header alone must not make collect allocate gigabytes."""
     if max_rows is not None and dims[0] > max_rows:
         raise SourceError(f"{path}: header promises {dims[0]} rows, more than the {max_rows} still "
                           "allowed by clean.max_rows; refused before reading its data")
     if any(d > MAX_SIDE for d in dims[1:]):
         raise SourceError(f"{path}: header promises {'x'.join(map(str, dims[1:]))} images; sides may be at most {MAX_SIDE}")
+    size = int(np.prod(dims, dtype=object))
+    if max_bytes is not None and size > max_bytes:
+        raise SourceError(f"{path}: header promises {'x'.join(map(str, dims))} = {size} bytes, more than "
+                          f"collect.max_bytes={max_bytes}; refused before reading its data (raise "
+                          "collect.max_bytes if the file really holds that much)")
 
 
-def read_idx(path: Path, magic: int, ndim: int, max_rows: int | None = None) -> np.ndarray:
+def read_idx(path: Path, magic: int, ndim: int, max_rows: int | None = None,
+             max_bytes: int | None = None) -> np.ndarray:
     """One IDX file as a uint8 array, read no further than its header promises (plus one byte to see
     that nothing follows): a gzip that inflates to more is refused without inflating the rest."""
     header_size = 4 + 4 * ndim
     with _opened(path) as fh:
         dims = parse_header(_guarded(path, fh.read, header_size), path, magic, ndim)
-        _check_promise(dims, path, max_rows)
+        _check_promise(dims, path, max_rows, max_bytes)
         expected = int(np.prod(dims, dtype=np.int64))
         payload = _guarded(path, fh.read, expected)
         extra = _guarded(path, fh.read, 1) if len(payload) == expected else b""
@@ -122,9 +129,9 @@ def parse_idx(data: bytes, path: Path, magic: int, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def read_idx_images(path: Path, max_rows: int | None = None) -> np.ndarray:
+def read_idx_images(path: Path, max_rows: int | None = None, max_bytes: int | None = None) -> np.ndarray:
     """uint8 images (N, H, W) from an ``*-images-idx3-ubyte[.gz]`` file."""
-    images = read_idx(path, IMAGES_MAGIC, 3, max_rows)
+    images = read_idx(path, IMAGES_MAGIC, 3, max_rows, max_bytes)
     if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
         raise SourceError(f"{path}: holds no images (shape {images.shape})")
     return images
@@ -168,9 +175,10 @@ def find_idx_parts(folder: Path) -> list[IdxPart]:
     ]
 
 
-def read_idx_part(part: IdxPart, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_part(part: IdxPart, max_rows: int | None = None,
+                  max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one prefix; labels are -1 when the folder has no labels file for it."""
-    images = read_idx_images(part.images, max_rows)
+    images = read_idx_images(part.images, max_rows, max_bytes)
     if part.labels is None:
         return images, np.full(len(images), -1, dtype=np.int64)
     labels = read_idx_labels(part.labels, max_rows)
@@ -182,14 +190,17 @@ def read_idx_part(part: IdxPart, max_rows: int | None = None) -> tuple[np.ndarra
     return images, labels
 
 
-def read_idx_folder(folder: Path, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_folder(folder: Path, max_rows: int | None = None,
+                    max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of an IDX folder, train then t10k, checked to share one image size;
-    ``max_rows`` bounds each file's header promise (the rows still unread) before its data is read."""
+    ``max_rows`` and ``max_bytes`` bound each file's header promise (what is still unread) before its
+    data is read."""
     parts = find_idx_parts(folder)
     images, labels = [], []
     for part in parts:
         left = None if max_rows is None else max_rows - sum(len(i) for i in images)
-        part_images, part_labels = read_idx_part(part, left)
+        bytes_left = None if max_bytes is None else max_bytes - sum(i.nbytes for i in images)
+        part_images, part_labels = read_idx_part(part, left, bytes_left)
         if images and part_images.shape[1:] != images[0].shape[1:]:
             raise SourceError(
                 f"{part.images} holds {part_images.shape[1]}x{part_images.shape[2]} images but "

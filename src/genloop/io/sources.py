@@ -1,8 +1,11 @@
-"""Image sources the collect stage can read. Each returns uint8 images (N, H, W) and labels.
+"""Image sources the collect stage can read. Each returns uint8 images and labels: (N, H, W) when
+grey, (N, H, W, 3) when colour (channel last; genloop.io.pixels says how files are decoded).
 
-A source spec is one of ``digits``, ``mnist``, ``fashion-mnist``, ``kmnist``, ``idx:PATH``,
+A source spec is one of ``digits``, ``mnist``, ``fashion-mnist``, ``kmnist``, ``emoji``, ``idx:PATH``,
 ``folder:PATH`` or ``npz:PATH``. Every loader checks its input where it reads it and raises a
 ``SourceError`` naming the file (and the array or field) at fault, before collect writes anything.
+Channels and size follow ``collect.channels`` / ``collect.size`` (``ReadOptions``); nothing is
+converted without a note that collect prints as a warning.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ from urllib.error import HTTPError, URLError
 
 import numpy as np
 
-from genloop.errors import MAX_SIDE, SourceError  # SourceError re-exported
+from genloop.config import CollectConfig
+from genloop.errors import MAX_SIDE, SourceError, display_path  # SourceError re-exported
+from genloop.io.pixels import Decoded, conform, conform_array, decode, resize_pixels
 
-SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, idx:PATH, folder:PATH, npz:PATH"
+SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, emoji, idx:PATH, folder:PATH, npz:PATH"
 MAX_IMAGE_PIXELS = 4096 * 4096  # above this an image file is refused as a possible decompression bomb
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_FORMATS = ("PNG", "JPEG")
@@ -34,11 +39,36 @@ DOWNLOAD_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class SourceBatch:
-    images: np.ndarray  # uint8, (N, H, W)
+    images: np.ndarray  # uint8, (N, H, W) grey or (N, H, W, 3) colour
     labels: np.ndarray  # int64, (N,); -1 where unknown
     source: str
     classes: dict[str, int] | None = None  # class name -> label, for sources whose classes have names
     renumberable: bool = False  # labels are only the names' sorted order, so an append may renumber them
+    modes: tuple[str, ...] | None = None  # each image's mode as read (sources of files), for the manifest
+    sizes: np.ndarray | None = None  # (N, 2) int64: each image's (H, W) as read, before any resize
+    notes: tuple[str, ...] = ()  # every conversion or resize, counted: collect warns with them
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a source is read: ``collect``'s settings plus the limits checked before inflating anything.
+    ``size`` None is native (every image keeps its size, and all must agree)."""
+
+    channels: str | int = "auto"
+    size: tuple[int, int] | None = None
+    resize_filter: str = "lanczos"
+    background: str = "white"
+    max_rows: int | None = None
+    max_bytes: int = CollectConfig().max_bytes
+
+    @classmethod
+    def of(cls, config: CollectConfig | None, resize: tuple[int, int] | None = None,
+           max_rows: int | None = None) -> "ReadOptions":
+        """``--resize HxW`` wins over ``collect.size``."""
+        config = config or CollectConfig()
+        size = resize or ((config.size, config.size) if isinstance(config.size, int) else None)
+        return cls(channels=config.channels, size=size, resize_filter=config.resize_filter,
+                   background=config.background, max_rows=max_rows, max_bytes=config.max_bytes)
 
 
 # ---- digits ------------------------------------------------------------------------------------
@@ -54,12 +84,12 @@ def load_digits_source() -> SourceBatch:
 
 # ---- idx:PATH ----------------------------------------------------------------------------------
 
-def load_idx_source(folder: Path, max_rows: int | None = None) -> SourceBatch:
+def load_idx_source(folder: Path, max_rows: int | None = None, max_bytes: int | None = None) -> SourceBatch:
     """A folder of MNIST-family IDX files (train then t10k), checked byte for byte against the headers."""
     from genloop.io.idx import read_idx_folder
 
     folder = folder.resolve()
-    images, labels = read_idx_folder(folder, max_rows)
+    images, labels = read_idx_folder(folder, max_rows, max_bytes)
     return SourceBatch(images=images, labels=labels, source=f"idx:{folder}")
 
 
@@ -147,7 +177,7 @@ def fetch_official_files(dataset: OfficialDataset, folder: Path, base_url: str, 
 
 
 def load_official_source(name: str, base_url: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S,
-                         max_rows: int | None = None) -> SourceBatch:
+                         max_rows: int | None = None, max_bytes: int | None = None) -> SourceBatch:
     """A named data set from the cache, downloading (with checksums) only what is missing."""
     from genloop.io.idx import read_idx_folder
 
@@ -155,7 +185,7 @@ def load_official_source(name: str, base_url: str | None = None, timeout: float 
     folder = official_cache_dir(name)
     base_url = base_url or os.environ.get(DATASET_URL_ENV) or dataset.base_url
     fetch_official_files(dataset, folder, base_url, timeout)
-    images, labels = read_idx_folder(folder, max_rows)
+    images, labels = read_idx_folder(folder, max_rows, max_bytes)
     return SourceBatch(images=images, labels=labels, source=name)
 
 
@@ -203,7 +233,19 @@ def class_folders(root: Path) -> list[Path]:
             raise SourceError(f"{entry}: folder:PATH expects only class subfolders in {root}, found a file")
     if not entries:
         raise SourceError(f"{root} is empty; folder:PATH needs one subfolder per class holding PNG or JPEG images")
+    for entry in entries:
+        _utf8_name(entry)
     return entries
+
+
+def _utf8_name(path: Path) -> str:
+    """A class folder's name, which the manifest stores as text: one that is not UTF-8 is refused."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SourceError(f"{display_path(path)}: class folder name is not valid UTF-8; the manifest records "
+                          "class names as UTF-8 text, so rename the folder (e.g. with convmv)") from None
+    return path.name
 
 
 def class_labels(names: list[str]) -> dict[str, int]:
@@ -250,17 +292,9 @@ def image_files(folder: Path, root: Path | None = None) -> list[Path]:
     return files
 
 
-def _pixels_8bit(image, path: Path) -> np.ndarray:
-    """Grayscale uint8 pixels; 16-bit PNGs are scaled down rather than clipped to white."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        return np.rint(np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
-    if image.mode == "F":
-        raise SourceError(f"{path}: floating-point images are not supported; save it as 8-bit PNG or JPEG")
-    return np.asarray(image.convert("L"), dtype=np.uint8)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """One PNG/JPEG file as uint8 (H, W) grayscale; any Pillow failure becomes a SourceError naming it."""
+def read_image(path: Path, background: str = "white") -> Decoded:
+    """One PNG/JPEG file decoded as genloop.io.pixels.decode states (grey (H, W) or colour (H, W, 3),
+    alpha composited on ``background``); any Pillow failure becomes a SourceError naming it."""
     from PIL import Image
 
     try:
@@ -268,7 +302,7 @@ def read_image(path: Path) -> np.ndarray:
             if image.format not in IMAGE_FORMATS:
                 raise SourceError(f"{path}: is a {image.format} file, not PNG or JPEG")
             image.load()
-            return _pixels_8bit(image, path)
+            return decode(image, path, background)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise SourceError(f"{path}: refused as a possible decompression bomb ({exc}); images may have at "
                           f"most {MAX_IMAGE_PIXELS} pixels") from None
@@ -278,36 +312,47 @@ def read_image(path: Path) -> np.ndarray:
         raise SourceError(f"{path}: not a readable PNG or JPEG image ({exc})") from None
 
 
-def _size_text(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]}x{shape[1]}"
+def _folder_files(root: Path, folders: list[Path], options: ReadOptions) -> list[tuple[Path, Path]]:
+    """(class folder, file) pairs, refused before any decoding when there are more than clean.max_rows."""
+    files = [(folder, path) for folder in folders for path in image_files(folder, root)]
+    if options.max_rows is not None and len(files) > options.max_rows:
+        raise SourceError(f"{root} holds {len(files)} images, more than clean.max_rows={options.max_rows}; "
+                          "refused before decoding them (raise clean.max_rows to collect them all)")
+    return files
 
 
-def load_folder_source(root: Path, resize: tuple[int, int] | None = None) -> SourceBatch:
-    """One subfolder per class of PNG/JPEG files, all one size unless ``resize`` (H, W) is given."""
+def _within_budget(decoded: Decoded, total: int, path: Path, options: ReadOptions) -> int:
+    """The running count of decoded bytes, refused past collect.max_bytes (a folder of huge images)."""
+    total += decoded.pixels.nbytes
+    if total > options.max_bytes:
+        raise SourceError(f"{path}: the images read so far hold {total} bytes of pixels, more than "
+                          f"collect.max_bytes={options.max_bytes}; raise it, or pick a smaller collect.size")
+    return total
+
+
+def load_folder_source(root: Path, resize: tuple[int, int] | None = None,
+                       options: ReadOptions | None = None) -> SourceBatch:
+    """One subfolder per class of PNG/JPEG files, brought to one channel count and size as ``options``
+    (collect.channels, collect.size or ``resize`` (H, W)) say; each file's mode and size go to the manifest."""
+    options = options or ReadOptions(size=resize)
     root = root.resolve()
+    where = f"folder:{display_path(root)}"
+    _utf8_name(root)
     folders = class_folders(root)
     names = [f.name for f in folders]
     labels_of = class_labels(names)
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    first: Path | None = None
+    decoded: list[Decoded] = []
+    total = 0
     with decompression_bomb_guard():
-        for folder in folders:
-            for path in image_files(folder, root):
-                pixels = read_image(path)
-                if resize is not None:
-                    pixels = resize_image(pixels, resize)
-                elif first is None:
-                    first = path
-                elif pixels.shape != images[0].shape:
-                    raise SourceError(
-                        f"images differ in size: {first} is {_size_text(images[0].shape)} but {path} is "
-                        f"{_size_text(pixels.shape)} (HxW); pass --resize HxW to bring all to one size"
-                    )
-                images.append(pixels)
-                labels.append(labels_of[folder.name])
-    return SourceBatch(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64), source=f"folder:{root}",
-                       classes=labels_of, renumberable=not labels_are_names(names))
+        pairs = _folder_files(root, folders, options)
+        for _, path in pairs:
+            decoded.append(read_image(path, options.background))
+            total = _within_budget(decoded[-1], total, path, options)
+    done = conform(decoded, where, options.channels, options.size, options.resize_filter)
+    return SourceBatch(images=done.images, labels=np.asarray([labels_of[f.name] for f, _ in pairs], dtype=np.int64),
+                       source=f"folder:{root}", classes=labels_of, renumberable=not labels_are_names(names),
+                       modes=tuple(d.mode for d in decoded), sizes=np.asarray([d.size for d in decoded], np.int64),
+                       notes=done.notes)
 
 
 # ---- npz:PATH ----------------------------------------------------------------------------------
@@ -319,10 +364,50 @@ def _npz_array(npz, path: Path, name: str) -> np.ndarray:
         raise SourceError(f"{path}: array '{name}' cannot be read ({exc})") from None
 
 
+def npz_declared(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype as its .npy header declares them, read without inflating the data."""
+    declared = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                declared[info.filename.removesuffix(".npy")] = (tuple(int(d) for d in shape), dtype)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise SourceError(f"{path}: cannot read as an .npz archive ({exc})") from None
+    return declared
+
+
+def check_npz_promise(path: Path, declared: dict[str, tuple[tuple[int, ...], np.dtype]],
+                      max_rows: int | None, max_bytes: int) -> None:
+    """Refuse arrays whose declared size breaks clean.max_rows or collect.max_bytes before inflating them
+    (a small archive of zeros can declare gigabytes)."""
+    for name in ("images", "labels"):
+        if name not in declared:
+            continue
+        shape, dtype = declared[name]
+        if max_rows is not None and shape and shape[0] > max_rows:
+            raise SourceError(f"{path}: array '{name}' declares {shape[0]} rows, more than clean.max_rows="
+                              f"{max_rows}; refused before inflating it")
+        size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if size > max_bytes:
+            raise SourceError(f"{path}: array '{name}' declares shape {shape} of {dtype} = {size} bytes, more "
+                              f"than collect.max_bytes={max_bytes}; refused before inflating it (raise "
+                              "collect.max_bytes if the data set is really that large)")
+
+
 def images_to_uint8(array: np.ndarray, where: str) -> np.ndarray:
-    """uint8 pixels from integer 0..255 or float images (0..1 is scaled up); anything else is refused."""
-    if array.ndim != 3:
-        raise SourceError(f"{where} has shape {array.shape}; expected (N, H, W) grayscale images")
+    """uint8 pixels from integer 0..255 or float images (0..1 is scaled up), grey (N, H, W) or colour
+    (N, H, W, 3) (a single channel (N, H, W, 1) counts as grey); anything else is refused."""
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 3 or (array.ndim == 4 and array.shape[-1] == 3)):
+        raise SourceError(f"{where} has shape {array.shape}; expected (N, H, W) grey or (N, H, W, 3) colour "
+                          "images (channel last)")
     if 0 in array.shape:
         raise SourceError(f"{where} has shape {array.shape}; it holds no pixels")
     if array.dtype.kind not in "uif":
@@ -349,14 +434,20 @@ def labels_to_int64(array: np.ndarray, count: int, where: str) -> np.ndarray:
         raise SourceError(f"{where} has dtype {array.dtype}; expected integers")
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
         raise SourceError(f"{where} holds NaN, inf or fractional values; expected integers")
+    if len(array) and (array.dtype.kind in "uf") and (array.min() < -2.0**63 or array.max() >= 2.0**63):
+        raise SourceError(f"{where} holds values from {array.min():g} to {array.max():g}, outside the int64 "
+                          "range labels are stored in; expected small class numbers")
     return array.astype(np.int64)
 
 
-def load_npz_source(path: Path) -> SourceBatch:
-    """An .npz with ``images`` (N, H, W) and optional ``labels`` (N,), checked before use."""
+def load_npz_source(path: Path, max_rows: int | None = None, max_bytes: int | None = None) -> SourceBatch:
+    """An .npz with ``images`` (N, H, W) or (N, H, W, 3) and optional ``labels`` (N,), checked before use:
+    the declared sizes before anything is inflated, the values after."""
     path = path.resolve()
     if not path.is_file():
         raise SourceError(f"{path} does not exist or is not a file; npz:PATH needs an .npz archive")
+    if zipfile.is_zipfile(path):
+        check_npz_promise(path, npz_declared(path), max_rows, max_bytes or CollectConfig().max_bytes)
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -387,49 +478,56 @@ def parse_size(text: str) -> tuple[int, int]:
     return size
 
 
-def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One uint8 (H, W) image resampled to ``size`` (H, W) with Pillow's Lanczos filter."""
-    from PIL import Image
-
-    if pixels.shape == size:
-        return pixels
-    resized = Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.LANCZOS)
-    return np.asarray(resized, dtype=np.uint8)
-
-
-def resize_batch(batch: SourceBatch, size: tuple[int, int]) -> SourceBatch:
-    if batch.images.shape[1:] == size:
-        return batch
-    images = np.stack([resize_image(img, size) for img in batch.images])
-    return replace(batch, images=images)
+def resize_image(pixels: np.ndarray, size: tuple[int, int], filter_name: str = "lanczos") -> np.ndarray:
+    """One uint8 image, grey (H, W) or colour (H, W, 3), resampled to ``size`` (H, W) (Lanczos by default)."""
+    return resize_pixels(pixels, size, filter_name)
 
 
 # ---- dispatch ----------------------------------------------------------------------------------
 
-def _read_spec(spec: str, resize: tuple[int, int] | None, max_rows: int | None) -> SourceBatch:
+def _read_spec(spec: str, options: ReadOptions) -> SourceBatch:
     kind, sep, arg = spec.partition(":")
     if not sep and kind == "digits":
         return load_digits_source()
     if not sep and kind in OFFICIAL_DATASETS:
-        return load_official_source(kind, max_rows=max_rows)
+        return load_official_source(kind, max_rows=options.max_rows, max_bytes=options.max_bytes)
+    if not sep and kind == "emoji":
+        from genloop.io.emoji import load_emoji_source
+
+        emoji = load_emoji_source(options.size, options.resize_filter, options.background, options.channels)
+        return SourceBatch(images=emoji.images, labels=emoji.labels, source="emoji", classes=emoji.classes,
+                           renumberable=True, modes=emoji.modes, sizes=emoji.sizes, notes=emoji.notes)
     if sep and arg.strip():
         path = Path(arg.strip()).expanduser()
         if kind == "idx":
-            return load_idx_source(path, max_rows)
+            return load_idx_source(path, options.max_rows, options.max_bytes)
         if kind == "folder":
-            return load_folder_source(path, resize)
+            return load_folder_source(path, options=options)
         if kind == "npz":
-            return load_npz_source(path)
+            return load_npz_source(path, options.max_rows, options.max_bytes)
     raise SourceError(f"unknown source {spec!r}; valid forms: {SOURCE_FORMS}")
 
 
+def conformed_batch(batch: SourceBatch, options: ReadOptions) -> SourceBatch:
+    """An array source's batch with collect.channels and collect.size applied (the same array when
+    nothing is asked, so the digits stay byte-identical)."""
+    if batch.modes is not None:  # file sources conform while reading
+        return batch
+    where = batch.source.split(":", 1)[0] if batch.source.startswith(("npz:", "idx:")) else batch.source
+    done = conform_array(batch.images, f"{where}", options.channels, options.size, options.resize_filter)
+    if done.images is batch.images:
+        return batch
+    return replace(batch, images=done.images, notes=(*batch.notes, *done.notes))
+
+
 def check_batch(batch: SourceBatch) -> SourceBatch:
-    """The contract every loader promises collect: uint8 (N, H, W) with N >= 1 and int64 labels (N,)."""
+    """The contract every loader promises collect: uint8 (N, H, W) or (N, H, W, 3) with N >= 1 and int64
+    labels (N,)."""
     images, labels = batch.images, batch.labels
-    if images.dtype != np.uint8 or images.ndim != 3 or 0 in images.shape:
-        raise SourceError(
-            f"source {batch.source!r} gave images {images.dtype} {images.shape}; expected uint8 (N, H, W)"
-        )
+    layout = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)
+    if images.dtype != np.uint8 or not layout or 0 in images.shape:
+        raise SourceError(f"source {batch.source!r} gave images {images.dtype} {images.shape}; expected uint8 "
+                          "(N, H, W) or (N, H, W, 3)")
     if labels.dtype != np.int64 or labels.shape != (len(images),):
         raise SourceError(
             f"source {batch.source!r} gave labels {labels.dtype} {labels.shape}; expected int64 ({len(images)},)"
@@ -437,10 +535,11 @@ def check_batch(batch: SourceBatch) -> SourceBatch:
     return batch
 
 
-def load_source(spec: str, resize: tuple[int, int] | None = None, max_rows: int | None = None) -> SourceBatch:
-    """Read a source spec; ``resize`` (H, W) brings every image to one size. ``max_rows`` (clean.max_rows)
-    lets IDX sources refuse a header promising more rows before reading its data."""
-    batch = _read_spec(spec.strip(), resize, max_rows)
-    if resize is not None:
-        batch = resize_batch(batch, resize)
+def load_source(spec: str, resize: tuple[int, int] | None = None, max_rows: int | None = None,
+                config: CollectConfig | None = None) -> SourceBatch:
+    """Read a source spec with ``config``'s channels, size, filter, background and byte budget; ``resize``
+    (H, W, from ``--resize``) wins over collect.size. ``max_rows`` (clean.max_rows) lets sources refuse
+    a declared size before reading the data."""
+    options = ReadOptions.of(config, resize, max_rows)
+    batch = conformed_batch(_read_spec(spec.strip(), options), options)
     return check_batch(batch)

@@ -79,7 +79,23 @@ class ValidationOutcome:
     expectations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _suite(config: CleanConfig, expected_shape: tuple[int, int]):
+def row_count_reason(config: CleanConfig, rows: int) -> str:
+    """What to change when the data set's size is outside [clean.min_rows, clean.max_rows], with the value."""
+    if rows < config.min_rows:
+        return (f"{rows} rows, fewer than clean.min_rows={config.min_rows}: collect more images, or accept "
+                f"this many with -S clean.min_rows={max(rows, 1)}")
+    if rows > config.max_rows:
+        return (f"{rows} rows, more than clean.max_rows={config.max_rows}: accept them with "
+                f"-S clean.max_rows={rows}")
+    return f"row count outside [{config.min_rows}, {config.max_rows}] (clean.min_rows/max_rows)"
+
+
+def expected_layout(expected_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) from (H, W) (grey) or (C, H, W)."""
+    return (1, *expected_shape) if len(expected_shape) == 2 else tuple(expected_shape)  # type: ignore[return-value]
+
+
+def _suite(config: CleanConfig, expected_shape: tuple[int, ...], rows: int = 0):
     import great_expectations.expectations as gxe
 
     def row(exp, reason: str):
@@ -90,13 +106,15 @@ def _suite(config: CleanConfig, expected_shape: tuple[int, int]):
         exp.meta = {"level": "dataset", "reason": what}
         return exp
 
-    h, w = expected_shape
+    c, h, w = expected_layout(expected_shape)
     return [
         table(gxe.ExpectTableRowCountToBeBetween(min_value=config.min_rows, max_value=config.max_rows),
-              f"row count outside [{config.min_rows}, {config.max_rows}] (clean.min_rows/max_rows)"),
-        *[table(gxe.ExpectColumnToExist(column=c), f"column {c!r} missing")
-          for c in ("id", "label", "content_hash", "height", "width", "pixel_min", "pixel_max", "pixel_std")],
+              row_count_reason(config, rows)),
+        *[table(gxe.ExpectColumnToExist(column=col), f"column {col!r} missing")
+          for col in ("id", "label", "content_hash", "channels", "height", "width", "pixel_min", "pixel_max",
+                      "pixel_std")],
         row(gxe.ExpectColumnValuesToNotBeNull(column="pixel_mean"), "nan_or_inf_pixels"),
+        row(gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[c]), "wrong_shape"),
         row(gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[h]), "wrong_shape"),
         row(gxe.ExpectColumnValuesToBeInSet(column="width", value_set=[w]), "wrong_shape"),
         row(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(config.labels)), "label_out_of_set"),
@@ -107,10 +125,11 @@ def _suite(config: CleanConfig, expected_shape: tuple[int, int]):
     ]
 
 
-def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int],
+def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, ...],
                    docs_dir: Path | None = None, run_name: str | None = None,
                    data_asset: str = DATA_ASSET) -> ValidationOutcome:
-    """Run the suite on ``table`` (one row per image, see ``clean.image_table``).
+    """Run the suite on ``table`` (one row per image, see ``clean.image_table``, with a ``channels``
+    column); ``expected_shape`` is (C, H, W), or (H, W) for grey.
 
     With ``docs_dir``, GE's Data Docs for this run are built there (``index.html`` at the top), the
     run named ``run_name`` (default ``run_name_for(table)``) and the asset ``data_asset``.
@@ -119,7 +138,7 @@ def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tup
         return _validate_table(table, config, expected_shape, docs_dir, run_name or run_name_for(table), data_asset)
 
 
-def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int],
+def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, ...],
                     docs_dir: Path | None, run_name: str, data_asset: str) -> ValidationOutcome:
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -141,7 +160,7 @@ def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tu
         .add_batch_definition_whole_dataframe("all")
     )
     suite = context.suites.add(gx.ExpectationSuite(name="genloop_images"))
-    for expectation in _suite(config, expected_shape):
+    for expectation in _suite(config, expected_shape, len(table)):
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="genloop_images", data=batch, suite=suite)
@@ -158,6 +177,11 @@ def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tu
         statuses = mark_status_offline(Path(docs_dir), data_asset)
         link_pages_offline(Path(docs_dir), statuses)
 
+    return outcome_of(result)
+
+
+def outcome_of(result) -> ValidationOutcome:
+    """Row-level failures as quarantine reasons per image id; data-set-level ones as failures to stop on."""
     row_reasons: dict[int, list[str]] = {}
     dataset_failures: list[str] = []
     summary: list[dict[str, Any]] = []

@@ -1,8 +1,10 @@
 """Stage 3, augment: seeded random rotation, scaling, cropping, translation and (optionally) an
-elastic warp of the training split.
+elastic warp and a colour jitter of the training split.
 
 All transforms of a batch become one sampling grid and one ``grid_sample`` call: no per-image
-loop. The random draws come from one seeded generator, so the same seed gives the same bytes.
+loop, and every channel of a colour image is moved alike. The random draws come from one seeded
+generator, so the same seed gives the same bytes; the jitter draws come after the geometric ones and
+only when it is on, so turning it on leaves the geometry of every copy as it was.
 """
 from __future__ import annotations
 
@@ -111,41 +113,69 @@ def sampling_grid(t: Transforms, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def apply_transforms(images: torch.Tensor, t: Transforms) -> torch.Tensor:
-    """Warp a float batch (N, 1, H, W) in [0, 1] with one ``grid_sample`` call."""
+    """Warp a float batch (N, C, H, W) in [0, 1] with one ``grid_sample`` call (one grid for all channels)."""
     grid = sampling_grid(t, (images.shape[2], images.shape[3]))
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def colour_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and (colour only) saturation factors in [1 - strength, 1 + strength]
+    per image, on a float batch (N, C, H, W) in [0, 1]; the result is clipped to [0, 1]."""
+    n, c = images.shape[:2]
+    factor = lambda: (1.0 + (torch.rand(n, generator=generator) * 2 - 1) * strength).view(n, 1, 1, 1)  # noqa: E731
+    brightness, contrast, saturation = factor(), factor(), factor()
+    out = images * brightness
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast + mean
+    if c == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        grey = (out * weights).sum(dim=1, keepdim=True)
+        out = (out - grey) * saturation + grey
+    return out.clamp_(0.0, 1.0)
+
+
 def random_transform(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Rotate, scale, crop, translate and optionally elastically warp a float batch (N, 1, H, W)."""
+    """Rotate, scale, crop, translate and optionally elastically warp and colour-jitter a float batch
+    (N, C, H, W)."""
     t = draw_transforms(images.shape[0], (images.shape[2], images.shape[3]), config, generator)
-    return apply_transforms(images, t)
+    warped = apply_transforms(images, t)
+    return colour_jitter(warped, config.colour_jitter, generator) if config.colour_jitter > 0 else warped
+
+
+def channels_first(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, 3) -> float (N, C, H, W) in [0, 1]."""
+    source = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    return source.unsqueeze(1) if images.ndim == 3 else source.permute(0, 3, 1, 2).contiguous()
 
 
 def augment_images(images: np.ndarray, config: AugmentConfig, seed: int) -> np.ndarray:
-    """``config.copies`` augmented versions of uint8 ``images`` (N, H, W), as uint8.
+    """``config.copies`` augmented versions of uint8 ``images`` (N, H, W) or (N, H, W, 3), as uint8 in
+    the same layout.
 
     Copy ``c`` of image ``i`` is row ``c * N + i``.
     """
     if config.copies == 0 or len(images) == 0:
         return np.empty((0, *images.shape[1:]), dtype=np.uint8)
     generator = torch.Generator().manual_seed(seed)
-    source = torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
+    source = channels_first(images)
     out = []
     for _ in range(config.copies):
         for start in range(0, len(source), config.batch_size):
             batch = random_transform(source[start:start + config.batch_size], config, generator)
-            out.append(batch.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).squeeze(1))
+            batch = batch.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+            out.append(batch.squeeze(1) if images.ndim == 3 else batch.permute(0, 2, 3, 1))
     return torch.cat(out).numpy()
 
 
 def preview_tiles(images: np.ndarray, extra: np.ndarray, copies: int, count: int) -> np.ndarray:
-    """The first ``count`` originals, each followed by its ``copies`` augmented versions, in [0, 1]."""
+    """The first ``count`` originals, each followed by its ``copies`` augmented versions, in [0, 1]:
+    (N, H, W) for grey, (N, 3, H, W) for colour (the channels-first form the grid images take)."""
     count = min(count, len(images))
     groups = [np.stack([images[i], *(extra[c * len(images) + i] for c in range(copies))]) for i in range(count)]
     if not groups:
         return np.empty((0, *images.shape[1:]), np.float32)
-    return np.concatenate(groups).astype(np.float32) / 255.0
+    tiles = np.concatenate(groups).astype(np.float32) / 255.0
+    return tiles if tiles.ndim == 3 else tiles.transpose(0, 3, 1, 2)
 
 
 def preview_columns(copies: int) -> int:

@@ -18,6 +18,7 @@ from genloop.io import atomic
 from genloop.io.arrays import save_npz
 from genloop.config import CleanConfig
 from genloop.io.datasets import content_hash, load_split, read_dataset  # load_split re-exported
+from genloop.io.pixels import pixel_stats
 from genloop.core.near_duplicates import find_near_duplicates
 from genloop.paths import ProjectPaths
 from genloop.io.validation import DataValidationError, validate_table  # DataValidationError re-exported
@@ -60,20 +61,21 @@ class CleanResult:
 
 
 def image_table(images: np.ndarray, manifest: pd.DataFrame) -> pd.DataFrame:
-    """Recompute hash and statistics from the pixels themselves rather than trust the manifest."""
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    finite = np.isfinite(flat).all(axis=1)
+    """Recompute hash, layout and statistics from the pixels themselves rather than trust the manifest
+    (grey (N, H, W) or colour (N, H, W, 3); statistics span every channel)."""
+    stats = pixel_stats(images)
     hashes = [content_hash(img) for img in images]
     table = pd.DataFrame({
         "id": manifest["id"].to_numpy(),
         "label": manifest["label"].to_numpy(),
         "content_hash": hashes,
+        "channels": 3 if images.ndim == 4 else 1,
         "height": images.shape[1],
         "width": images.shape[2],
-        "pixel_min": flat.min(axis=1),
-        "pixel_max": flat.max(axis=1),
-        "pixel_mean": np.where(finite, flat.mean(axis=1), np.nan),
-        "pixel_std": flat.std(axis=1),
+        "pixel_min": stats["pixel_min"],
+        "pixel_max": stats["pixel_max"],
+        "pixel_mean": np.where(np.isfinite(stats["pixel_mean"]), stats["pixel_mean"], np.nan),
+        "pixel_std": stats["pixel_std"],
     })
     table["is_duplicate"] = table["content_hash"].duplicated(keep="first")
     return table
@@ -89,10 +91,55 @@ def split_of(content_hash_hex: str, val: float, test: float) -> str:
     return "train"
 
 
+def expected_layout(images: np.ndarray, manifest: pd.DataFrame) -> tuple[int, int, int]:
+    """The (C, H, W) collect recorded in the manifest (its most common row), which the pixels must match;
+    the array's own layout where the manifest records none (channels: manifests of grey arrays)."""
+    def recorded(column: str, fallback: int) -> int:
+        if column not in manifest.columns or manifest.empty:
+            return fallback
+        return int(pd.to_numeric(manifest[column], errors="coerce").mode().iloc[0])
+
+    return (recorded("channels", 3 if images.ndim == 4 else 1), recorded("height", int(images.shape[1])),
+            recorded("width", int(images.shape[2])))
+
+
+def write_splits(paths: ProjectPaths, images: np.ndarray, table: pd.DataFrame, kept: np.ndarray,
+                 reasons: dict[int, list[str]]) -> None:
+    """outputs/clean: one .npz per split of the kept rows (images in their own layout) and quarantine.csv,
+    swapped in whole."""
+    with atomic.atomic_dir(paths.clean) as out:
+        row_index = np.arange(len(table))
+        for split in SPLITS:
+            rows = row_index[(table["split"] == split).to_numpy() & kept]
+            save_npz(
+                out / f"{split}.npz",
+                images=images[rows],
+                labels=table["label"].to_numpy()[rows].astype(np.int64),
+                ids=table["id"].to_numpy()[rows].astype(np.int64),
+            )
+        quarantine = table.loc[~kept, ["id", "label", "content_hash", "channels", "height", "width"]].copy()
+        quarantine["reason"] = [";".join(reasons[i]) for i in quarantine["id"]]
+        quarantine.to_csv(out / "quarantine.csv", index=False, lineterminator="\n")
+
+
+def near_duplicates(config: CleanConfig, paths: ProjectPaths, images: np.ndarray, table: pd.DataFrame,
+                    kept: np.ndarray) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Held-out images close to a training image (RMS over every pixel and channel), written to
+    reports/near_duplicates.csv, with their count per held-out split."""
+    near = find_near_duplicates(
+        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
+        table["split"].to_numpy()[kept], config.near_duplicate_distance,
+    )
+    atomic.write_with(paths.near_duplicates, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
+    return near, {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
+
+
 def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
+    """Validate data/, quarantine bad rows and write the splits, which keep the images' layout ((N, H, W)
+    grey or (N, H, W, 3) colour)."""
     images, manifest = read_dataset(paths)
     table = image_table(images, manifest)
-    expected_shape = (int(images.shape[1]), int(images.shape[2]))
+    expected_shape = expected_layout(images, manifest)
     docs = paths.data_docs
     with atomic.atomic_dir(docs) as building:  # a failed build leaves the previous docs in place
         outcome = validate_table(table, config, expected_shape, docs_dir=building)
@@ -105,21 +152,15 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     share = len(quarantined_ids) / max(len(table), 1)
     failures = list(outcome.dataset_failures)
     if share > config.max_quarantine_share:
-        failures.append(
-            f"{share:.1%} of rows quarantined, above clean.max_quarantine_share={config.max_quarantine_share:.1%}"
-        )
+        failures.append(f"{share:.1%} of rows quarantined, above clean.max_quarantine_share="
+                        f"{config.max_quarantine_share:.1%}")
 
     keep = ~table["id"].isin(quarantined_ids)
     table["split"] = [split_of(h, config.split.val, config.split.test) for h in table["content_hash"]]
     split_sizes = {s: int(((table["split"] == s) & keep).sum()) for s in SPLITS}
     kept = keep.to_numpy()
-    near = find_near_duplicates(
-        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
-        table["split"].to_numpy()[kept], config.near_duplicate_distance,
-    )
-    near_by_split = {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
+    near, near_by_split = near_duplicates(config, paths, images, table, kept)
     near_path = paths.near_duplicates
-    atomic.write_with(near_path, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
 
     report_path = paths.validation_report
     report = {
@@ -141,25 +182,10 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     }
     atomic.write_json(report_path, report)
     if failures:
-        raise DataValidationError(
-            "data set failed validation: " + "; ".join(failures)
-            + f". See {report_path} and {docs / 'index.html'}"
-        )
+        raise DataValidationError("data set failed validation: " + "; ".join(failures)
+                                  + f". See {report_path} and {docs / 'index.html'}")
 
-    with atomic.atomic_dir(paths.clean) as out:
-        row_index = np.arange(len(table))
-        for split in SPLITS:
-            rows = row_index[(table["split"] == split).to_numpy() & kept]
-            save_npz(
-                out / f"{split}.npz",
-                images=images[rows],
-                labels=table["label"].to_numpy()[rows].astype(np.int64),
-                ids=table["id"].to_numpy()[rows].astype(np.int64),
-            )
-        quarantine = table.loc[~keep, ["id", "label", "content_hash", "height", "width"]].copy()
-        quarantine["reason"] = [";".join(reasons[i]) for i in quarantine["id"]]
-        quarantine.to_csv(out / "quarantine.csv", index=False, lineterminator="\n")
-
+    write_splits(paths, images, table, kept, reasons)
     return CleanResult(
         checked=report["checked"], passed=report["passed"], quarantined=report["quarantined"],
         by_reason=report["by_reason"], split_sizes=split_sizes, report=report_path,

@@ -14,6 +14,7 @@ from genloop.io.datacommit import commit_data
 from genloop.io.datasets import DataSetError, content_hash, read_dataset  # re-exported
 from genloop.errors import GenloopError, MissingInputError
 from genloop.paths import ProjectPaths
+from genloop.io.pixels import pixel_stats
 from genloop.io.sources import SourceBatch, load_source
 
 MANIFEST_COLUMNS = [
@@ -22,6 +23,13 @@ MANIFEST_COLUMNS = [
 ]
 CLASS_NAME = "class_name"  # after "label", only in manifests of data with named classes (folder:PATH, non-integer names)
 NAMED_COLUMNS = [*MANIFEST_COLUMNS[:4], CLASS_NAME, *MANIFEST_COLUMNS[4:]]
+# At the end, in manifests of image files (folder:PATH, emoji) or colour data: the channels stored and each
+# image's Pillow mode and (H, W) as read, before any conversion or resize ("" and -1 where unknown, for rows
+# an earlier collect wrote without them). Grey array sources (digits, IDX) leave them out, so their
+# manifests stay byte for byte what earlier versions wrote.
+ORIGIN_COLUMNS = ["channels", "orig_mode", "orig_height", "orig_width"]
+# Every text column, read as text: a class folder named NA or null keeps its name.
+TEXT_COLUMNS = {"source": str, CLASS_NAME: str, "content_hash": str, "orig_mode": str}
 
 
 MODES = ("replace", "append")
@@ -30,7 +38,7 @@ MODES = ("replace", "append")
 @dataclass(frozen=True)
 class CollectResult:
     rows: int  # rows in data/ after this collect
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, int]  # (H, W)
     data_dir: Path
     dvc_hash: str
     added: int = 0  # rows this collect read from the source
@@ -38,16 +46,18 @@ class CollectResult:
     mode: str = "replace"
     pulled_from: str | None = None  # the DVC remote data/ was pulled from instead of collecting
     pushed_to: str | None = None  # the DVC remote data/ was pushed to after collecting
-    warnings: tuple[str, ...] = ()  # a failed push or pull (the collect itself succeeded)
+    warnings: tuple[str, ...] = ()  # conversions and resizes (counted), a failed push or pull
+    channels: int = 1  # 3 for colour data (images.npy (N, H, W, 3))
 
 
-def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False) -> pd.DataFrame:
+def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, named: bool = False,
+                   origins: bool = False) -> pd.DataFrame:
     """One row per image; ``first_id`` lets appended rows continue the ids already in data/. The
     class_name column is there when the batch's classes have names other than their labels (or
-    ``named``); without it a manifest is byte for byte what earlier versions wrote, so their DVC
-    versions stay valid."""
+    ``named``), the ORIGIN_COLUMNS when it has origins to record (or ``origins``); without them a
+    manifest is byte for byte what earlier versions wrote, so their DVC versions stay valid."""
     images = batch.images
-    flat = images.reshape(len(images), -1).astype(np.float64)
+    stats = pixel_stats(images)
     names = {label: name for name, label in (batch.classes or {}).items()}
     frame = pd.DataFrame(
         {
@@ -59,13 +69,44 @@ def build_manifest(batch: SourceBatch, batch_id: int = 0, first_id: int = 0, nam
             "content_hash": [content_hash(img) for img in images],
             "height": images.shape[1],
             "width": images.shape[2],
-            "pixel_min": flat.min(axis=1),
-            "pixel_max": flat.max(axis=1),
-            "pixel_mean": flat.mean(axis=1).round(6),
-            "pixel_std": flat.std(axis=1).round(6),
+            "pixel_min": stats["pixel_min"],
+            "pixel_max": stats["pixel_max"],
+            "pixel_mean": stats["pixel_mean"].round(6),
+            "pixel_std": stats["pixel_std"].round(6),
         }
     )
-    return frame[NAMED_COLUMNS if named or has_names(batch) else MANIFEST_COLUMNS]
+    columns = NAMED_COLUMNS if named or has_names(batch) else MANIFEST_COLUMNS
+    if origins or has_origins(batch):
+        frame = frame.assign(**origin_columns(batch))
+        columns = [*columns, *ORIGIN_COLUMNS]
+    return frame[columns]
+
+
+def has_origins(batch: SourceBatch) -> bool:
+    """Something to record beyond the stored array: files read (their modes and sizes) or colour."""
+    return batch.modes is not None or batch.images.ndim == 4
+
+
+def origin_columns(batch: SourceBatch) -> dict[str, object]:
+    """The ORIGIN_COLUMNS of ``batch``; array sources record their array's own mode and size."""
+    images = batch.images
+    n, h, w = images.shape[:3]
+    channels = 3 if images.ndim == 4 else 1
+    modes = batch.modes if batch.modes is not None else ("RGB" if channels == 3 else "L",) * n
+    sizes = batch.sizes if batch.sizes is not None else np.tile(np.asarray([h, w], np.int64), (n, 1))
+    return {"channels": channels, "orig_mode": list(modes),
+            "orig_height": sizes[:, 0].astype(np.int64), "orig_width": sizes[:, 1].astype(np.int64)}
+
+
+def read_manifest(path: Path, **kwargs) -> pd.DataFrame:
+    """A manifest (or any CSV genloop writes) with its text columns kept as text: no "NA" or "null"
+    read as missing (``keep_default_na=False``)."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[], dtype=TEXT_COLUMNS, **kwargs)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``28x28 grey`` or ``32x32 colour`` for an image shape (H, W) or (H, W, 3)."""
+    return f"{shape[0]}x{shape[1]} {'colour' if len(shape) == 3 else 'grey'}"
 
 
 def has_names(batch: SourceBatch) -> bool:
@@ -94,22 +135,34 @@ def appended_dataset(paths: ProjectPaths, batch: SourceBatch) -> tuple[np.ndarra
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise DataSetError(f"{paths.manifest} lacks column(s) {', '.join(missing)}; collect it again with --mode replace")
-    if images.shape[1:] != batch.images.shape[1:]:
-        have, new = images.shape[1:], batch.images.shape[1:]
-        raise DataSetError(
-            f"cannot append {new[0]}x{new[1]} images from {batch.source!r} to {paths.data}, which holds "
-            f"{have[0]}x{have[1]} images; pass --resize {have[0]}x{have[1]} or use --mode replace"
-        )
+    _check_same_layout(images, batch, paths)
     next_id = int(manifest["id"].max()) + 1 if len(manifest) else 0
     next_batch = int(manifest["batch"].max()) + 1 if len(manifest) else 0
     named = CLASS_NAME in manifest.columns or has_names(batch)
     if named and CLASS_NAME not in manifest.columns:
         manifest = manifest.assign(class_name="")  # the rows so far have no class names
+    origins = ORIGIN_COLUMNS[0] in manifest.columns or has_origins(batch)
+    if origins and ORIGIN_COLUMNS[0] not in manifest.columns:  # rows so far: grey, origin unknown
+        manifest = manifest.assign(channels=1, orig_mode="", orig_height=-1, orig_width=-1)
     batch = relabelled(batch, manifest, paths)
-    added = build_manifest(batch, batch_id=next_batch, first_id=next_id, named=named)
-    columns = NAMED_COLUMNS if named else MANIFEST_COLUMNS
+    added = build_manifest(batch, batch_id=next_batch, first_id=next_id, named=named, origins=origins)
+    columns = [*(NAMED_COLUMNS if named else MANIFEST_COLUMNS), *(ORIGIN_COLUMNS if origins else [])]
     combined = pd.concat([manifest[columns], added], ignore_index=True)
     return np.concatenate([images, batch.images]), combined, next_batch
+
+
+def _check_same_layout(images: np.ndarray, batch: SourceBatch, paths: ProjectPaths) -> None:
+    """An append must match data/'s size and channels; the message names the settings that convert."""
+    have, new = images.shape[1:], batch.images.shape[1:]
+    if have == new:
+        return
+    fixes = [f"--resize {have[0]}x{have[1]}"] if have[:2] != new[:2] else []
+    if len(have) != len(new):
+        fixes.append(f"-S collect.channels={3 if len(have) == 3 else 1}")
+    raise DataSetError(
+        f"cannot append {shape_text(new)} images from {batch.source!r} to {paths.data}, which holds "
+        f"{shape_text(have)} images; pass {' '.join(fixes)} or use --mode replace"
+    )
 
 
 def class_map(manifest: pd.DataFrame) -> dict[str, int]:
@@ -188,7 +241,8 @@ def collect(
         return _pulled_result(paths, pulled_from)
     if pulled is not None and not pulled.done:
         notes = (pulled.message,)
-    batch = load_source(config.source, resize=resize, max_rows=max_rows)
+    batch = load_source(config.source, resize=resize, max_rows=max_rows, config=config)
+    notes = (*batch.notes, *notes)
     if mode == "append":
         images, manifest, batch_id = appended_dataset(paths, batch)
     else:
@@ -200,6 +254,7 @@ def collect(
     return CollectResult(
         rows=len(manifest),
         image_shape=(int(images.shape[1]), int(images.shape[2])),
+        channels=3 if images.ndim == 4 else 1,
         data_dir=paths.data,
         dvc_hash=dvc_hash,
         added=len(batch.images),
@@ -214,7 +269,7 @@ def collect(
 def _pulled_result(paths: ProjectPaths, remote: str) -> CollectResult:
     images = np.load(paths.images, mmap_mode="r", allow_pickle=False)
     return CollectResult(rows=int(images.shape[0]), image_shape=(int(images.shape[1]), int(images.shape[2])),
-                         data_dir=paths.data, dvc_hash=dvcio.read_dvc_hash(paths.data_dvc),
+                         channels=3 if images.ndim == 4 else 1, data_dir=paths.data, dvc_hash=dvcio.read_dvc_hash(paths.data_dvc),
                          batch=0, mode="replace", pulled_from=remote)
 
 
@@ -241,7 +296,7 @@ def batch_history(paths: ProjectPaths) -> list[BatchSummary]:
     """One line per collect that built the current data/ (a replace starts over at batch 0)."""
     if not paths.manifest.exists():
         raise MissingInputError(f"no collected data in {paths.data}; run `genloop collect --source digits` first")
-    manifest = pd.read_csv(paths.manifest, usecols=["id", "source", "batch"])
+    manifest = read_manifest(paths.manifest, usecols=["id", "source", "batch"])
     return [
         BatchSummary(int(b), ", ".join(sorted(set(g["source"].astype(str)))), len(g),
                      int(g["id"].min()), int(g["id"].max()))

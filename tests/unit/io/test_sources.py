@@ -184,7 +184,7 @@ def test_folder_with_integer_class_names_uses_them_as_labels(tmp_path):
     assert batch.source == f"folder:{tmp_path.resolve()}"
 
 
-def test_folder_with_named_classes_sorts_and_numbers_them_and_converts_to_gray(tmp_path):
+def test_folder_with_named_classes_sorts_and_numbers_them_and_keeps_colour_unless_told(tmp_path):
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0] = 255  # pure red: luma 76
     for name in ("dog", "cat", "bird"):
@@ -192,10 +192,12 @@ def test_folder_with_named_classes_sorts_and_numbers_them_and_converts_to_gray(t
         Image.fromarray(rgb).save(tmp_path / name / "img.png")
 
     batch = load_source(f"folder:{tmp_path}")
+    grey = load_source(f"folder:{tmp_path}", config=CollectConfig(channels=1))
 
     assert batch.labels.tolist() == [0, 1, 2]  # bird, cat, dog
-    assert batch.images.shape == (3, 4, 4)
-    assert (batch.images == 76).all()
+    assert batch.images.shape == (3, 4, 4, 3) and (batch.images == rgb).all() and batch.notes == ()
+    assert grey.images.shape == (3, 4, 4) and (grey.images == 76).all()
+    assert "converted 3 of 3 images to grey" in grey.notes[0]
 
 
 def test_folder_16_bit_png_is_scaled_not_clipped(tmp_path):
@@ -324,7 +326,7 @@ def test_npz_that_is_not_an_archive(tmp_path, content, match):
 
 @pytest.mark.parametrize("spec", ["no-such-source", "idx:", "folder:  ", "tar:/x", "MNIST", "digits:x"])
 def test_unknown_spec_lists_valid_forms(spec):
-    forms = "digits, mnist, fashion-mnist, kmnist, idx:PATH, folder:PATH, npz:PATH"
+    forms = "digits, mnist, fashion-mnist, kmnist, emoji, idx:PATH, folder:PATH, npz:PATH"
     with pytest.raises(SourceError, match=f"valid forms: {forms}"):
         load_source(spec)
 
@@ -376,7 +378,7 @@ def test_append_of_another_size_is_refused_unless_resized(tmp_path):
     before = paths.manifest.read_bytes()
     extra = write_npz(tmp_path / "extra.npz", images=tiny_images(2, 28, 28))
 
-    with pytest.raises(ValueError, match=r"cannot append 28x28 images .* holds 8x8 images; pass --resize 8x8"):
+    with pytest.raises(ValueError, match=r"cannot append 28x28 grey images .* holds 8x8 grey images; pass --resize 8x8"):
         collect(CollectConfig(source=f"npz:{extra}"), paths, version_with_dvc=False, mode="append")
     assert paths.manifest.read_bytes() == before
 
