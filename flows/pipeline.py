@@ -108,11 +108,17 @@ def export_task(params: Params, paths: ProjectPaths, force: bool = False):
 
 
 @stage(name="record-dvc-lock")
-def record_dvc_lock_task(paths: ProjectPaths) -> bool:
-    """Write the flow's outputs into dvc.lock, so a `dvc repro` right after has nothing to do."""
+def record_dvc_lock_task(paths: ProjectPaths) -> list[str]:
+    """Write the outputs of the stages this flow (or a stage command by hand) ran into dvc.lock, so a
+    `dvc repro` right after has nothing to do; nothing to write (every stage skipped) costs no DVC call."""
     if not dvcio.is_dvc_repo(paths.root) or not (paths.root / "dvc.yaml").exists():
-        return False
-    return dvcio.dvc_commit(paths.root)
+        return []
+    todo = caching.missing_from_dvc_lock(STAGES, paths, dvcio.locked_stages(paths.root))
+    if todo:
+        dvcio.dvc_commit(paths.root, todo)
+        caching.mark_in_dvc_lock(todo, paths)
+        get_run_logger().info("dvc.lock: recorded %s", ", ".join(todo))
+    return todo
 
 
 def prepare(project_root: str, params_file: str | None, overrides: dict[str, Any] | None,
