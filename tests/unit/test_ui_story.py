@@ -198,3 +198,11 @@ def test_a_crash_inside_failed_on_error_ends_the_run_failed_and_propagates(tmp_p
         assert client.get_run(run_id).info.status == "RUNNING"  # a clean exit leaves the status to the block
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_child_run_names_tell_model_data_and_time_apart(tmp_path):
+    paths = ProjectPaths.at(tmp_path)
+    paths.data_dvc.write_text("outs:\n- md5: f31143fd7e1bfffd134eb7119c57cf63.dir\n  path: data\n")
+    first = tracking.child_run_name("vae", paths, now=0.0)
+    assert first.startswith("vae f31143f ")
+    assert first != tracking.child_run_name("vae", paths, now=61.0) != tracking.child_run_name("gan", paths, now=61.0)

@@ -108,6 +108,9 @@ def promote(client, name: str, version: str, reason: str = "promoted by hand") -
     before = current_champion(client, name)
     set_champion(client, name, str(target.version))
     client.set_model_version_tag(name, str(target.version), f"{DECISION_PREFIX}forced", reason)
+    client.update_model_version(name, str(target.version), description=(
+        f"{name} v{target.version} made champion by hand ({reason}), skipping the metric gate; "
+        f"champion before: {'v' + str(before.version) if before is not None else 'none'}"))
     return str(before.version) if before is not None else None
 
 
@@ -158,6 +161,7 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
             set_champion(client, name, str(candidate.version))
         for key, tag in decision.tags().items():
             client.set_model_version_tag(name, str(candidate.version), key, tag)
+        client.update_model_version(name, str(candidate.version), description=decision.description())
         return decision
 
     if not config.enabled:
