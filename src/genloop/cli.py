@@ -195,13 +195,12 @@ def _recorded(obj: Context, name: str, run):
     return caching.run_recorded(name, obj.params(), obj.paths, run, in_dvc_lock=os.environ.get("DVC_STAGE") == name)
 
 
-def _log_data_reports(obj: Context, reports) -> None:
-    """The DVC route's data reports go to the run ``genloop train`` nests under (one per data hash and commit)."""
-    from genloop.io import tracking
+def _record(obj: Context, name: str, result) -> None:
+    """The DVC route's MLflow record of a stage (genloop.pipeline.recording, the flow's too)."""
+    from genloop.pipeline.recording import record_stage
 
-    run_id = tracking.parent_for_dvc(obj.params().mlflow, obj.paths)
-    logged = tracking.log_data_reports(run_id, list(reports))
-    click.echo(f"logged {', '.join(p.name for p in logged) or 'nothing'} to MLflow run {run_id}")
+    run_id, logged = record_stage(name, result, obj.params(), obj.paths)
+    click.echo(f"logged {', '.join(logged) or 'nothing'} to MLflow run {run_id}")
 
 
 @main.command()
@@ -222,11 +221,13 @@ def clean(obj: Context, no_mlflow: bool) -> None:
         r = _recorded(obj, "clean", lambda: run(obj.params().clean, obj.paths))
     except DataValidationError:
         if not no_mlflow:  # the reports say why: keep them with the run
-            _log_data_reports(obj, report_files(obj.paths))
+            from genloop.pipeline.recording import record_reports
+
+            record_reports(report_files(obj.paths), obj.params(), obj.paths)
         raise
     click.echo(r.summary())
     if not no_mlflow:
-        _log_data_reports(obj, r.reports)
+        _record(obj, "clean", r)
 
 
 @main.command()
@@ -243,7 +244,7 @@ def augment(obj: Context, no_mlflow: bool) -> None:
     r = _recorded(obj, "augment", lambda: run(params.augment, obj.paths, params.seed))
     click.echo(f"{r.originals} training images + {r.augmented} augmented -> {r.output}; preview {r.preview}")
     if not no_mlflow:
-        _log_data_reports(obj, [r.preview])
+        _record(obj, "augment", r)
 
 
 @main.command()
@@ -286,6 +287,8 @@ def evaluate(obj: Context, no_mlflow: bool) -> None:
     r = _recorded(obj, "evaluate", lambda: run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow))
     click.echo(metrics_table(r.metrics))
     click.echo(f"held-out classifier accuracy {r.classifier_accuracy:.3f}; written to {r.report} and {r.html}")
+    if not no_mlflow:
+        _record(obj, "evaluate", r)
 
 
 @main.command(name="export")
@@ -356,8 +359,7 @@ def run(obj: Context, source: str | None, force: bool) -> None:
     from genloop.evaluation.summary import run_summary
     from genloop.io.tracking import tracking_uri
 
-    result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
-                  overrides=obj.overrides or None, source=source, force=force)
+    result = flow(params=obj.params(), paths=obj.paths, overrides=obj.overrides or None, source=source, force=force)
     click.echo(run_summary(result, obj.paths, tracking_uri(obj.params().mlflow, obj.paths.root)))
 
 
