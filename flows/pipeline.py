@@ -181,7 +181,16 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
     if not overrides:
         record_dvc_lock_task(where, wait_for=after(export_state))
 
-    summary = {
+    summary = _summary(started, collected, cleaned, trained, evaluated, exported, parent_run_id, cached)
+    prefect_artifacts.publish(summary, paths.metrics, getattr(evaluated.result, "html", None),
+                              tracking.setup(params.mlflow, paths))
+    return summary
+
+
+def _summary(started: float, collected, cleaned: StageOutcome, trained: dict[str, StageOutcome],
+             evaluated: StageOutcome, exported: StageOutcome, parent_run_id: str, cached: list[str]) -> dict[str, Any]:
+    """What `genloop run` prints and the flow returns."""
+    return {
         "seconds": time.perf_counter() - started,
         "rows": collected.rows,
         "image_shape": f"{collected.image_shape[0]}x{collected.image_shape[1]}",
@@ -200,9 +209,6 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
             for k, m in exported.result.models.items()
         },
     }
-    prefect_artifacts.publish(summary, paths.metrics, getattr(evaluated.result, "html", None),
-                              tracking.setup(params.mlflow, paths))
-    return summary
 
 
 def _tag_parent(parent_run_id: str, cached: list[str], trained: dict[str, StageOutcome]) -> None:
