@@ -320,7 +320,10 @@ def record(spec: StageSpec, paths: ProjectPaths, checked: CacheCheck, result: An
 def run_recorded(name: str, params: Params, paths: ProjectPaths, run: Callable[[], Any], in_dvc_lock: bool = False) -> Any:
     """Run a stage unconditionally (`dvc repro` or a stage command decided to) and leave its stamp, so
     `genloop run` afterwards skips it while nothing changes."""
-    spec = stage_spec(paths.root, name)
+    try:
+        spec = stage_spec(paths.root, name)
+    except (FileNotFoundError, KeyError):  # no dvc.yaml to say what the stage reads: nothing to stamp
+        return run()
     checked = check(spec, params, paths)
     forget(spec, paths)
     result = run()
