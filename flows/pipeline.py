@@ -29,6 +29,7 @@ from prefect.utilities.annotations import opaque  # noqa: E402
 from genloop.pipeline import caching, prefect_artifacts  # noqa: E402
 from genloop.io import dvcio, tracking
 from genloop.pipeline.caching import StageOutcome  # noqa: E402
+from genloop.pipeline.recording import record_stage  # noqa: E402
 from genloop.stages.augment import augment  # noqa: E402
 from genloop.stages.clean import clean  # noqa: E402
 from genloop.stages.collect import collect  # noqa: E402
@@ -108,17 +109,26 @@ def export_task(params: Params, paths: ProjectPaths, force: bool = False):
 
 
 @stage(name="record-dvc-lock")
-def record_dvc_lock_task(paths: ProjectPaths) -> bool:
-    """Write the flow's outputs into dvc.lock, so a `dvc repro` right after has nothing to do."""
+def record_dvc_lock_task(paths: ProjectPaths) -> list[str]:
+    """Write the outputs of the stages this flow (or a stage command by hand) ran into dvc.lock, so a
+    `dvc repro` right after has nothing to do; nothing to write (every stage skipped) costs no DVC call."""
     if not dvcio.is_dvc_repo(paths.root) or not (paths.root / "dvc.yaml").exists():
-        return False
-    return dvcio.dvc_commit(paths.root)
+        return []
+    todo = caching.missing_from_dvc_lock(STAGES, paths, dvcio.locked_stages(paths.root))
+    if todo:
+        dvcio.dvc_commit(paths.root, todo)
+        caching.mark_in_dvc_lock(todo, paths)
+        get_run_logger().info("dvc.lock: recorded %s", ", ".join(todo))
+    return todo
 
 
 def prepare(project_root: str, params_file: str | None, overrides: dict[str, Any] | None,
-            source: str | None) -> tuple[Params, ProjectPaths]:
-    paths = ProjectPaths.at(project_root)
-    params = load_params(params_file or paths.params, overrides)
+            source: str | None, params: Params | None = None,
+            paths: ProjectPaths | None = None) -> tuple[Params, ProjectPaths]:
+    """The typed params and paths: as given (``genloop run``), else read from the strings a deployment
+    or a scheduled run passes."""
+    paths = paths or ProjectPaths.at(project_root)
+    params = params or load_params(params_file or paths.params, overrides)
     if source:
         params = params.model_copy(update={"collect": params.collect.model_copy(update={"source": source})})
     return params, paths
@@ -145,7 +155,8 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
     run_name = f"{runner}-{flow_run.get_name() or 'local'}"
     parent_run_id = tracking.start_parent_run(params.mlflow, paths, runner=runner, run_name=run_name)
     logger.info("MLflow parent run %s", parent_run_id)
-    tracking.log_data_reports(parent_run_id, [*cleaned.result.reports, augmented.result.preview])
+    record_stage("clean", cleaned.result, params, paths, parent_run_id)
+    record_stage("augment", augmented.result, params, paths, parent_run_id)
     with tracking.failed_on_error(parent_run_id):
         train_states: dict[str, State] = {}
         trained: dict[str, StageOutcome] = {}
@@ -161,7 +172,7 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
               "evaluate": evaluated, "export": exported}
     cached = [name for name, o in stages.items() if o.cached]
     _tag_parent(parent_run_id, cached, trained)
-    tracking.log_parent_metrics(parent_run_id, paths.metrics)
+    record_stage("evaluate", evaluated.result, params, paths, parent_run_id)
     if len(cached) == len(stages):
         run_name = tracking.mark_all_skipped(parent_run_id, run_name, {k: t.result.run_id for k, t in trained.items()})
         logger.info("every stage skipped: MLflow parent run %r only points to the earlier runs", run_name)
@@ -170,7 +181,16 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
     if not overrides:
         record_dvc_lock_task(where, wait_for=after(export_state))
 
-    summary = {
+    summary = _summary(started, collected, cleaned, trained, evaluated, exported, parent_run_id, cached)
+    prefect_artifacts.publish(summary, paths.metrics, getattr(evaluated.result, "html", None),
+                              tracking.setup(params.mlflow, paths))
+    return summary
+
+
+def _summary(started: float, collected, cleaned: StageOutcome, trained: dict[str, StageOutcome],
+             evaluated: StageOutcome, exported: StageOutcome, parent_run_id: str, cached: list[str]) -> dict[str, Any]:
+    """What `genloop run` prints and the flow returns."""
+    return {
         "seconds": time.perf_counter() - started,
         "rows": collected.rows,
         "image_shape": f"{collected.image_shape[0]}x{collected.image_shape[1]}",
@@ -189,9 +209,6 @@ def after_collect(params: Params, paths: ProjectPaths, collected, overrides: dic
             for k, m in exported.result.models.items()
         },
     }
-    prefect_artifacts.publish(summary, paths.metrics, getattr(evaluated.result, "html", None),
-                              tracking.setup(params.mlflow, paths))
-    return summary
 
 
 def _tag_parent(parent_run_id: str, cached: list[str], trained: dict[str, StageOutcome]) -> None:
@@ -204,11 +221,13 @@ def _tag_parent(parent_run_id: str, cached: list[str], trained: dict[str, StageO
 @flow(name="genloop-pipeline", log_prints=True)
 def pipeline(project_root: str = ".", params_file: str | None = None,
              overrides: dict[str, Any] | None = None, source: str | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, params: Params | None = None, paths: ProjectPaths | None = None) -> dict[str, Any]:
     """collect -> clean -> augment -> train (VAE, GAN) -> evaluate -> export; unchanged stages are
-    skipped unless ``force``."""
+    skipped unless ``force``. ``params``/``paths`` (typed, from ``genloop run``) take the place of
+    ``project_root``/``params_file``/``overrides`` (strings, from deployments); ``overrides`` still
+    says the params differ from params.yaml, so dvc.lock is left alone."""
     started = time.perf_counter()
-    params, paths = prepare(project_root, params_file, overrides, source)
+    params, paths = prepare(project_root, params_file, overrides, source, params, paths)
     with project_lock(paths.root, "flow genloop-pipeline"):  # re-entrant: `genloop run` already holds it
         # a clone without data/ pulls data.dvc's version from the default DVC remote, unless a source was named
         collected = collect_task(params.collect, paths, pull_if_missing=source is None)

@@ -185,13 +185,22 @@ def collect(obj: Context, source: str | None, mode: str, resize: str | None, no_
         click.echo(f"pushed data/ to DVC remote {result.pushed_to!r}")
 
 
-def _log_data_reports(obj: Context, reports) -> None:
-    """The DVC route's data reports go to the run ``genloop train`` nests under (one per data hash and commit)."""
-    from genloop.io import tracking
+def _recorded(obj: Context, name: str, run):
+    """Run stage ``name`` and leave the stamp that lets `genloop run` skip it afterwards. Under
+    `dvc repro` (which names the stage in DVC_STAGE) DVC records its outputs in dvc.lock itself."""
+    import os
 
-    run_id = tracking.parent_for_dvc(obj.params().mlflow, obj.paths)
-    logged = tracking.log_data_reports(run_id, list(reports))
-    click.echo(f"logged {', '.join(p.name for p in logged) or 'nothing'} to MLflow run {run_id}")
+    from genloop.pipeline import caching
+
+    return caching.run_recorded(name, obj.params(), obj.paths, run, in_dvc_lock=os.environ.get("DVC_STAGE") == name)
+
+
+def _record(obj: Context, name: str, result) -> None:
+    """The DVC route's MLflow record of a stage (genloop.pipeline.recording, the flow's too)."""
+    from genloop.pipeline.recording import record_stage
+
+    run_id, logged = record_stage(name, result, obj.params(), obj.paths)
+    click.echo(f"logged {', '.join(logged) or 'nothing'} to MLflow run {run_id}")
 
 
 @main.command()
@@ -209,14 +218,16 @@ def clean(obj: Context, no_mlflow: bool) -> None:
     from genloop.stages.clean import clean as run
 
     try:
-        r = run(obj.params().clean, obj.paths)
+        r = _recorded(obj, "clean", lambda: run(obj.params().clean, obj.paths))
     except DataValidationError:
         if not no_mlflow:  # the reports say why: keep them with the run
-            _log_data_reports(obj, report_files(obj.paths))
+            from genloop.pipeline.recording import record_reports
+
+            record_reports(report_files(obj.paths), obj.params(), obj.paths)
         raise
     click.echo(r.summary())
     if not no_mlflow:
-        _log_data_reports(obj, r.reports)
+        _record(obj, "clean", r)
 
 
 @main.command()
@@ -230,10 +241,10 @@ def augment(obj: Context, no_mlflow: bool) -> None:
     from genloop.stages.augment import augment as run
 
     params = obj.params()
-    r = run(params.augment, obj.paths, params.seed)
+    r = _recorded(obj, "augment", lambda: run(params.augment, obj.paths, params.seed))
     click.echo(f"{r.originals} training images + {r.augmented} augmented -> {r.output}; preview {r.preview}")
     if not no_mlflow:
-        _log_data_reports(obj, [r.preview])
+        _record(obj, "augment", r)
 
 
 @main.command()
@@ -254,7 +265,8 @@ def train(obj: Context, model: str, parent_run_id: str | None, fresh: bool) -> N
 
     params = obj.params()
     for kind in (["vae", "gan"] if model == "all" else [model]):
-        r = train_model(kind, params, obj.paths, parent_run_id, resume=not fresh)
+        r = _recorded(obj, f"train_{kind}",
+                      lambda: train_model(kind, params, obj.paths, parent_run_id, resume=not fresh))
         parent_run_id = r.parent_run_id
         resumed = f" (resumed from epoch {r.resumed_from_epoch})" if r.resumed_from_epoch else ""
         click.echo(f"{kind}: {r.images:,} images in {r.epochs} epochs{resumed}, {r.images_per_second:,.0f} images/s, "
@@ -272,9 +284,11 @@ def evaluate(obj: Context, no_mlflow: bool) -> None:
     from genloop.stages.evaluate import evaluate as run
     from genloop.evaluation.summary import metrics_table
 
-    r = run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow)
+    r = _recorded(obj, "evaluate", lambda: run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow))
     click.echo(metrics_table(r.metrics))
     click.echo(f"held-out classifier accuracy {r.classifier_accuracy:.3f}; written to {r.report} and {r.html}")
+    if not no_mlflow:
+        _record(obj, "evaluate", r)
 
 
 @main.command(name="export")
@@ -286,7 +300,7 @@ def export_cmd(obj: Context, no_register: bool) -> None:
     """Export the VAE decoder and GAN generator to ONNX, check parity, register them in MLflow."""
     from genloop.stages.export import export as run
 
-    r = run(obj.params(), obj.paths, register=False if no_register else None)
+    r = _recorded(obj, "export", lambda: run(obj.params(), obj.paths, register=False if no_register else None))
     for m in r.models.values():
         click.echo(f"{m.kind}: {m.path} (max |ort - torch| {max(m.max_abs_diff.values()):.1e}; {m.registration()})")
         if m.promotion is not None:
@@ -345,11 +359,31 @@ def run(obj: Context, source: str | None, force: bool) -> None:
     from genloop.evaluation.summary import run_summary
     from genloop.io.tracking import tracking_uri
 
-    result = flow(project_root=str(obj.paths.root), params_file=str(obj.params_file),
-                  overrides=obj.overrides or None, source=source, force=force)
+    result = flow(params=obj.params(), paths=obj.paths, overrides=obj.overrides or None, source=source, force=force)
     click.echo(run_summary(result, obj.paths, tracking_uri(obj.params().mlflow, obj.paths.root)))
-    if result.get("cached_stages"):
-        click.echo(f"skipped (inputs unchanged): {', '.join(result['cached_stages'])}; --force runs them again")
+
+
+@main.command()
+@click.option("--write-dvc-deps", is_flag=True,
+              help="Rewrite the src/ deps of each stage in dvc.yaml as the genloop modules it imports.")
+@click.pass_obj
+@_handled
+def stages(obj: Context, write_dvc_deps: bool) -> None:
+    """Each stage of dvc.yaml and whether `genloop run` would run it now, and why.
+
+    A stage reruns when its params, its input files, its outputs on disk or any genloop module it
+    imports changed; `dvc repro` decides on the same inputs (dvc.yaml lists those modules).
+    """
+    from genloop.pipeline import caching, dvc_deps
+
+    if write_dvc_deps:
+        changed = dvc_deps.write(caching.dvc_file(obj.paths.root))
+        click.echo(f"dvc.yaml: code deps rewritten for {', '.join(changed)}" if changed else "dvc.yaml: code deps up to date")
+        return
+    params = obj.params()
+    for name, spec in caching.stages(obj.paths.root).items():
+        checked = caching.check(spec, params, obj.paths)
+        click.echo(f"{name:10} {'up to date' if checked.hit else 'runs: ' + checked.reason}")
 
 
 @main.command()

@@ -13,8 +13,11 @@ except for what records a particular run, which must still agree once that recor
 - ``reports/data_docs/``: Great Expectations names and stamps pages with the validation time and
   gives page elements random ids;
   ``reports/index.html``: the time the report was written;
-- ``outputs/.stamps/`` exists only after the flow: its stage-skipping stamps (genloop.pipeline.caching);
-  DVC keeps the same information in dvc.lock.
+- ``outputs/.stamps/``: the stage-skipping stamps (genloop.pipeline.caching) both routes leave, holding
+  the stage's result (run ids) and times.
+
+Both routes also share one rerun rule: after either one the other has nothing to do, and a change to
+a module a stage imports reruns that stage on both.
 
 A file that differs in any other way fails the test by name.
 """
@@ -39,7 +42,7 @@ from project_copy import (
 
 pytestmark = pytest.mark.integration
 
-FLOW_ONLY = "outputs/.stamps/*"
+STAMPS = "outputs/.stamps/*"
 TIMING_COLUMNS = {"images_per_s"}
 RUN_KEYS = {"run_id", "parent_run_id"}
 GE_TIME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
@@ -131,12 +134,38 @@ def equivalent(rel: str, a: Path, b: Path) -> bool:
     return any(fnmatch.fnmatch(rel, pattern) and check(a, b) for pattern, check in RUN_SPECIFIC.items())
 
 
-def run_flow(root: Path) -> None:
-    """`genloop run` (what `make run` runs) in a copy."""
+def run_flow(root: Path) -> list[str]:
+    """`genloop run` (what `make run` runs) in a copy; the stages it skipped."""
     # The flow's temporary Prefect server needs ~16 s on a new database; on busy CPUs more than the 20 s default.
     env = {**project_env(root), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
     proc = subprocess.run(["genloop", "run"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    skipped = re.findall(r"stages skipped \(inputs unchanged[^)]*\): (.*)", proc.stdout)
+    assert len(skipped) <= 1, proc.stdout  # said once
+    return skipped[0].split(", ") if skipped else []
+
+
+def flow_would_run(root: Path) -> set[str]:
+    """The stages `genloop run` would run now (`genloop stages`: the flow's own decision)."""
+    proc = subprocess.run(["genloop", "stages"], cwd=root, env=project_env(root), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return {line.split()[0] for line in proc.stdout.splitlines() if " runs: " in line}
+
+
+def dvc_would_run(root: Path) -> set[str]:
+    """The stages whose recorded deps changed, as `dvc status` sees them."""
+    proc = run_dvc(["status", "--json"], cwd=root, env=project_env(root))
+    return set(json.loads(proc.stdout or "{}"))
+
+
+def stages_listing(rel: str) -> set[str]:
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items() if rel in stage["deps"]}
+
+
+def touch_source(root: Path, rel: str) -> None:
+    with (root / rel).open("a") as f:
+        f.write("# changed\n")
 
 
 @pytest.fixture(scope="module")
@@ -148,18 +177,20 @@ def flow_root(tmp_path_factory, genloop_reproduced):
     return root
 
 
-def test_fresh_clone_run_leaves_git_status_clean(flow_root):
+def test_fresh_clone_run_leaves_only_an_untracked_dvc_lock(flow_root):
     assert git(REPO_ROOT, "ls-files", "dvc.lock") == "", \
         "dvc.lock must not be committed: it records outputs only the committing machine has"
-    assert git(flow_root, "status", "--porcelain", "--untracked-files=all") == ""
-    assert not (flow_root / "dvc.lock").exists()  # data.dvc is rewritten with the committed md5: no change
+    # data.dvc is rewritten with the committed md5: no change; dvc.lock is new and stays untracked
+    assert git(flow_root, "status", "--porcelain", "--untracked-files=all") == "?? dvc.lock\n"
 
 
 @pytest.fixture(scope="module")
 def both(flow_root, genloop_reproduced):
     """(flow files, repro files): normalised relative path -> file, without the flow's own stamps."""
-    flow = {normalized(rel): p for rel, p in artifact_files(flow_root).items() if not fnmatch.fnmatch(rel, FLOW_ONLY)}
-    return flow, {normalized(rel): p for rel, p in artifact_files(genloop_reproduced.root).items()}
+    def files(root):
+        return {normalized(rel): p for rel, p in artifact_files(root).items() if not fnmatch.fnmatch(rel, STAMPS)}
+
+    return files(flow_root), files(genloop_reproduced.root)
 
 
 def test_flow_and_repro_write_the_same_files(both):
@@ -176,17 +207,13 @@ def test_every_file_matches_and_deterministic_ones_byte_for_byte(both):
         assert flow[rel].read_bytes() == repro[rel].read_bytes(), rel
 
 
-def test_flow_keeps_an_existing_dvc_lock_current_so_dvc_has_nothing_to_do(flow_root, genloop_reproduced, both,
-                                                                        tmp_path):
+def test_dvc_repro_after_the_flow_has_nothing_to_do(flow_root, genloop_reproduced, both, tmp_path):
     def outs(root):
         lock = yaml.safe_load((root / "dvc.lock").read_text())
         return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
 
-    # A workspace that uses DVC has a dvc.lock (from its first `dvc repro`); any one will do, even an empty one.
-    # The second run skips every stage and ends by recording the outputs in it.
+    # The flow recorded what it ran in dvc.lock (a fresh clone: no dvc.lock before it).
     root = clone_workspace(flow_root, tmp_path / "repo")
-    (root / "dvc.lock").write_text("schema: '2.0'\n")
-    run_flow(root)
     flow_outs, repro_outs = outs(root), outs(genloop_reproduced.root)
     assert flow_outs.keys() == repro_outs.keys()
     flow_files, repro_files = both
@@ -197,3 +224,36 @@ def test_flow_keeps_an_existing_dvc_lock_current_so_dvc_has_nothing_to_do(flow_r
     proc = run_dvc(["repro"], cwd=root, env=project_env(root))
     assert ran_stages(proc.stdout) == set()
     assert "up to date" in proc.stdout
+    assert "git add" not in proc.stdout + proc.stderr  # dvc.lock unchanged: nothing to stage
+    assert dvc_would_run(root) == set() == flow_would_run(root)
+
+
+def test_the_flow_after_dvc_repro_skips_every_stage(genloop_reproduced, tmp_path):
+    root = clone_workspace(genloop_reproduced.root, tmp_path / "repo")
+    lock = (root / "dvc.lock").read_bytes()
+    assert flow_would_run(root) == set()
+    assert run_flow(root) == ["clean", "augment", "train_vae", "train_gan", "evaluate", "export"]
+    assert (root / "dvc.lock").read_bytes() == lock  # nothing ran, nothing to record
+
+
+def test_an_imported_module_changed_reruns_its_stages_on_both_routes(genloop_reproduced, tmp_path):
+    """label_fidelity is imported by training, evaluation and export (not listed by hand before)."""
+    rel = "src/genloop/core/label_fidelity.py"
+    root = clone_workspace(genloop_reproduced.root, tmp_path / "repo")
+    touch_source(root, rel)
+    expected = stages_listing(rel)
+    assert {"train_vae", "train_gan", "evaluate"} <= expected
+    assert dvc_would_run(root) == expected == flow_would_run(root)
+    assert run_flow(root) == ["clean", "augment"]  # the flow reruns the rest ...
+    assert dvc_would_run(root) == set()  # ... and records it: DVC agrees nothing is left
+
+
+def test_dvc_repro_of_a_code_change_reruns_that_stage_and_the_flow_trusts_it(genloop_reproduced, tmp_path):
+    rel = "src/genloop/core/near_duplicates.py"
+    assert stages_listing(rel) == {"clean"}
+    root = clone_workspace(genloop_reproduced.root, tmp_path / "repo")
+    touch_source(root, rel)
+    assert flow_would_run(root) == {"clean"}
+    proc = run_dvc(["repro"], cwd=root, env=project_env(root))
+    assert ran_stages(proc.stdout) == {"clean"}  # its outputs are the same, so nothing downstream reruns
+    assert flow_would_run(root) == set()  # the stage command left the flow's stamp

@@ -133,3 +133,25 @@ def test_readme_experiment_story_works_without_a_committed_dvc_lock(workspace):
     dvc(workspace, "exp", "apply", "baseline")  # back to the baseline, from the local cache
     assert yaml.safe_load((workspace / "params.yaml").read_text())["train"]["vae"]["lr"] == 0.001
     assert json.loads(dvc(workspace, "metrics", "diff", "baseline", "--json")) == {}
+
+
+def test_dvc_exp_run_set_param_changes_only_that_line_of_params_yaml(tmp_path):
+    """params.yaml is written in the style DVC writes back (block lists, empty nulls), so `dvc exp run -S`
+    leaves every other line, comments included, as it was."""
+    import shutil
+    import subprocess
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
+    (root / "dvc.yaml").write_text("stages:\n  noop:\n    cmd: echo ok\n    params:\n      - train.gan.images\n")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "params"], cwd=root, check=True)
+    before = (root / "params.yaml").read_text().splitlines()
+    dvc(root, "exp", "run", "-q", "-S", "train.gan.images=5000")
+    after = (root / "params.yaml").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 1, changed
+    assert changed[0][1].strip().startswith("images: 5000")

@@ -198,3 +198,28 @@ def test_a_crash_inside_failed_on_error_ends_the_run_failed_and_propagates(tmp_p
         assert client.get_run(run_id).info.status == "RUNNING"  # a clean exit leaves the status to the block
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_child_run_names_tell_model_data_and_time_apart(tmp_path):
+    paths = ProjectPaths.at(tmp_path)
+    paths.data_dvc.write_text("outs:\n- md5: f31143fd7e1bfffd134eb7119c57cf63.dir\n  path: data\n")
+    first = tracking.child_run_name("vae", paths, now=0.0)
+    assert first.startswith("vae f31143f ")
+    assert first != tracking.child_run_name("vae", paths, now=61.0) != tracking.child_run_name("gan", paths, now=61.0)
+
+
+def test_the_dvc_routes_parent_run_carries_the_headline_metrics(store):
+    """`genloop evaluate` under `dvc repro` records through the flow's hook, onto the DVC parent run."""
+    from mlflow import MlflowClient
+
+    from genloop.config import Params
+    from genloop.pipeline.recording import record_stage
+
+    paths, config, _ = store
+    paths.metrics.parent.mkdir(parents=True, exist_ok=True)
+    paths.metrics.write_text(json.dumps(PER_MODEL))
+    run_id, logged = record_stage("evaluate", None, Params(mlflow=config), paths)
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags[tracking.RUNNER_TAG] == "dvc" and run.info.run_name.startswith("dvc-repro ")
+    assert run.data.metrics["vae_fid"] == 3.0 and run.data.metrics["gan_fid"] == 2.0
+    assert "vae_fid" in logged

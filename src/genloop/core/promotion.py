@@ -36,6 +36,26 @@ class PromotionDecision:
     max_epsilon: float | None = None  # export.promotion.max_epsilon in force, if any
 
     def tags(self) -> dict[str, str]:
+        """The one registry tag (filterable: ``promotion.decision = 'kept'``); the rest is the description."""
+        return {f"{DECISION_PREFIX}decision": "promoted" if self.promoted else "kept"}
+
+    def description(self) -> str:
+        """The decision in words, for the model version's description (MLflow shows it on the version page)."""
+        def fmt(value: float | None) -> str:
+            return "none" if value is None else f"{value:.6g}"
+
+        champion = (f"v{self.champion_version}, {self.metric} {fmt(self.champion_value)}"
+                    + (" (re-scored on this evaluation data)" if self.rescored else "")) if self.champion_version else "none"
+        lines = [self.summary(),
+                 f"metric: {self.metric} ({self.direction}), margin {self.margin:g}, tolerance {self.tolerance:g} (relative)",
+                 f"candidate: {self.metric} {fmt(self.candidate_value)}",
+                 f"champion before: {champion}"]
+        if self.max_epsilon is not None:
+            lines.append(f"privacy: epsilon {fmt(self.epsilon)}, bound {fmt(self.max_epsilon)}")
+        return "\n".join(lines)
+
+    def record(self) -> dict[str, str]:
+        """Every figure of the decision, as export.json keeps it."""
         def fmt(value: float | None) -> str:
             return "none" if value is None else repr(value)
 

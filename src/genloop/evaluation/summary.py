@@ -57,7 +57,7 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths, tracking_uri: str |
         *(f"  {kind}: {info['promotion']}" + (" (export skipped: the earlier run's decision)"
                                               if "export" in (result.get("cached_stages") or []) else "")
           for kind, info in result["onnx"].items() if info.get("promotion")),
-        *([f"stages skipped (inputs unchanged): {', '.join(result['cached_stages'])}"] if result.get("cached_stages") else []),
+        *([f"stages skipped (inputs unchanged; --force runs them again): {', '.join(result['cached_stages'])}"] if result.get("cached_stages") else []),
         f"metrics: {paths.metrics}",
         f"report: {paths.root / 'reports' / 'index.html'}",
         *where_tracked(result, paths, tracking_uri),

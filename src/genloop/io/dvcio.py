@@ -60,17 +60,25 @@ def read_dvc_hash(dvc_file: Path) -> str:
         raise DvcError(f"{dvc_file}: no outs[0].md5 entry; is it a DVC file?") from None
 
 
-def dvc_commit(root: Path) -> bool:
-    """Record outputs produced outside ``dvc repro`` (by the Prefect flow) in ``dvc.lock``, if there is one.
+def locked_stages(root: Path) -> set[str]:
+    """The stages dvc.lock holds an entry for (none when there is no dvc.lock)."""
+    try:
+        lock = yaml.safe_load((root / LOCK_FILE).read_text()) or {}
+    except FileNotFoundError:
+        return set()
+    except yaml.YAMLError as exc:
+        raise DvcError(f"{root / LOCK_FILE}: not valid YAML ({exc}); delete it and run `dvc commit -f`") from None
+    return set((lock.get("stages") or {}) if isinstance(lock, dict) else {})
 
-    dvc.lock is not in git: it records this machine's outputs (MLflow run ids, CPU-dependent weights),
-    which no other clone has. A clone writes its own with its first ``dvc repro`` (or ``dvc commit -f``);
-    until then the flow writes none, so ``make run`` on a fresh clone leaves ``git status`` clean.
+
+def dvc_commit(root: Path, stages: list[str]) -> None:
+    """Record outputs produced outside ``dvc repro`` (by the Prefect flow) in ``dvc.lock``, so a
+    ``dvc repro`` right after has nothing to do.
+
+    dvc.lock is not in git (DVC refuses a git-ignored one, so it stays untracked): it records this
+    machine's outputs (MLflow run ids, CPU-dependent weights), which no other clone has.
     """
-    if not (root / LOCK_FILE).exists():
-        return False
-    run_dvc(["commit", "--force", "--quiet"], cwd=root)
-    return True
+    run_dvc(["commit", "--force", "--quiet", *stages], cwd=root)
 
 
 def default_remote(root: Path) -> str | None:

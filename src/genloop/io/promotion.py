@@ -108,6 +108,9 @@ def promote(client, name: str, version: str, reason: str = "promoted by hand") -
     before = current_champion(client, name)
     set_champion(client, name, str(target.version))
     client.set_model_version_tag(name, str(target.version), f"{DECISION_PREFIX}forced", reason)
+    client.update_model_version(name, str(target.version), description=(
+        f"{name} v{target.version} made champion by hand ({reason}), skipping the metric gate; "
+        f"champion before: {'v' + str(before.version) if before is not None else 'none'}"))
     return str(before.version) if before is not None else None
 
 
@@ -158,6 +161,7 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
             set_champion(client, name, str(candidate.version))
         for key, tag in decision.tags().items():
             client.set_model_version_tag(name, str(candidate.version), key, tag)
+        client.update_model_version(name, str(candidate.version), description=decision.description())
         return decision
 
     if not config.enabled:
@@ -176,23 +180,11 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
     if value is None:
         return decide(False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)")
 
-    rescored = False
-    if champion.tags.get(EVAL_HASH_TAG) == eval_hash:
-        champion_value = metrics_from_tags(champion.tags).get(config.metric)
-    elif rescore is None:
-        return decide(False, f"champion v{champion.version} was scored on other evaluation data "
-                             f"({champion.tags.get(EVAL_HASH_TAG, 'unknown')} != {eval_hash}) and no re-scorer "
-                             "is available")
-    else:
-        try:
-            champion_value = rescore(name, str(champion.version)).get(config.metric)
-        except PromotionError as exc:
-            return decide(False, f"champion v{champion.version} was scored on other evaluation data and could not "
-                                 f"be re-scored ({exc}); `genloop promote {name} {candidate.version}` decides by hand")
-        rescored = True
-        if champion_value is not None:
-            client.set_model_version_tag(name, str(champion.version), f"rescored.{eval_hash[:12]}.{config.metric}",
-                                         repr(float(champion_value)))
+    try:
+        champion_value, rescored = _champion_value(client, name, champion, config, eval_hash, rescore)
+    except PromotionError as exc:
+        return decide(False, f"{exc}" if rescore is None else
+                      f"{exc}; `genloop promote {name} {candidate.version}` decides by hand")
     if champion_value is None:
         return decide(True, f"champion v{champion.version} has no {config.metric!r} to compare with", None, rescored)
 
@@ -204,3 +196,24 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
     if beats(float(value), champion_value, config):
         return decide(True, f"beats the champion: {figures}", champion_value, rescored)
     return decide(False, f"does not beat the champion: {figures}", champion_value, rescored)
+
+
+def _champion_value(client, name: str, champion, config: PromotionConfig, eval_hash: str,
+                    rescore: Rescorer | None) -> tuple[float | None, bool]:
+    """The champion's figure on this evaluation data: from its tags when scored on it, else re-scored
+    (and the new figure tagged); (value, re-scored). PromotionError says why there is none to compare."""
+    if champion.tags.get(EVAL_HASH_TAG) == eval_hash:
+        return metrics_from_tags(champion.tags).get(config.metric), False
+    if rescore is None:
+        raise PromotionError(f"champion v{champion.version} was scored on other evaluation data "
+                             f"({champion.tags.get(EVAL_HASH_TAG, 'unknown')} != {eval_hash}) and no re-scorer "
+                             "is available")
+    try:
+        value = rescore(name, str(champion.version)).get(config.metric)
+    except PromotionError as exc:
+        raise PromotionError(f"champion v{champion.version} was scored on other evaluation data and could not "
+                             f"be re-scored ({exc})") from None
+    if value is not None:
+        client.set_model_version_tag(name, str(champion.version), f"rescored.{eval_hash[:12]}.{config.metric}",
+                                     repr(float(value)))
+    return value, True

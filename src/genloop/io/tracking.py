@@ -382,6 +382,14 @@ def log_data_reports(run_id: str, reports: list[Path | None] | tuple[Path | None
     return logged
 
 
+def child_run_name(kind: str, paths: ProjectPaths, now: float | None = None) -> str:
+    """``vae 3f2a9c1 2026-11-03 16:05:07``: the model, the data's DVC hash (short) and the start time,
+    so two trainings tell apart on MLflow's compare page and in the runs table."""
+    data = dvcio.read_dvc_hash(paths.data_dvc)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() if now is None else now))
+    return f"{kind} {data[:7] if data != 'untracked' else 'untracked'} {stamp}"
+
+
 def dvc_run_name(commit: str, environ: dict[str, str] | None = None) -> str:
     """``dvc-exp <name>`` under `dvc exp run` (DVC sets DVC_EXP_NAME), else ``dvc-repro <short sha>``."""
     environ = os.environ if environ is None else environ

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 from genloop.io import atomic
 from genloop.config import Params
@@ -213,7 +214,14 @@ def code_files(modules: tuple[str, ...]) -> set[Path]:
         seen[name] = file
         package = name if file.name == "__init__.py" else name.rpartition(".")[0]
         todo.extend(_genloop_imports(file, package) - seen.keys())
+        todo.extend(p for p in _parent_packages(name) if p not in seen)  # Python runs each __init__ first
     return {f.resolve() for f in seen.values()}
+
+
+def _parent_packages(name: str) -> list[str]:
+    """``genloop.core.models.vae`` -> genloop, genloop.core, genloop.core.models."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 @lru_cache(maxsize=None)
@@ -293,15 +301,61 @@ def forget(spec: StageSpec, paths: ProjectPaths) -> None:
         file.unlink(missing_ok=True)
 
 
-def record(spec: StageSpec, paths: ProjectPaths, checked: CacheCheck, result: Any) -> Path:
-    """Stamp a finished stage with the inputs it ran on (as checked before it ran) and its outputs now."""
+def record(spec: StageSpec, paths: ProjectPaths, checked: CacheCheck, result: Any, in_dvc_lock: bool = False) -> Path:
+    """Stamp a finished stage with the inputs it ran on (as checked before it ran) and its outputs now.
+
+    ``in_dvc_lock``: `dvc repro` ran it and records the same outputs in dvc.lock itself; otherwise the
+    flow records them there at its end (`record_in_dvc_lock`).
+    """
     meta_file, result_file = stamp_files(spec, paths)
     atomic.write_bytes(result_file, pickle.dumps(result))
     atomic.write_json(meta_file, {
         "version": STAMP_VERSION, "stage": spec.name, "key": checked.key, "inputs": checked.inputs,
         "outs": outputs_fingerprint(spec, paths), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dvc_lock": in_dvc_lock,
     })
     return meta_file
+
+
+def run_recorded(name: str, params: Params, paths: ProjectPaths, run: Callable[[], Any], in_dvc_lock: bool = False) -> Any:
+    """Run a stage unconditionally (`dvc repro` or a stage command decided to) and leave its stamp, so
+    `genloop run` afterwards skips it while nothing changes."""
+    try:
+        spec = stage_spec(paths.root, name)
+    except (FileNotFoundError, KeyError):  # no dvc.yaml to say what the stage reads: nothing to stamp
+        return run()
+    checked = check(spec, params, paths)
+    forget(spec, paths)
+    result = run()
+    record(spec, paths, checked, result, in_dvc_lock=in_dvc_lock)
+    return result
+
+
+def _stamp_meta(spec: StageSpec, paths: ProjectPaths) -> dict[str, Any] | None:
+    meta_file, _ = stamp_files(spec, paths)
+    try:
+        return json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def missing_from_dvc_lock(names: tuple[str, ...] | list[str], paths: ProjectPaths, locked: set[str]) -> list[str]:
+    """Stamped stages whose outputs dvc.lock does not hold yet: run by the flow (or by hand), or absent
+    from dvc.lock altogether."""
+    todo = []
+    for name in names:
+        meta = _stamp_meta(stage_spec(paths.root, name), paths)
+        if meta is not None and (not meta.get("dvc_lock") or name not in locked):
+            todo.append(name)
+    return todo
+
+
+def mark_in_dvc_lock(names: list[str], paths: ProjectPaths) -> None:
+    for name in names:
+        spec = stage_spec(paths.root, name)
+        meta = _stamp_meta(spec, paths)
+        if meta is not None:
+            atomic.write_json(stamp_files(spec, paths)[0], {**meta, "dvc_lock": True})
 
 
 # ---- the data the deployed models were trained on ----------------------------------------------

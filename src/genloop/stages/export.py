@@ -363,7 +363,7 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
         kind: {"path": str(m.path.relative_to(paths.root)), "max_abs_diff": {str(k): v for k, v in m.max_abs_diff.items()},
                "registered_name": m.registered_name, "registered_version": m.registered_version,
                "unchanged_as": m.unchanged_as,
-               "promotion": m.promotion.tags() if m.promotion else None}
+               "promotion": m.promotion.record() if m.promotion else None}
         for kind, m in models.items()
     })
     from genloop.io import deploy, triton

@@ -377,7 +377,8 @@ def _flat(prefix: str, obj: dict[str, Any]) -> dict[str, str]:
 
 def _start_run(experiment_id: str, kind: str, parent_run_id: str, paths: ProjectPaths,
                logged_params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
-    return tracking.start_child_run(experiment_id, parent_run_id, kind, paths, params=logged_params,
+    return tracking.start_child_run(experiment_id, parent_run_id, tracking.child_run_name(kind, paths), paths,
+                                    params=logged_params,
                                     tags={"genloop.model": kind, **(tags or {})}, data_input=True)
 
 

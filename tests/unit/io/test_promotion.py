@@ -67,6 +67,9 @@ class Registry:
     def tags(self, version: str) -> dict[str, str]:
         return self.client.get_model_version(self.name, version).tags
 
+    def description(self, version: str) -> str:
+        return self.client.get_model_version(self.name, version).description or ""
+
 
 @pytest.fixture()
 def registry(store, request):
@@ -79,7 +82,8 @@ def test_first_version_that_passed_parity_becomes_champion(registry):
     assert decision.promoted and registry.champion() == decision.version == "1"
     assert decision.champion_version is None and decision.champion_value is None
     tags = registry.tags("1")
-    assert tags["promotion.decision"] == "promoted" and "no champion yet" in tags["promotion.reason"]
+    assert tags["promotion.decision"] == "promoted" and "no champion yet" in registry.description("1")
+    assert not {t for t in tags if t.startswith("promotion.") and t != "promotion.decision"}  # the rest: description
     assert promotion.champion_history(registry.client, registry.name) == ["1"]
 
 
@@ -90,9 +94,9 @@ def test_a_worse_version_keeps_the_champion_and_records_both_figures(registry):
     assert (decision.candidate_value, decision.champion_value, decision.champion_version) == (31.5, 30.0, "1")
     tags = registry.tags(decision.version)
     assert tags["promotion.decision"] == "kept"
-    assert float(tags["promotion.candidate_value"]) == 31.5 and float(tags["promotion.champion_value"]) == 30.0
-    assert tags["promotion.champion_version"] == "1" and tags["promotion.metric"] == "fid"
-    assert "does not beat" in tags["promotion.reason"] and "31.5" in tags["promotion.reason"]
+    described = registry.description(decision.version)
+    assert "candidate: fid 31.5" in described and "champion before: v1, fid 30" in described
+    assert "does not beat" in described and "31.5" in described
 
 
 def test_a_better_version_becomes_champion(registry):
@@ -129,7 +133,7 @@ def test_tolerance_is_relative_to_the_champion_and_adds_to_the_margin(registry, 
     assert not registry.add(100.0 - worse_sign * 1.9, config=config).promoted  # beats the margin, not margin + 1%
     decision = registry.add(100.0 - worse_sign * 2.1, config=config)
     assert decision.promoted and registry.champion() == decision.version
-    assert float(registry.tags(decision.version)["promotion.tolerance"]) == 0.01
+    assert "tolerance 0.01 (relative)" in registry.description(decision.version)
 
 
 def test_margin_is_respected(registry):
@@ -139,7 +143,7 @@ def test_margin_is_respected(registry):
     assert registry.champion() == "1"
     decision = registry.add(27.5, config=config)
     assert decision.promoted and registry.champion() == decision.version
-    assert float(registry.tags(decision.version)["promotion.margin"]) == 2.0
+    assert "margin 2," in registry.description(decision.version)
 
 
 def test_higher_is_better_metrics_use_the_maximize_direction(registry):
@@ -227,7 +231,7 @@ def test_champion_scored_on_other_data_is_rescored_before_comparing(registry):
     decision = registry.add(33.0, rescore=rescore)  # worse than 30 (old data), better than 35 (today's)
     assert calls == [(registry.name, "1")]
     assert decision.promoted and decision.rescored and decision.champion_value == 35.0
-    assert registry.tags(decision.version)["promotion.rescored"] == "true"
+    assert "re-scored on this evaluation data" in registry.description(decision.version)
     assert registry.champion() == decision.version
 
 
@@ -321,8 +325,8 @@ def test_a_version_whose_epsilon_exceeds_the_bound_is_refused_even_as_first(regi
     assert not decision.promoted and registry.champion() is None
     assert "ε = 8.5 exceeds export.promotion.max_epsilon 5" in decision.reason
     tags = registry.tags(version)
-    assert tags["promotion.decision"] == "kept" and tags["promotion.epsilon"] == "8.5"
-    assert tags["promotion.max_epsilon"] == "5.0"
+    assert tags["promotion.decision"] == "kept"
+    assert "privacy: epsilon 8.5, bound 5" in registry.description(version)
 
 
 def test_a_non_private_version_is_refused_when_a_bound_is_set(registry):
@@ -353,4 +357,4 @@ def test_a_version_within_the_bound_replaces_a_champion_outside_it_whatever_the_
 def test_without_a_bound_epsilon_is_not_consulted(registry):
     version = tag_epsilon(registry, registry.register(20.0), "inf")
     decision = registry.gate(version, 20.0)
-    assert decision.promoted and decision.epsilon is None and "promotion.epsilon" not in registry.tags(version)
+    assert decision.promoted and decision.epsilon is None and "privacy:" not in registry.description(version)

@@ -144,3 +144,24 @@ def test_params_from_another_file_are_refused(tmp_path):
         "cmd": "x", "params": [{"other.yaml": ["a"]}]}}}))
     with pytest.raises(ValueError, match="params from 'other.yaml'; genloop reads only params.yaml"):
         caching.stages(tmp_path)
+
+
+def test_a_stage_command_leaves_the_stamp_the_flow_skips_on(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"toy": {
+        "cmd": "genloop augment", "deps": ["inputs"], "params": ["augment"], "outs": ["outputs/toy"]}}}))
+    (tmp_path / "inputs").write_text("one")
+    paths = ProjectPaths.at(tmp_path)
+
+    def run():
+        (tmp_path / "outputs" / "toy").mkdir(parents=True)
+        return "result"
+
+    assert caching.run_recorded("toy", Params(), paths, run, in_dvc_lock=True) == "result"
+    checked = caching.check(caching.stage_spec(tmp_path, "toy"), Params(), paths)
+    assert checked.hit and checked.result == "result"
+    assert caching.missing_from_dvc_lock(["toy"], paths, locked={"toy"}) == []
+    assert caching.missing_from_dvc_lock(["toy"], paths, locked=set()) == ["toy"]  # dvc.lock lost it
+    caching.run_recorded("toy", Params(), paths, lambda: "again")  # by hand, outside dvc repro
+    assert caching.missing_from_dvc_lock(["toy"], paths, locked={"toy"}) == ["toy"]
+    caching.mark_in_dvc_lock(["toy"], paths)
+    assert caching.missing_from_dvc_lock(["toy"], paths, locked={"toy"}) == []
