@@ -52,6 +52,24 @@ def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
     return images, manifest
 
 
+def class_names(paths: ProjectPaths) -> dict[int, str]:
+    """Each label's class name from data/manifest.csv (its ``class_name`` column, written for folders of
+    named classes); a label without one is named by its value ("0".."9" for the digits). Empty when
+    there is no manifest."""
+    import csv
+
+    if not paths.manifest.exists():
+        return {}
+    names: dict[int, str] = {}
+    with paths.manifest.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            label = int(row["label"])
+            name = (row.get("class_name") or "").strip()
+            if name or label not in names:
+                names[label] = name or str(label)
+    return dict(sorted(names.items()))
+
+
 def load_split(paths: ProjectPaths, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images as uint8 (N, H, W) (grey) or (N, H, W, 3) (colour) and labels of one clean split."""
     file = paths.clean / f"{split}.npz"

@@ -207,6 +207,7 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
                        "num_classes": data.num_classes, "reused": data.classifier_reused,
                        "alt_held_out_accuracy": data.alt_classifier_accuracy},
         "class_shares": {name: {str(c): float(s) for c, s in enumerate(v)} for name, v in shares.items()},
+        "class_names": {str(c): name for c, name in (data.class_names or {}).items()},
         "samples_per_model": len(data.held_out),
         "test_images": len(data.test),
         "iwae_test_images": min(len(data.test), config.iwae_images),
