@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genloop.config import PromotionConfig
-from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, PromotionDecision, PromotionError,
+from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, IMAGE_SHAPE_TAG, PromotionDecision, PromotionError,
                                     beats, metric_tags, metrics_from_tags, privacy_refusal, required_gain)
 from genloop.io import tracking
 
@@ -34,6 +34,23 @@ def version_epsilon(version) -> float:
         return float(raw) if raw is not None else float("inf")
     except ValueError:
         return float("inf")
+
+
+def shape_tag(shape: tuple[int, int, int]) -> str:
+    """``IMAGE_SHAPE_TAG``'s value: channels x height x width."""
+    return "x".join(str(int(d)) for d in shape)
+
+
+def shape_refusal(candidate, champion) -> str | None:
+    """Why ``candidate`` cannot replace ``champion`` automatically: it makes images of other channels or
+    size, so clients of the served champion would get another shape. None when both agree, or when either
+    predates the tag (then re-scoring the champion on today's data fails with its own reason)."""
+    new, old = candidate.tags.get(IMAGE_SHAPE_TAG), champion.tags.get(IMAGE_SHAPE_TAG)
+    if new is None or old is None or new == old:
+        return None
+    return (f"makes {new} images (CxHxW) but champion v{champion.version} makes {old}: a change of channels or "
+            f"size is never promoted automatically; `genloop promote {candidate.name} {candidate.version}` "
+            "decides by hand")
 
 
 # ---- registry access (MlflowClient) ---------------------------------------------------------------
@@ -162,6 +179,9 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
 
     if not config.enabled:
         return decide(False, "export.promotion.enabled is false")
+    reshaped = shape_refusal(candidate, champion) if champion is not None else None
+    if reshaped is not None:
+        return decide(False, reshaped)
     refused = privacy_refusal(epsilon, config) if epsilon is not None else None
     if refused is not None:
         return decide(False, refused)
