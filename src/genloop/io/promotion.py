@@ -152,6 +152,31 @@ def rollback(client, name: str) -> tuple[str, str]:
     raise PromotionError(f"{name}: nothing to roll back to; v{current.version} is the only champion on record")
 
 
+def _decided_before_metrics(candidate, champion, config: PromotionConfig, value: float | None,
+                            epsilon: float | None) -> tuple[bool, str] | None:
+    """(promoted, reason) when the gate decides without comparing metrics: off, another image shape, a
+    privacy bound, no champion yet, already champion, or no metric; None when the metrics decide."""
+    if not config.enabled:
+        return False, "export.promotion.enabled is false"
+    reshaped = shape_refusal(candidate, champion) if champion is not None else None
+    if reshaped is not None:
+        return False, reshaped
+    refused = privacy_refusal(epsilon, config) if epsilon is not None else None
+    if refused is not None:
+        return False, refused
+    if champion is not None and str(champion.version) != str(candidate.version):
+        champion_refused = privacy_refusal(version_epsilon(champion), config)
+        if champion_refused is not None:  # a bound set since: a version within it replaces one outside it
+            return True, f"champion v{champion.version} breaks the privacy bound: {champion_refused}"
+    if champion is None:
+        return True, "no champion yet; the first version that passed parity becomes champion"
+    if str(champion.version) == str(candidate.version):
+        return False, "already champion"
+    if value is None:
+        return False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)"
+    return None
+
+
 def gate(client, name: str, version: str, config: PromotionConfig, candidate_metrics: dict[str, float],
          eval_hash: str, rescore: Rescorer | None = None) -> PromotionDecision:
     """Decide whether ``version`` (already registered and tagged) replaces the champion; apply and record it.
@@ -177,24 +202,9 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
             client.set_model_version_tag(name, str(candidate.version), key, tag)
         return decision
 
-    if not config.enabled:
-        return decide(False, "export.promotion.enabled is false")
-    reshaped = shape_refusal(candidate, champion) if champion is not None else None
-    if reshaped is not None:
-        return decide(False, reshaped)
-    refused = privacy_refusal(epsilon, config) if epsilon is not None else None
-    if refused is not None:
-        return decide(False, refused)
-    if champion is not None and str(champion.version) != str(candidate.version):
-        champion_refused = privacy_refusal(version_epsilon(champion), config)
-        if champion_refused is not None:  # a bound set since: a version within it replaces one outside it
-            return decide(True, f"champion v{champion.version} breaks the privacy bound: {champion_refused}")
-    if champion is None:
-        return decide(True, "no champion yet; the first version that passed parity becomes champion")
-    if str(champion.version) == str(candidate.version):
-        return decide(False, "already champion")
-    if value is None:
-        return decide(False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)")
+    early = _decided_before_metrics(candidate, champion, config, value, epsilon)
+    if early is not None:
+        return decide(*early)
 
     rescored = False
     if champion.tags.get(EVAL_HASH_TAG) == eval_hash:

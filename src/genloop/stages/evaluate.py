@@ -200,8 +200,25 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
 
     # A private training's spent budget (epsilon, delta) beside its scores; absent for a non-private one.
     spent = {kind: privacy.spent(read_checkpoint(paths.train(kind) / "model.pt")) for kind in MODELS}
-    detail = {
-        **{kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
+    detail = _detail(data, config, {kind: {**scores, **spent[kind]} for kind, scores in metrics.items()}, floor,
+                     shares, curves)
+    atomic.write_json(detail_file(paths), detail)
+    atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
+                                              {**floor, **fidelity_floor}))
+    html = html_report.write_report(params, paths, detail, samples, walks,
+                                    data.held_out[:config.report_samples].numpy(), per_class=per_class)
+
+    if log_to_mlflow:
+        _log_to_mlflow(params, paths, metrics, html)
+    return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
+                          html=html.index, seconds=time.perf_counter() - started, detail=detail_file(paths))
+
+
+def _detail(data: EvaluationData, config: EvaluateConfig, metrics: dict[str, dict[str, float]],
+            floor: dict[str, float], shares: dict[str, np.ndarray], curves: dict[str, dict[str, list[float]]]) -> dict:
+    """reports/metrics_detail.json: every figure, the classifier, class shares and the classes' names."""
+    return {
+        **metrics,
         "real_floor": floor,
         "classifier": {"held_out_accuracy": data.classifier_accuracy, "feature_dim": config.feature_dim,
                        "num_classes": data.num_classes, "reused": data.classifier_reused,
@@ -213,16 +230,6 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         "iwae_test_images": min(len(data.test), config.iwae_images),
         "membership": _audit_detail(data, config, curves),
     }
-    atomic.write_json(detail_file(paths), detail)
-    atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
-                                              {**floor, **fidelity_floor}))
-    html = html_report.write_report(params, paths, detail, samples, walks,
-                                    data.held_out[:config.report_samples].numpy(), per_class=per_class)
-
-    if log_to_mlflow:
-        _log_to_mlflow(params, paths, metrics, html)
-    return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
-                          html=html.index, seconds=time.perf_counter() - started, detail=detail_file(paths))
 
 
 def detail_file(paths: ProjectPaths) -> Path:
