@@ -33,7 +33,7 @@ from genloop.core import privacy
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
-from genloop.io.datasets import load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
+from genloop.io.datasets import class_names, load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
 from genloop.config import GANConfig, Params, VAEConfig
 from genloop.errors import MissingInputError
 from genloop.io.imaging import labelled_rows_image, save_grid
@@ -539,8 +539,9 @@ def _run_epochs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, plan: l
 
 
 def _sample_grid(trainer: Trainer, cfg: VAEConfig | GANConfig, params: Params, labels: Labels | None,
-                 device: torch.device, path: Path) -> Path:
-    """The trained sampler (EMA generator's batch norm recalibrated) in eval mode, and its grid at ``path``."""
+                 device: torch.device, path: Path, names: dict[int, str] | None = None) -> Path:
+    """The trained sampler (EMA generator's batch norm recalibrated) in eval mode, and its grid at ``path``
+    (a conditional model's rows labelled with the class ``names`` where the data names them)."""
     sampler = trainer.sampler
     if trainer.sampler_name == "generator_ema":
         recalibrate_batch_norm(sampler if labels is None else WithDrawnLabels(sampler, labels.train, params.seed),
@@ -548,7 +549,8 @@ def _sample_grid(trainer: Trainer, cfg: VAEConfig | GANConfig, params: Params, l
     sampler.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     if labels is not None:
-        return save_class_rows(sampler, cfg.latent_dim, labels.classes, params.train.sample_grid, params.seed, path)
+        return save_class_rows(sampler, cfg.latent_dim, labels.classes, params.train.sample_grid, params.seed, path,
+                               names)
     with torch.no_grad():
         z = torch.randn(params.train.sample_grid, cfg.latent_dim,
                         generator=torch.Generator().manual_seed(params.seed)).to(device)
@@ -605,7 +607,8 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         _run_epochs(kind, cfg, trainer, plan, start, history, run_id,
                     lambda epoch: save_training_state(state_file, fingerprint, epoch, run_id, history,
                                                       trainer.state, trainer.optimizers, batch_rng))
-        grid = _sample_grid(trainer, cfg, params, inputs.labels, device, out_dir / "samples.png")
+        grid = _sample_grid(trainer, cfg, params, inputs.labels, device, out_dir / "samples.png",
+                            class_names(paths) if inputs.labels else None)
         _save_outputs(kind, cfg, trainer, inputs, run_id, parent_run_id, history, grid, out_dir)
     state_file.unlink(missing_ok=True)  # model.pt now holds the result; a new training starts fresh
     final = {k: v for k, v in history[-1].items() if k not in ("epoch", "images")}
@@ -616,13 +619,14 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
 
 @torch.no_grad()
 def save_class_rows(sampler: nn.Module, latent_dim: int, classes: list[int], sample_grid: int, seed: int,
-                    path: Path) -> Path:
-    """A conditional sampler's grid: one labelled row per class, about ``sample_grid`` images in all."""
+                    path: Path, names: dict[int, str] | None = None) -> Path:
+    """A conditional sampler's grid: one row per class, labelled with its name (``names``, else its value),
+    about ``sample_grid`` images in all."""
     from genloop.core.label_fidelity import conditional_samples
 
     per_class = max(1, sample_grid // len(classes))
     images = conditional_samples(sampler, per_class_labels(classes, per_class), latent_dim, seed).numpy()
-    atomic.write_bytes(path, labelled_rows_image(images, classes))
+    atomic.write_bytes(path, labelled_rows_image(images, [(names or {}).get(c, str(c)) for c in classes]))
     return path
 
 
