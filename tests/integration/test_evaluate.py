@@ -55,7 +55,7 @@ def scored(evaluated, data):
     """score_samples of a perfect generator (unseen real images), noise, and copies of training images."""
     project, _ = evaluated
     n = len(data.test)
-    noise = torch.rand(n, 1, *data.image_shape, generator=torch.Generator().manual_seed(0))
+    noise = torch.rand(n, *data.image_shape, generator=torch.Generator().manual_seed(0))
     return {
         "real": score_samples(project.params, project.paths, data.test),
         "noise": score_samples(project.params, project.paths, noise),

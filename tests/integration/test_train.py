@@ -165,7 +165,7 @@ def test_load_sampler_rebuilds_a_module_producing_images_in_unit_range(project, 
     assert images.shape == (5, 1, 8, 8)
     assert images.min() >= 0.0 and images.max() <= 1.0
     state = read_checkpoint(checkpoint)
-    assert state["kind"] == kind and state["shape"] == [8, 8]
+    assert state["kind"] == kind and state["shape"] == [1, 8, 8]  # (C, H, W)
     assert state["run_id"] == project.results[kind].run_id
 
 

@@ -10,6 +10,7 @@ from genloop.config import PromotionConfig
 from genloop.errors import GenloopError
 
 EPSILON_TAG = "genloop.epsilon"  # version tag: the DP ε its training spent (inf: not private)
+IMAGE_SHAPE_TAG = "genloop.image_shape"  # version tag: CxHxW of the images it makes, e.g. 1x28x28, 3x32x32
 METRIC_PREFIX = "metric."
 DECISION_PREFIX = "promotion."
 

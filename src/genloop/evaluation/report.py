@@ -28,7 +28,7 @@ LOSS_COLUMNS = {"vae": ("train_loss", "val_loss"), "gan": ("d_loss", "g_loss")}
 LOSS_TITLES = {"vae": "VAE loss (negative ELBO per image, nats)", "gan": "GAN losses"}
 # How to read each metric in the table: which way is better, or what real data scores.
 READING = {
-    "recognisable_share": "share the classifier gives one digit with probability >= {confidence}; higher is better",
+    "recognisable_share": "share the classifier puts in one class with probability >= {confidence}; higher is better",
     "fid": "lower is better (features of the CNN classifier)",
     "fid_alt": "lower is better (features of a second, MLP classifier): a real win lowers both",
     "kid_mean": "lower is better", "kid_std": "spread over subsets",
@@ -101,20 +101,22 @@ def loss_curve_png(history: dict[str, list[float]], columns: tuple[str, ...], ti
     return _png(fig)
 
 
-def class_distribution_png(shares: dict[str, dict[str, float]]) -> bytes:
+def class_distribution_png(shares: dict[str, dict[str, float]], names: dict[str, str] | None = None) -> bytes:
+    """Bars per class (named by ``names``, label -> class name, where the data names them)."""
     from matplotlib.figure import Figure
 
-    names = [n for n in ("real_train", "real_held_out", *MODELS) if n in shares]
+    class_label = names or {}
+    sets = [n for n in ("real_train", "real_held_out", *MODELS) if n in shares]
     labels = {"real_train": "real (train labels)", "real_held_out": "real held-out (classified)",
               "vae": "VAE samples", "gan": "GAN samples"}
-    classes = sorted(shares[names[0]], key=int)
+    classes = sorted(shares[sets[0]], key=int)
     x = np.arange(len(classes))
-    width = 0.8 / len(names)
+    width = 0.8 / len(sets)
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
-    for i, name in enumerate(names):
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, [shares[name][c] for c in classes], width, label=labels[name])
-    ax.set_xticks(x, classes)
+    for i, name in enumerate(sets):
+        ax.bar(x + (i - (len(sets) - 1) / 2) * width, [shares[name][c] for c in classes], width, label=labels[name])
+    ax.set_xticks(x, [class_label.get(c, c) for c in classes])
     ax.set_xlabel("class (classifier's argmax for samples)")
     ax.set_ylabel("share")
     ax.set_title("Class distribution", fontsize=10)
@@ -219,7 +221,9 @@ def _privacy_list(report: dict[str, Any]) -> str:
 
 
 def _fidelity_table(report: dict[str, Any]) -> str:
-    """Label fidelity of the conditional models, mean then per class, beside the classifier's floor."""
+    """Label fidelity of the conditional models, mean then per class (named as the data names it), beside
+    the classifier's floor."""
+    names = report.get("class_names") or {}
     kinds = [k for k in MODELS if LABEL_FIDELITY in report.get(k, {})]
     if not kinds:
         return ""
@@ -230,8 +234,9 @@ def _fidelity_table(report: dict[str, Any]) -> str:
     for key in keys:
         cells = "".join(f"<td>{_fmt(report[k].get(key))}</td>" for k in kinds)
         floor = report[kinds[0]].get(key + FLOOR_SUFFIX)
-        name = "mean over classes" if key == LABEL_FIDELITY else f"class {key.split('_')[-1]}"
-        rows.append(f"<tr><th>{name}</th>{cells}<td class=floor>{_fmt(floor)}</td></tr>")
+        label = key.split("_")[-1]
+        name = "mean over classes" if key == LABEL_FIDELITY else f"class {names.get(label, label)}"
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}<td class=floor>{_fmt(floor)}</td></tr>")
     head = "<tr><th>label fidelity</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in kinds)
     return (f"<h2>Label fidelity (conditional models)</h2><p class=small>Share of the samples generated for class "
             f"k that the classifier puts in k; the floor is its accuracy on held-out real images of class k.</p>"
@@ -277,7 +282,7 @@ def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: di
 <p class=small>{report.get("samples_per_model", "?")} samples per model against the clean training split; the
 <em>real vs real</em> column scores the held-out real images (val + test) the same way, i.e. what a perfect
 generator would get. <em>recognisable_share</em> is the plainest figure: the share of images a classifier
-trained on the real training split calls one digit with probability at least {confidence:g} (held-out
+trained on the real training split puts in one class with probability at least {confidence:g} (held-out
 accuracy {_fmt(classifier.get("held_out_accuracy"))}). Its penultimate layer gives the features of FID, KID
 and the k-NN metrics; <em>fid_alt</em> is FID under a second network of another kind (an MLP, another seed;
 held-out accuracy {_fmt(classifier.get("alt_held_out_accuracy"))}), so a model that only suits one feature
@@ -312,8 +317,9 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
                  per_class: dict[str, tuple[list[int], np.ndarray]] | None = None) -> HtmlReport:
     """Write ``reports/figures/*.png`` and ``reports/index.html`` from evaluate's results.
 
-    ``per_class``: for a conditional model, its classes and samples shaped (classes, per row, [1,] H, W),
-    shown one labelled row per class."""
+    ``per_class``: for a conditional model, its classes and samples shaped (classes, per row, [C,] H, W),
+    shown one row per class, labelled with the class name where ``report["class_names"]`` has one.
+    Images may be grey or colour (C = 3): the grids are drawn as they are."""
     from genloop.io import dvcio
 
     config = params.evaluate
@@ -321,16 +327,18 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
     for kind in MODELS:
         if kind in samples:
             figures.append((f"samples_{kind}.png", f"{TITLES[kind]} samples", grid_image(samples[kind])))
+    names = report.get("class_names") or {}
     for kind, (classes, rows) in (per_class or {}).items():
         figures.append((f"samples_{kind}_per_class.png", f"{TITLES[kind]} samples, one row per class (label at left)",
-                        labelled_rows_image(np.asarray(rows).reshape(-1, *np.asarray(rows).shape[2:]), classes)))
+                        labelled_rows_image(np.asarray(rows).reshape(-1, *np.asarray(rows).shape[2:]),
+                                            [names.get(str(c), str(c)) for c in classes])))
     for kind in MODELS:
         if kind in interpolations:
             figures.append((f"interpolation_{kind}.png", f"{TITLES[kind]} latent interpolations",
                             grid_image(interpolations[kind], ncols=config.interpolation_steps)))
     if "class_shares" in report:
         figures.append(("classes.png", "Class distribution of samples vs real",
-                        class_distribution_png(report["class_shares"])))
+                        class_distribution_png(report["class_shares"], report.get("class_names"))))
     if (report.get("membership") or {}).get("tpr"):
         figures.append(("privacy_roc.png", "Membership-inference ROC curves (diagonal: no leak)",
                         roc_png(report["membership"])))

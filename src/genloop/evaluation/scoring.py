@@ -14,7 +14,7 @@ import torch
 
 from genloop.core import quality
 from genloop.config import EvaluateConfig, Params
-from genloop.io.datasets import load_split, to_tensor
+from genloop.io.datasets import class_names, load_split, to_tensor
 from genloop.core.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS
 from genloop.core.models.classifier import (DigitClassifier, classifier_key, embed, normalise_features,
                                             train_classifier)
@@ -26,7 +26,7 @@ from genloop.paths import ProjectPaths
 class EvaluationData:
     """The real images samples are scored against, their classifier and what is computed from them once."""
 
-    reference: torch.Tensor  # clean training split, (N, 1, H, W) in [0, 1]
+    reference: torch.Tensor  # clean training split, (N, C, H, W) in [0, 1]
     reference_labels: np.ndarray
     held_out: torch.Tensor  # val + test: the real-vs-real floor, and as many samples are drawn per model
     test: torch.Tensor  # the VAE's likelihood is scored on this split
@@ -45,10 +45,13 @@ class EvaluationData:
     held_out_labels: np.ndarray | None = None  # true labels of held_out (label fidelity's floor)
     held_out_predicted: np.ndarray | None = None  # the classifier's argmax on held_out
     test_labels: np.ndarray | None = None  # true labels of test (a conditional VAE's likelihood is p(x | y))
+    class_names: dict[int, str] | None = None  # label -> name from the manifest (the label itself if unnamed)
 
     @property
-    def image_shape(self) -> tuple[int, int]:
-        return int(self.reference.shape[2]), int(self.reference.shape[3])
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the real images, which samples must match."""
+        c, h, w = (int(d) for d in self.reference.shape[1:])
+        return c, h, w
 
 
 # The second feature network trains with this offset to the project seed (and another architecture).
@@ -105,16 +108,16 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
         alt_classifier=alt, reference_alt_raw=reference_alt_raw,
         alt_classifier_accuracy=float((held_out_alt_logits.argmax(1) == held_out_labels).float().mean()),
         held_out_labels=held_out_labels.numpy(), held_out_predicted=held_out_logits.argmax(1).numpy(),
-        test_labels=np.asarray(splits["test"][1], dtype=np.int64),
+        test_labels=np.asarray(splits["test"][1], dtype=np.int64), class_names=class_names(paths),
     )
 
 
-def _as_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def _as_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).float()
-    if images.ndim == 3:
+    if images.ndim == 3 and shape[0] == 1:
         images = images.unsqueeze(1)
-    if images.ndim != 4 or images.shape[1] != 1 or tuple(images.shape[2:]) != shape:
-        raise ValueError(f"samples shaped {tuple(images.shape)}; expected (N, 1, {shape[0]}, {shape[1]}) "
+    if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+        raise ValueError(f"samples shaped {tuple(images.shape)}; expected (N, {shape[0]}, {shape[1]}, {shape[2]}) "
                          "like the evaluation data")
     if len(images) < 2:
         raise ValueError("scoring needs at least 2 samples")
@@ -125,7 +128,7 @@ def _as_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> tor
 
 def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: EvaluateConfig,
           seed: int) -> tuple[dict[str, float], np.ndarray]:
-    """``GENERATOR_METRICS`` of ``images`` in [0, 1] (N, 1, H, W) against the training images, and
+    """``GENERATOR_METRICS`` of ``images`` in [0, 1] (N, C, H, W) against the training images, and
     the share of samples the classifier puts in each class."""
     images_are_held_out = images is data.held_out  # the floor: its pixel distances are precomputed
     images = _as_images(images, data.image_shape)
@@ -151,7 +154,7 @@ def score(data: EvaluationData, images: np.ndarray | torch.Tensor, config: Evalu
 
 
 def score_samples(params: Params, paths: ProjectPaths, images: np.ndarray | torch.Tensor) -> dict[str, float]:
-    """Score generated images in [0, 1] shaped (N, 1, H, W) (numpy or torch) on today's evaluation data.
+    """Score generated images in [0, 1] shaped (N, C, H, W) (numpy or torch) on today's evaluation data.
 
     Returns the ``RUN_METRICS`` names (every generator metric, ``fid_alt`` included, and its floor), a
     superset of what ``reports/metrics.json`` carries per model, so a registered model can be

@@ -15,6 +15,7 @@ from genloop.core.models.conditional import (ConditionalConvVAE, ConditionalGene
                                         ConditionalPriorDecoder, ConditionalVAE, ProjectionDiscriminator)
 from genloop.core.models.classifier import DigitClassifier
 from genloop.core.models.gan import Discriminator, Generator
+from genloop.core.models.shapes import check_shape
 from genloop.core.models.vae import VAE, ConvVAE, LatentAffine, MLPVAE, PriorDecoder
 
 KINDS = MODELS
@@ -35,17 +36,30 @@ def num_classes(hparams: dict[str, Any]) -> int:
     return max(trained_classes(hparams) or [0]) + 1
 
 
-def build_vae(hparams: dict[str, Any], shape: tuple[int, int]) -> VAE | ConditionalVAE:
+def chw(shape: tuple[int, ...] | list[int]) -> tuple[int, int, int]:
+    """A checkpoint's image shape as (C, H, W): checkpoints written before colour hold (H, W), i.e. grey."""
+    dims = tuple(int(d) for d in shape)
+    if len(dims) == 2:
+        return 1, dims[0], dims[1]
+    if len(dims) != 3:
+        raise ValueError(f"image shape {list(dims)}; expected (C, H, W) or (H, W)")
+    check_shape(*dims)
+    return dims  # type: ignore[return-value]
+
+
+def build_vae(hparams: dict[str, Any], shape: tuple[int, ...]) -> VAE | ConditionalVAE:
+    """The VAE ``hparams`` describe, for images of ``shape`` (C, H, W), or (H, W) for grey."""
+    c, h, w = chw(shape)
     arch = hparams.get("arch", "conv")  # checkpoints written before the MLP existed have no arch
     if hparams.get("conditional", False):
         if arch == "mlp":
-            return ConditionalMLPVAE(hparams["latent_dim"], hparams["hidden"], *shape, num_classes(hparams))
-        return ConditionalConvVAE(hparams["latent_dim"], hparams["channels"], *shape, num_classes(hparams),
-                                  hparams.get("decoder_convs", 0))
+            return ConditionalMLPVAE(hparams["latent_dim"], hparams["hidden"], h, w, num_classes(hparams), c)
+        return ConditionalConvVAE(hparams["latent_dim"], hparams["channels"], h, w, num_classes(hparams),
+                                  hparams.get("decoder_convs", 0), c)
     if arch == "mlp":
-        return MLPVAE(hparams["latent_dim"], hparams["hidden"], *shape)
+        return MLPVAE(hparams["latent_dim"], hparams["hidden"], h, w, c)
     if arch == "conv":
-        return ConvVAE(hparams["latent_dim"], hparams["channels"], *shape, hparams.get("decoder_convs", 0))
+        return ConvVAE(hparams["latent_dim"], hparams["channels"], h, w, hparams.get("decoder_convs", 0), c)
     raise ValueError(f"unknown VAE arch {arch!r}; expected 'conv' or 'mlp'")
 
 
@@ -66,25 +80,29 @@ def vae_sampler(vae: VAE, hparams: dict[str, Any], prior_state: dict[str, torch.
     return PriorDecoder(affine, vae.decoder)
 
 
-def build_gan(hparams: dict[str, Any], shape: tuple[int, int]) -> tuple[Generator, Discriminator]:
+def build_gan(hparams: dict[str, Any], shape: tuple[int, ...]) -> tuple[Generator, Discriminator]:
+    """The generator and discriminator ``hparams`` describe, for images of ``shape`` (C, H, W) or (H, W)."""
+    c, h, w = chw(shape)
+    sn = bool(hparams.get("spectral_norm", False))
     if hparams.get("conditional", False):
         k = num_classes(hparams)
-        return (ConditionalGenerator(hparams["latent_dim"], hparams["channels"], *shape, k),
-                ProjectionDiscriminator(hparams["channels"], *shape, k, bool(hparams.get("spectral_norm", False))))
-    return (Generator(hparams["latent_dim"], hparams["channels"], *shape),
-            Discriminator(hparams["channels"], *shape, spectral_norm=bool(hparams.get("spectral_norm", False))))
+        return (ConditionalGenerator(hparams["latent_dim"], hparams["channels"], h, w, k, c),
+                ProjectionDiscriminator(hparams["channels"], h, w, k, sn, c))
+    return (Generator(hparams["latent_dim"], hparams["channels"], h, w, c),
+            Discriminator(hparams["channels"], h, w, spectral_norm=sn, image_channels=c))
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(path: Path, kind: str, hparams: dict[str, Any], shape: tuple[int, int],
+def save_checkpoint(path: Path, kind: str, hparams: dict[str, Any], shape: tuple[int, ...],
                     modules: dict[str, nn.Module], extra: dict[str, Any] | None = None,
                     sampler: str | None = None) -> None:
-    """``sampler`` names the entry of ``modules`` that ``load_sampler`` rebuilds (e.g. the EMA generator)."""
+    """``shape``: the images' (C, H, W) (recorded as such); ``sampler`` names the entry of ``modules``
+    that ``load_sampler`` rebuilds (e.g. the EMA generator)."""
     state = {
-        "kind": kind, "hparams": hparams, "shape": list(shape),
+        "kind": kind, "hparams": hparams, "shape": list(chw(shape)),
         "state_dicts": {name: _cpu_state(m) for name, m in modules.items()},
         **({"sampler": sampler} if sampler else {}),
         **(extra or {}),
@@ -93,12 +111,19 @@ def save_checkpoint(path: Path, kind: str, hparams: dict[str, Any], shape: tuple
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents, its ``shape`` as (C, H, W) whenever it was written."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run `genloop train` first")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("kind") not in KINDS:
         raise ValueError(f"{path}: not a genloop checkpoint (kind={state.get('kind')!r})")
+    state["shape"] = list(chw(state["shape"]))
     return state
+
+
+def checkpoint_shape(path: Path) -> tuple[int, int, int]:
+    """The (C, H, W) of the images a checkpoint's model makes."""
+    return chw(read_checkpoint(path)["shape"])
 
 
 def load_sampler(path: Path) -> tuple[nn.Module, int]:
@@ -183,7 +208,7 @@ def load_vae(path: Path) -> VAE | ConditionalVAE:
 
 # ---- the evaluation's feature networks (genloop.core.models.classifier) -------------------------------
 def _state(model: DigitClassifier, key: str) -> dict[str, Any]:
-    return {"key": key, "shape": [model.height, model.width], "feature_dim": model.feature_dim,
+    return {"key": key, "shape": [model.height, model.width], "channels": model.channels, "feature_dim": model.feature_dim,
             "num_classes": model.num_classes, "arch": model.arch, "state_dict": model.state_dict()}
 
 
@@ -200,7 +225,8 @@ def load_classifier(path: Path, key: str, name: str = "classifier") -> DigitClas
         state = torch.load(path, map_location="cpu", weights_only=True)["networks"][name]
         if state.get("key") != key:
             return None
-        model = DigitClassifier(*state["shape"], state["feature_dim"], state["num_classes"], state["arch"])
+        model = DigitClassifier(*state["shape"], state["feature_dim"], state["num_classes"], state["arch"],
+                                state.get("channels", 1))
         model.load_state_dict(state["state_dict"])
     except Exception:  # a file from another version of this module: retrain rather than fail
         return None

@@ -53,8 +53,26 @@ def read_dataset(paths: ProjectPaths) -> tuple[np.ndarray, pd.DataFrame]:
     return images, manifest
 
 
+def class_names(paths: ProjectPaths) -> dict[int, str]:
+    """Each label's class name from data/manifest.csv (its ``class_name`` column, written for folders of
+    named classes); a label without one is named by its value ("0".."9" for the digits). Empty when
+    there is no manifest."""
+    import csv
+
+    if not paths.manifest.exists():
+        return {}
+    names: dict[int, str] = {}
+    with paths.manifest.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            label = int(row["label"])
+            name = (row.get("class_name") or "").strip()
+            if name or label not in names:
+                names[label] = name or str(label)
+    return dict(sorted(names.items()))
+
+
 def load_split(paths: ProjectPaths, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images as uint8 (N, H, W) and labels of one clean split."""
+    """Images as uint8 (N, H, W) (grey) or (N, H, W, 3) (colour) and labels of one clean split."""
     file = paths.clean / f"{split}.npz"
     if not file.exists():
         raise MissingInputError(f"{file} is missing; run `genloop clean` first")
@@ -62,11 +80,26 @@ def load_split(paths: ProjectPaths, split: str) -> tuple[np.ndarray, np.ndarray]
     return arrays["images"], arrays["labels"]
 
 
+def image_shape(images: np.ndarray) -> tuple[int, int, int]:
+    """(C, H, W) of a stack of images stored channel-last: uint8 (N, H, W) is grey (C = 1), (N, H, W, C)
+    with C = 1 or 3 is as stored. What models, checkpoints, ONNX and serving are sized from."""
+    shape = tuple(int(s) for s in np.shape(images))
+    if len(shape) == 3:
+        return 1, shape[1], shape[2]
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return shape[3], shape[1], shape[2]
+    raise DataSetError(f"images shaped {shape}; expected (N, H, W) for grey or (N, H, W, 3) for colour")
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1], once, so batches are plain slices."""
+    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1], once, so batches are plain slices."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+    image_shape(images)  # refuses any other layout
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    if pixels.ndim == 3:
+        return pixels.unsqueeze(1)
+    return pixels.permute(0, 3, 1, 2).contiguous()
 
 
 def read_run_id(paths: ProjectPaths, kind: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genloop.config import PromotionConfig
-from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, PromotionDecision, PromotionError,
+from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, IMAGE_SHAPE_TAG, PromotionDecision, PromotionError,
                                     beats, metric_tags, metrics_from_tags, privacy_refusal, required_gain)
 from genloop.io import tracking
 
@@ -34,6 +34,23 @@ def version_epsilon(version) -> float:
         return float(raw) if raw is not None else float("inf")
     except ValueError:
         return float("inf")
+
+
+def shape_tag(shape: tuple[int, int, int]) -> str:
+    """``IMAGE_SHAPE_TAG``'s value: channels x height x width."""
+    return "x".join(str(int(d)) for d in shape)
+
+
+def shape_refusal(candidate, champion) -> str | None:
+    """Why ``candidate`` cannot replace ``champion`` automatically: it makes images of other channels or
+    size, so clients of the served champion would get another shape. None when both agree, or when either
+    predates the tag (then re-scoring the champion on today's data fails with its own reason)."""
+    new, old = candidate.tags.get(IMAGE_SHAPE_TAG), champion.tags.get(IMAGE_SHAPE_TAG)
+    if new is None or old is None or new == old:
+        return None
+    return (f"makes {new} images (CxHxW) but champion v{champion.version} makes {old}: a change of channels or "
+            f"size is never promoted automatically; `genloop promote {candidate.name} {candidate.version}` "
+            "decides by hand")
 
 
 # ---- registry access (MlflowClient) ---------------------------------------------------------------
@@ -138,6 +155,31 @@ def rollback(client, name: str) -> tuple[str, str]:
     raise PromotionError(f"{name}: nothing to roll back to; v{current.version} is the only champion on record")
 
 
+def _decided_before_metrics(candidate, champion, config: PromotionConfig, value: float | None,
+                            epsilon: float | None) -> tuple[bool, str] | None:
+    """(promoted, reason) when the gate decides without comparing metrics: off, another image shape, a
+    privacy bound, no champion yet, already champion, or no metric; None when the metrics decide."""
+    if not config.enabled:
+        return False, "export.promotion.enabled is false"
+    reshaped = shape_refusal(candidate, champion) if champion is not None else None
+    if reshaped is not None:
+        return False, reshaped
+    refused = privacy_refusal(epsilon, config) if epsilon is not None else None
+    if refused is not None:
+        return False, refused
+    if champion is not None and str(champion.version) != str(candidate.version):
+        champion_refused = privacy_refusal(version_epsilon(champion), config)
+        if champion_refused is not None:  # a bound set since: a version within it replaces one outside it
+            return True, f"champion v{champion.version} breaks the privacy bound: {champion_refused}"
+    if champion is None:
+        return True, "no champion yet; the first version that passed parity becomes champion"
+    if str(champion.version) == str(candidate.version):
+        return False, "already champion"
+    if value is None:
+        return False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)"
+    return None
+
+
 def gate(client, name: str, version: str, config: PromotionConfig, candidate_metrics: dict[str, float],
          eval_hash: str, rescore: Rescorer | None = None) -> PromotionDecision:
     """Decide whether ``version`` (already registered and tagged) replaces the champion; apply and record it.
@@ -164,21 +206,9 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
         client.update_model_version(name, str(candidate.version), description=decision.description())
         return decision
 
-    if not config.enabled:
-        return decide(False, "export.promotion.enabled is false")
-    refused = privacy_refusal(epsilon, config) if epsilon is not None else None
-    if refused is not None:
-        return decide(False, refused)
-    if champion is not None and str(champion.version) != str(candidate.version):
-        champion_refused = privacy_refusal(version_epsilon(champion), config)
-        if champion_refused is not None:  # a bound set since: a version within it replaces one outside it
-            return decide(True, f"champion v{champion.version} breaks the privacy bound: {champion_refused}")
-    if champion is None:
-        return decide(True, "no champion yet; the first version that passed parity becomes champion")
-    if str(champion.version) == str(candidate.version):
-        return decide(False, "already champion")
-    if value is None:
-        return decide(False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)")
+    early = _decided_before_metrics(candidate, champion, config, value, epsilon)
+    if early is not None:
+        return decide(*early)
 
     try:
         champion_value, rescored = _champion_value(client, name, champion, config, eval_hash, rescore)

@@ -17,7 +17,7 @@ from typing import Any
 
 from genloop.io import dvcio
 from genloop.core import headline
-from genloop.core.promotion import EPSILON_TAG
+from genloop.core.promotion import EPSILON_TAG, IMAGE_SHAPE_TAG
 from genloop.config import MlflowConfig
 from genloop.paths import ProjectPaths
 from genloop.io.telemetry import switch_off
@@ -454,7 +454,7 @@ def log_privacy(run_id: str, summary: dict[str, Any]) -> None:
 
 
 VERSION_TAG_KEYS = ("run_id", "model_kind", "latent_dim", "dvc_data_hash", "git_commit", "eval_data_hash",
-                    "parity_passed", "onnx_max_abs_diff", EPSILON_TAG, DELTA_TAG)
+                    "parity_passed", "onnx_max_abs_diff", EPSILON_TAG, DELTA_TAG, IMAGE_SHAPE_TAG)
 
 
 def version_tags(tags: dict[str, str], keep_metrics: Iterable[str]) -> dict[str, str]:

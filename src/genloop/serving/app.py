@@ -377,7 +377,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
         return await infer(request, name, version)
 
     @app.get("/v2/models/{name}/generate", response_class=Response, dependencies=protected, tags=["inference"],
-             responses={200: {"content": {"image/png": {}}, "description": "a PNG grid of n samples"}, **ERRORS})
+             responses={200: {"content": {"image/png": {}}, "description": "a PNG grid of n samples "
+                                                                            "(grey, or RGB for colour models)"}, **ERRORS})
     async def generate(
         name: Name,
         n: Annotated[int, Query(ge=1, le=settings.max_generate, description="number of samples")] = 16,
@@ -393,8 +394,9 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
             feeds, cols = sample_feeds(model, n, seed, cols, label)
             rows = len(feeds[model.latent.name])
             images = (await run_batched(model, slot.batcher, feeds, rows))[model.output_names[0]]
-        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] == 1)):
-            raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not one-channel images")
+        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))):
+            raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not grey (N, 1, H, W) "
+                                "or RGB (N, 3, H, W) images")
         png = await asyncio.to_thread(grid_image, images, cols)
         headers = {"Cache-Control": "no-store"} if seed is None else {}
         return Response(png, media_type="image/png", headers=headers)

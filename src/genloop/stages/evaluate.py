@@ -200,18 +200,8 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
 
     # A private training's spent budget (epsilon, delta) beside its scores; absent for a non-private one.
     spent = {kind: privacy.spent(read_checkpoint(paths.train(kind) / "model.pt")) for kind in MODELS}
-    detail = {
-        **{kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
-        "real_floor": floor,
-        "classifier": {"held_out_accuracy": data.classifier_accuracy, "feature_dim": config.feature_dim,
-                       "num_classes": data.num_classes, "reused": data.classifier_reused,
-                       "alt_held_out_accuracy": data.alt_classifier_accuracy},
-        "class_shares": {name: {str(c): float(s) for c, s in enumerate(v)} for name, v in shares.items()},
-        "samples_per_model": len(data.held_out),
-        "test_images": len(data.test),
-        "iwae_test_images": min(len(data.test), config.iwae_images),
-        "membership": _audit_detail(data, config, curves),
-    }
+    detail = _detail(data, config, {kind: {**scores, **spent[kind]} for kind, scores in metrics.items()}, floor,
+                     shares, curves)
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
                                               {**floor, **fidelity_floor}))
@@ -222,6 +212,24 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         _log_to_mlflow(params, paths, metrics, html)
     return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
                           html=html.index, seconds=time.perf_counter() - started, detail=detail_file(paths))
+
+
+def _detail(data: EvaluationData, config: EvaluateConfig, metrics: dict[str, dict[str, float]],
+            floor: dict[str, float], shares: dict[str, np.ndarray], curves: dict[str, dict[str, list[float]]]) -> dict:
+    """reports/metrics_detail.json: every figure, the classifier, class shares and the classes' names."""
+    return {
+        **metrics,
+        "real_floor": floor,
+        "classifier": {"held_out_accuracy": data.classifier_accuracy, "feature_dim": config.feature_dim,
+                       "num_classes": data.num_classes, "reused": data.classifier_reused,
+                       "alt_held_out_accuracy": data.alt_classifier_accuracy},
+        "class_shares": {name: {str(c): float(s) for c, s in enumerate(v)} for name, v in shares.items()},
+        "class_names": {str(c): name for c, name in (data.class_names or {}).items()},
+        "samples_per_model": len(data.held_out),
+        "test_images": len(data.test),
+        "iwae_test_images": min(len(data.test), config.iwae_images),
+        "membership": _audit_detail(data, config, curves),
+    }
 
 
 def detail_file(paths: ProjectPaths) -> Path:

@@ -18,7 +18,7 @@ import torch
 
 from genloop.io import atomic, promotion, tracking
 from genloop.core import privacy
-from genloop.io.checkpoints import load_classes, load_sampler, read_checkpoint
+from genloop.io.checkpoints import checkpoint_shape, load_classes, load_sampler, read_checkpoint
 from genloop.config import ExportConfig, Params
 from genloop.paths import ONNX_FILES, ProjectPaths
 from genloop.io.datasets import read_run_id
@@ -126,6 +126,7 @@ def lineage_metadata(kind: str, latent_dim: int, params: Params, paths: ProjectP
     return {
         **tracking.lineage_tags(paths), "run_id": run_id, "model_kind": kind, "latent_dim": str(latent_dim),
         **privacy_tags(paths.train(kind) / "model.pt"),
+        promotion.IMAGE_SHAPE_TAG: promotion.shape_tag(checkpoint_shape(paths.train(kind) / "model.pt")),
         promotion.EVAL_HASH_TAG: evaluation_data_hash(params, paths),
         "params": json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
     }

@@ -33,7 +33,7 @@ from genloop.core import privacy
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
-from genloop.io.datasets import load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
+from genloop.io.datasets import class_names, load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
 from genloop.config import GANConfig, Params, VAEConfig
 from genloop.errors import MissingInputError
 from genloop.io.imaging import labelled_rows_image, save_grid
@@ -187,6 +187,91 @@ def optimizer_steps(opt: torch.optim.Optimizer) -> int:
     return 0
 
 
+@dataclass
+class VAEEpochs:
+    """One VAE training's epochs: ``__call__(images)`` runs one (see ``fit_vae``).
+
+    ``full_batch`` runs full batches (compiled, or DP-SGD's per-sample-gradient wrapper, which then
+    runs every batch); ``draw`` yields the batches' indices (shuffled, or Poisson-sampled under DP)."""
+    cfg: VAEConfig
+    vae: nn.Module
+    prior: LatentAffine
+    opt: torch.optim.Optimizer
+    data: torch.Tensor
+    val: torch.Tensor
+    y_train: torch.Tensor | None
+    y_val: torch.Tensor | None
+    generator: torch.Generator
+    total_steps: int
+    full_batch: Callable[..., Any]
+    draw: Callable[..., Iterator[torch.Tensor]]
+    dp: privacy.PrivateTraining | None
+
+    def model_for(self, size: int) -> Callable[..., Any]:
+        return self.full_batch if self.dp is not None or size == self.cfg.batch_size else self.vae
+
+    def step(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """One optimizer step on batch ``idx``: (loss terms [nelbo, bce, kl], mu, logvar, the KL weight)."""
+        cfg, opt = self.cfg, self.opt
+        progress = step / self.total_steps
+        beta = kl_weight(cfg.beta, cfg.kl_warmup, progress)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, progress)
+        x = self.data[idx]
+        y = () if self.y_train is None else (self.y_train[idx],)
+        logits, mu, logvar = self.model_for(len(idx))(x, *y)
+        loss, bce, kl = loss_function(logits, x, mu, logvar, beta)
+        opt.zero_grad(set_to_none=True)
+        (loss if self.dp is None else self.dp.clipped_loss(loss_per_image(logits, x, mu, logvar, beta))).backward()
+        opt.step()
+        return torch.stack([bce.detach() + kl.detach(), bce.detach(), kl.detach()]), mu, logvar, beta
+
+    def __call__(self, images: int | None = None) -> dict[str, float]:
+        cfg, fitted = self.cfg, self.cfg.prior == "fitted_gaussian"
+        self.vae.train()
+        totals = torch.zeros(3, device=self.data.device)
+        moments = latent_moments(cfg.latent_dim, self.data.device)
+        step = first_step = optimizer_steps(self.opt)
+        beta, seen = cfg.beta, 0
+        for idx in self.draw(len(self.data), cfg.batch_size, self.generator, images):
+            seen += len(idx)
+            terms, mu, logvar, beta = self.step(idx, step)
+            step += 1
+            totals += terms
+            if fitted:
+                accumulate_moments(moments, mu, logvar)
+        # Refit from this epoch's batches; a last partial epoch of under half the data keeps the previous
+        # epoch's fit (the encoder moved little since), unless it is the first epoch.
+        if fitted and seen >= 2 and (2 * seen >= len(self.data) or first_step == 0):
+            self.prior.fit_moments(seen, *moments)
+        loss, bce, kl = (totals / max(seen, 1)).tolist()
+        metrics = {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": self.val_loss(),
+                   "kl_weight": beta}
+        return metrics if self.dp is None else {**metrics, "epsilon": self.dp.epsilon()}
+
+    @torch.no_grad()
+    def val_loss(self) -> float:
+        """The plain negative ELBO (β = 1) per validation image, in eval mode."""
+        self.vae.eval()
+        logits, mu, logvar = self.vae(self.val, *(() if self.y_val is None else (self.y_val,)))
+        return loss_function(logits, self.val, mu, logvar, 1.0)[0].item() / max(len(self.val), 1)
+
+
+def latent_moments(latent_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zeroed float64 sums of posterior means, their outer products and posterior variances."""
+    return (torch.zeros(latent_dim, dtype=torch.float64, device=device),
+            torch.zeros(latent_dim, latent_dim, dtype=torch.float64, device=device),
+            torch.zeros(latent_dim, dtype=torch.float64, device=device))
+
+
+def accumulate_moments(moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor], mu: torch.Tensor,
+                       logvar: torch.Tensor) -> None:
+    m = mu.detach().double()
+    moments[0].add_(m.sum(0))
+    moments[1].add_(m.T @ m)
+    moments[2].add_(logvar.detach().double().exp().sum(0))
+
+
 def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
             generator: torch.Generator, compile: bool = False, labels: Labels | None = None) -> Trainer:
     """Minimise the β-weighted negative ELBO (Kingma & Welling 2014) with Adam, in shuffled
@@ -203,72 +288,110 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     ε spent so far.
 
     With ``labels`` (``cfg.conditional``) it trains the conditional VAE on (x, y) pairs (not compiled).
+    Images are (N, C, H, W); the model is sized from (C, H, W).
     """
-    shape = (data.shape[2], data.shape[3])
-    vae = build_vae({**cfg.model_dump(), **(labels.hparams() if labels else {})}, shape).to(device)
+    vae = build_vae({**cfg.model_dump(), **(labels.hparams() if labels else {})}, tuple(data.shape[1:])).to(device)
     prior = LatentAffine(cfg.latent_dim).to(device)
     opt = adam(vae.parameters(), cfg.lr)
     data, val = data.to(device), val.to(device)
-    y_train, y_val = (labels.train.to(device), labels.val.to(device)) if labels else (None, None)
     total_steps = planned_vae_steps(cfg, len(data))
     dp = privacy.private_training(cfg.privacy, vae, opt, len(data), cfg.batch_size, total_steps, "sum",
                                   ghost=True) if cfg.privacy.enabled else None
     if dp is not None:  # every batch through the per-sample-gradient wrapper, whatever its size
         opt, full_batch, draw = dp.optimizer, dp.module, dp.batches
-        model_for = lambda size: full_batch  # noqa: E731
     else:
         full_batch = compiled_or_eager(vae, data[:cfg.batch_size],
                                        compile and labels is None and len(data) >= cfg.batch_size)
         draw = batches
-        model_for = lambda size: full_batch if size == cfg.batch_size else vae  # noqa: E731
+    epochs = VAEEpochs(cfg, vae, prior, opt, data, val, labels.train.to(device) if labels else None,
+                       labels.val.to(device) if labels else None, generator, total_steps, full_batch, draw, dp)
     fitted = cfg.prior == "fitted_gaussian"
-
-    def run_epoch(images: int | None = None) -> dict[str, float]:
-        vae.train()
-        totals = torch.zeros(3, device=device)
-        moments = (torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device),
-                   torch.zeros(cfg.latent_dim, cfg.latent_dim, dtype=torch.float64, device=device),
-                   torch.zeros(cfg.latent_dim, dtype=torch.float64, device=device))
-        step = first_step = optimizer_steps(opt)
-        beta = cfg.beta
-        seen = 0
-        for idx in draw(len(data), cfg.batch_size, generator, images):
-            seen += len(idx)
-            progress = step / total_steps
-            beta = kl_weight(cfg.beta, cfg.kl_warmup, progress)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, progress)
-            x = data[idx]
-            y = () if y_train is None else (y_train[idx],)
-            logits, mu, logvar = model_for(len(idx))(x, *y)
-            loss, bce, kl = loss_function(logits, x, mu, logvar, beta)
-            opt.zero_grad(set_to_none=True)
-            (loss if dp is None else dp.clipped_loss(loss_per_image(logits, x, mu, logvar, beta))).backward()
-            opt.step()
-            step += 1
-            totals += torch.stack([bce.detach() + kl.detach(), bce.detach(), kl.detach()])
-            if fitted:
-                m = mu.detach().double()
-                moments[0].add_(m.sum(0))
-                moments[1].add_(m.T @ m)
-                moments[2].add_(logvar.detach().double().exp().sum(0))
-        # Refit from this epoch's batches; a last partial epoch of under half the data keeps the previous
-        # epoch's fit (the encoder moved little since), unless it is the first epoch.
-        if fitted and seen >= 2 and (2 * seen >= len(data) or first_step == 0):
-            prior.fit_moments(seen, *moments)
-        vae.eval()
-        with torch.no_grad():
-            logits, mu, logvar = vae(val, *(() if y_val is None else (y_val,)))
-            val_loss = loss_function(logits, val, mu, logvar, 1.0)[0].item() / max(len(val), 1)
-        loss, bce, kl = (totals / max(seen, 1)).tolist()
-        metrics = {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": val_loss, "kl_weight": beta}
-        return metrics if dp is None else {**metrics, "epsilon": dp.epsilon()}
-
     state: dict[str, nn.Module] = {"vae": vae, **({"prior": prior} if fitted else {})}
     prior_decoder = PriorDecoder if labels is None else ConditionalPriorDecoder
     sampler = prior_decoder(prior, vae.decoder) if fitted else vae.decoder
     return Trainer(state={**state, **({"dp_steps": dp.counter} if dp else {})}, optimizers={"vae": opt},
-                   saved=dict(state), sampler=sampler, sampler_name=None, run_epoch=run_epoch, privacy=dp)
+                   saved=dict(state), sampler=sampler, sampler_name=None, run_epoch=epochs, privacy=dp)
+
+
+@dataclass
+class GANEpochs:
+    """One GAN training's epochs: ``__call__(images)`` runs one (see ``fit_gan``).
+
+    ``gen_full``/``disc_full`` run full batches (compiled, or the discriminator's DP-SGD wrapper);
+    ``disc_any`` runs the ragged last batch; ``generator_step`` wraps the generator's step (under DP:
+    no per-sample gradients for it)."""
+    cfg: GANConfig
+    gen: nn.Module
+    disc: nn.Module
+    gen_full: Callable[..., Any]
+    disc_full: Callable[..., Any]
+    disc_any: Callable[..., Any]
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: WeightEMA | None
+    data: torch.Tensor
+    y_train: torch.Tensor | None
+    generator: torch.Generator
+    draw: Callable[..., Iterator[torch.Tensor]] = batches
+    generator_step: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    dp: privacy.PrivateTraining | None = None
+
+    def labels_for(self, idx: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """(real images' labels, fakes' labels drawn from the training labels), or two () if unconditional."""
+        if self.y_train is None:
+            return (), ()
+        drawn = torch.randint(len(self.y_train), (len(idx),), device=self.data.device)
+        return (self.y_train[idx],), (self.y_train[drawn],)
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One discriminator and one generator step on batch ``idx``: [d_loss, g_loss, d_accuracy]."""
+        cfg = self.cfg
+        g, d = (self.gen_full, self.disc_full) if len(idx) == cfg.batch_size else (self.gen, self.disc_any)
+        real = self.data[idx]
+        z = torch.randn(len(idx), cfg.latent_dim, device=self.data.device)
+        y_real, y_fake = self.labels_for(idx)
+        fake = g(z, *y_fake)
+        d_real = d(diff_augment(real, cfg.diffaugment), *y_real)
+        d_fake = d(diff_augment(fake.detach(), cfg.diffaugment), *y_fake)
+        d_loss = discriminator_loss(cfg.loss, d_real, d_fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        with self.generator_step():
+            g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment), *y_fake))
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+        self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.gen)
+        accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
+        return torch.stack([d_loss.detach(), g_loss.detach(), accuracy.detach()])
+
+    def __call__(self, images: int | None = None) -> dict[str, float]:
+        self.gen.train()
+        self.disc.train()
+        totals = torch.zeros(3, device=self.data.device)
+        steps = 0
+        for idx in self.draw(len(self.data), self.cfg.batch_size, self.generator, images):
+            if len(idx) < 2:  # batch norm needs two samples
+                continue
+            totals += self.step(idx)
+            steps += 1
+        d_loss, g_loss, accuracy = (totals / max(steps, 1)).tolist()
+        metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_accuracy": accuracy}
+        return metrics if self.dp is None else {**metrics, "epsilon": self.dp.epsilon()}
+
+
+def _gan_networks(cfg: GANConfig, shape: tuple[int, ...], device: torch.device,
+                  labels: Labels | None) -> tuple[nn.Module, nn.Module, WeightEMA | None]:
+    """Generator and discriminator, DCGAN-initialised, on ``device``, and the generator's EMA if any."""
+    gen, disc = build_gan({**cfg.model_dump(), **(labels.hparams() if labels else {})}, shape)
+    gen.apply(init_weights)
+    disc.apply(init_weights)
+    if cfg.privacy.enabled:
+        disc = privacy.opacus_compatible(disc)
+    gen, disc = gen.to(device), disc.to(device)
+    return gen, disc, WeightEMA(gen, cfg.ema_decay).to(device) if cfg.ema_decay > 0 else None
 
 
 def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
@@ -285,73 +408,30 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
     computes no per-sample gradients.
 
     With ``labels`` (``cfg.conditional``) it trains the conditional GAN: real images with their labels,
-    fakes with labels drawn from the training labels (their class distribution); not compiled."""
-    shape = (data.shape[2], data.shape[3])
-    gen, disc = build_gan({**cfg.model_dump(), **(labels.hparams() if labels else {})}, shape)
-    gen.apply(init_weights)
-    disc.apply(init_weights)
-    if cfg.privacy.enabled:
-        disc = privacy.opacus_compatible(disc)
-    gen, disc, data = gen.to(device), disc.to(device), data.to(device)
-    ema = WeightEMA(gen, cfg.ema_decay).to(device) if cfg.ema_decay > 0 else None
+    fakes with labels drawn from the training labels (their class distribution); not compiled.
+    Images are (N, C, H, W); the networks are sized from (C, H, W)."""
+    gen, disc, ema = _gan_networks(cfg, tuple(data.shape[1:]), device, labels)
+    data = data.to(device)
     opt_g = adam(gen.parameters(), cfg.lr_g, betas=(cfg.beta1, 0.999))
     opt_d = adam(disc.parameters(), cfg.lr_d, betas=(cfg.beta1, 0.999))
     use_compiled = compile and labels is None and len(data) >= cfg.batch_size and not cfg.privacy.enabled
-    y_train = labels.train.to(device) if labels else None
     gen_full = compiled_or_eager(gen, torch.zeros(cfg.batch_size, cfg.latent_dim, device=device), use_compiled)
-    disc_full = compiled_or_eager(disc, data[:cfg.batch_size], use_compiled)
-    dp, disc_any, draw, generator_step = None, disc, batches, contextlib.nullcontext
+    epochs = GANEpochs(cfg, gen, disc, gen_full, compiled_or_eager(disc, data[:cfg.batch_size], use_compiled),
+                       disc, opt_g, opt_d, ema, data, labels.train.to(device) if labels else None, generator)
     if cfg.privacy.enabled:  # every discriminator pass through the per-sample-gradient wrapper
         steps = privacy.planned_steps(epoch_plan(cfg.images, len(data)), cfg.batch_size)
         dp = privacy.private_training(cfg.privacy, disc, opt_d, len(data), cfg.batch_size, steps, "mean")
-        opt_d, disc_full, disc_any, draw, generator_step = (dp.optimizer, dp.module, dp.module, dp.batches,
-                                                            dp.without_per_sample_gradients)
-
-    def run_epoch(images: int | None = None) -> dict[str, float]:
-        gen.train()
-        disc.train()
-        totals = torch.zeros(3, device=device)
-        steps = 0
-        for idx in draw(len(data), cfg.batch_size, generator, images):
-            if len(idx) < 2:  # batch norm needs two samples
-                continue
-            g, d = (gen_full, disc_full) if len(idx) == cfg.batch_size else (gen, disc_any)
-            real = data[idx]
-            z = torch.randn(len(idx), cfg.latent_dim, device=device)
-            if y_train is None:
-                y_real = y_fake = ()
-            else:
-                y_real = (y_train[idx],)
-                y_fake = (y_train[torch.randint(len(y_train), (len(idx),), device=device)],)
-            fake = g(z, *y_fake)
-            d_real = d(diff_augment(real, cfg.diffaugment), *y_real)
-            d_fake = d(diff_augment(fake.detach(), cfg.diffaugment), *y_fake)
-            d_loss = discriminator_loss(cfg.loss, d_real, d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            with generator_step():
-                g_loss = generator_loss(cfg.loss, d(diff_augment(fake, cfg.diffaugment), *y_fake))
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-            opt_g.step()
-            if ema is not None:
-                ema.update(gen)
-            accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
-            totals += torch.stack([d_loss.detach(), g_loss.detach(), accuracy.detach()])
-            steps += 1
-        d_loss, g_loss, accuracy = (totals / max(steps, 1)).tolist()
-        metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_accuracy": accuracy}
-        return metrics if dp is None else {**metrics, "epsilon": dp.epsilon()}
-
+        epochs.opt_d, epochs.disc_full, epochs.disc_any, epochs.dp = dp.optimizer, dp.module, dp.module, dp
+        epochs.draw, epochs.generator_step = dp.batches, dp.without_per_sample_gradients
+    dp = epochs.dp
     state: dict[str, nn.Module] = {"generator": gen, "discriminator": disc, **({"dp_steps": dp.counter} if dp else {})}
     saved = dict(state)
     if ema is not None:
         state["generator_ema"], saved["generator_ema"] = ema, ema.module
     sampler_name = "generator_ema" if ema is not None else "generator"
     saved.pop("dp_steps", None)
-    return Trainer(state=state, optimizers={"generator": opt_g, "discriminator": opt_d}, saved=saved,
-                   sampler=saved[sampler_name], sampler_name=sampler_name, run_epoch=run_epoch, privacy=dp)
+    return Trainer(state=state, optimizers={"generator": opt_g, "discriminator": epochs.opt_d}, saved=saved,
+                   sampler=saved[sampler_name], sampler_name=sampler_name, run_epoch=epochs, privacy=dp)
 
 
 FITTERS: dict[str, Callable[..., Trainer]] = {"vae": fit_vae, "gan": fit_gan}
@@ -391,6 +471,112 @@ def _resume_run(experiment_id: str, run_id: str, epoch: int, kind: str, parent_r
                       tags={RESUMED_RUN_TAG: run_id, RESUMED_TAG: str(epoch)})
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What one model trains from: training images (N, C, H, W), validation images, labels if conditional."""
+    data: torch.Tensor
+    val: torch.Tensor
+    labels: Labels | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images, what the model and its checkpoint are sized from."""
+        c, h, w = (int(d) for d in self.data.shape[1:])
+        return c, h, w
+
+
+def load_training_inputs(cfg: VAEConfig | GANConfig, paths: ProjectPaths) -> TrainingInputs:
+    data = load_training_images(paths, cfg.augmented)
+    val_images, val_labels = load_split(paths, "val")
+    labels = (Labels.of(load_training_labels(paths, cfg.augmented), torch.from_numpy(val_labels.astype(np.int64)))
+              if cfg.conditional else None)
+    return TrainingInputs(data, to_tensor(val_images), labels)
+
+
+def shape_param(shape: tuple[int, int, int]) -> str:
+    """The ``image_shape`` param: ``HxW`` for grey (as before colour), ``HxWxC`` for colour."""
+    c, h, w = shape
+    return f"{h}x{w}" if c == 1 else f"{h}x{w}x{c}"
+
+
+def _open_run(kind: str, cfg: VAEConfig | GANConfig, params: Params, paths: ProjectPaths,
+              parent_run_id: str | None, device: torch.device, inputs: TrainingInputs,
+              saved: dict[str, Any] | None) -> tuple[str, str, list[dict[str, float]], int]:
+    """The MLflow run this training logs to (the interrupted one when resuming): (run id, parent run id,
+    history so far, epochs already done)."""
+    experiment_id = tracking.setup(params.mlflow, paths)
+    parent_run_id = parent_run_id or tracking.parent_for_dvc(params.mlflow, paths)
+    logged_params = {**_flat("", cfg.model_dump()), "seed": params.seed, "device": device.type,
+                     "train_images": len(inputs.data), "image_shape": shape_param(inputs.shape)}
+    if saved is None:
+        return _start_run(experiment_id, kind, parent_run_id, paths, logged_params), parent_run_id, [], 0
+    history, start = [dict(row) for row in saved["history"]], int(saved["epoch"])
+    run_id = _resume_run(experiment_id, str(saved["run_id"]), start, kind, parent_run_id, paths, logged_params)
+    log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start,
+                len(epoch_plan(cfg.images, len(inputs.data))), paths.training_state(kind), run_id)
+    return run_id, parent_run_id, history, start
+
+
+def _run_epochs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, plan: list[int], start: int,
+                history: list[dict[str, float]], run_id: str, checkpoint: Callable[[int], None]) -> None:
+    """Epochs ``start + 1 ..`` of ``plan``, each logged to ``history`` and MLflow and checkpointed."""
+    from tqdm.auto import tqdm
+
+    epochs = len(plan)
+    bar = tqdm(range(start + 1, epochs + 1), initial=start, total=epochs, desc=f"train {kind}",
+               unit="epoch", disable=None)
+    progress = ProgressLog(kind, epochs, cfg.images, enabled=bar.disable)
+    for epoch in bar:
+        started = time.perf_counter()
+        metrics = trainer.run_epoch(plan[epoch - 1])
+        metrics["images_per_s"] = plan[epoch - 1] / max(time.perf_counter() - started, 1e-9)
+        metrics["images"] = float(sum(plan[:epoch]))
+        history.append({"epoch": epoch, **metrics})
+        checkpoint(epoch)
+        tracking.log_metric_rows(run_id, [history[-1]])
+        bar.set_postfix({k: f"{v:.4g}" if k not in ("images_per_s", "images") else f"{v:,.0f}"
+                         for k, v in metrics.items()})
+        progress.epoch_done(epoch, metrics)
+
+
+def _sample_grid(trainer: Trainer, cfg: VAEConfig | GANConfig, params: Params, labels: Labels | None,
+                 device: torch.device, path: Path, names: dict[int, str] | None = None) -> Path:
+    """The trained sampler (EMA generator's batch norm recalibrated) in eval mode, and its grid at ``path``
+    (a conditional model's rows labelled with the class ``names`` where the data names them)."""
+    sampler = trainer.sampler
+    if trainer.sampler_name == "generator_ema":
+        recalibrate_batch_norm(sampler if labels is None else WithDrawnLabels(sampler, labels.train, params.seed),
+                               cfg.latent_dim, params.seed)
+    sampler.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if labels is not None:
+        return save_class_rows(sampler, cfg.latent_dim, labels.classes, params.train.sample_grid, params.seed, path,
+                               names)
+    with torch.no_grad():
+        z = torch.randn(params.train.sample_grid, cfg.latent_dim,
+                        generator=torch.Generator().manual_seed(params.seed)).to(device)
+        samples = sampler(z).cpu().numpy()
+    return save_grid(samples, path)
+
+
+def _save_outputs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, inputs: TrainingInputs, run_id: str,
+                  parent_run_id: str, history: list[dict[str, float]], grid: Path, out_dir: Path) -> None:
+    """model.pt (shape (C, H, W)), history.csv and run.json, and their MLflow artifacts."""
+    labels = inputs.labels
+    spent = {"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}
+    save_checkpoint(out_dir / "model.pt", kind, {**cfg.model_dump(), **(labels.hparams() if labels else {})},
+                    inputs.shape, trainer.saved,
+                    extra={"epochs": len(epoch_plan(cfg.images, len(inputs.data))), "images": cfg.images,
+                           "run_id": run_id, **spent},
+                    sampler=trainer.sampler_name)
+    if spent:
+        tracking.log_privacy(run_id, spent["privacy"])
+    _write_history(out_dir / "history.csv", history)
+    atomic.write_json(out_dir / "run.json", {"run_id": run_id, "parent_run_id": parent_run_id, "model": kind})
+    tracking.log_files(run_id, [grid, out_dir / "history.csv"])
+    tracking.log_files(run_id, [out_dir / "model.pt"], artifact_path="checkpoint")
+
+
 def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: str | None = None,
                 resume: bool = True) -> TrainResult:
     """Train ``kind`` ('vae' or 'gan') on the augmented training split and log it as a child run.
@@ -398,105 +584,50 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     With ``resume`` (the default), a training state saved by an interrupted run with the same config
     and data is continued from its last finished epoch; any other state is ignored and overwritten.
     """
-    from tqdm.auto import tqdm
-
     cfg: VAEConfig | GANConfig = getattr(params.train, kind)
     torch.set_num_threads(params.train.threads or os.cpu_count() or 1)
     torch.manual_seed(params.seed)
     device = select_device(params.train.device)
-    data = load_training_images(paths, cfg.augmented)
-    val_images, val_labels = load_split(paths, "val")
-    val = to_tensor(val_images)
-    labels = (Labels.of(load_training_labels(paths, cfg.augmented), torch.from_numpy(val_labels.astype(np.int64)))
-              if cfg.conditional else None)
-    shape = (int(data.shape[2]), int(data.shape[3]))
+    inputs = load_training_inputs(cfg, paths)
     batch_rng = torch.Generator().manual_seed(params.seed)
-    trainer = FITTERS[kind](cfg, data, val, device, batch_rng, params.train.compile,
-                            **({"labels": labels} if labels else {}))
-
-    plan = epoch_plan(cfg.images, len(data))
-    epochs = len(plan)
+    trainer = FITTERS[kind](cfg, inputs.data, inputs.val, device, batch_rng, params.train.compile,
+                            **({"labels": inputs.labels} if inputs.labels else {}))
+    plan = epoch_plan(cfg.images, len(inputs.data))
     state_file = paths.training_state(kind)
     fingerprint = training_fingerprint(kind, cfg, params.seed, device,
                                        [paths.augment / "train.npz", paths.clean / "val.npz"])
     saved = load_training_state(state_file, fingerprint) if resume else None
-
-    experiment_id = tracking.setup(params.mlflow, paths)
-    parent_run_id = parent_run_id or tracking.parent_for_dvc(params.mlflow, paths)
-    logged_params = {**_flat("", cfg.model_dump()), "seed": params.seed, "device": device.type,
-                     "train_images": len(data), "image_shape": f"{shape[0]}x{shape[1]}"}
-    history: list[dict[str, float]] = []
-    start = 0
     if saved is not None:
         restore_training_state(saved, trainer.state, trainer.optimizers, batch_rng)
-        history, start = [dict(row) for row in saved["history"]], int(saved["epoch"])
-        run_id = _resume_run(experiment_id, str(saved["run_id"]), start, kind, parent_run_id, paths,
-                             logged_params)
-        log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start, epochs, state_file, run_id)
-    else:
-        run_id = _start_run(experiment_id, kind, parent_run_id, paths, logged_params)
+    run_id, parent_run_id, history, start = _open_run(kind, cfg, params, paths, parent_run_id, device, inputs, saved)
     out_dir = paths.train(kind)
     with tracking.finished_or_failed(run_id):
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
             logged = tracking.logged_steps(run_id, "images_per_s")
             tracking.log_metric_rows(run_id, [row for row in history if int(row["epoch"]) not in logged])
-        bar = tqdm(range(start + 1, epochs + 1), initial=start, total=epochs, desc=f"train {kind}",
-                   unit="epoch", disable=None)
-        progress = ProgressLog(kind, epochs, cfg.images, enabled=bar.disable)
-        for epoch in bar:
-            started = time.perf_counter()
-            metrics = trainer.run_epoch(plan[epoch - 1])
-            metrics["images_per_s"] = plan[epoch - 1] / max(time.perf_counter() - started, 1e-9)
-            metrics["images"] = float(sum(plan[:epoch]))
-            history.append({"epoch": epoch, **metrics})
-            save_training_state(state_file, fingerprint, epoch, run_id, history, trainer.state,
-                                trainer.optimizers, batch_rng)
-            tracking.log_metric_rows(run_id, [history[-1]])
-            bar.set_postfix({k: f"{v:.4g}" if k not in ("images_per_s", "images") else f"{v:,.0f}"
-                             for k, v in metrics.items()})
-            progress.epoch_done(epoch, metrics)
-
-        sampler = trainer.sampler
-        if trainer.sampler_name == "generator_ema":
-            recalibrate_batch_norm(sampler if labels is None else WithDrawnLabels(sampler, labels.train, params.seed),
-                                   cfg.latent_dim, params.seed)
-        sampler.eval()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if labels is None:
-            with torch.no_grad():
-                z = torch.randn(params.train.sample_grid, cfg.latent_dim,
-                                generator=torch.Generator().manual_seed(params.seed)).to(device)
-                samples = sampler(z).cpu().numpy()
-            grid = save_grid(samples, out_dir / "samples.png")
-        else:
-            grid = save_class_rows(sampler, cfg.latent_dim, labels.classes, params.train.sample_grid, params.seed,
-                                   out_dir / "samples.png")
-        spent = {"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}
-        save_checkpoint(out_dir / "model.pt", kind, {**cfg.model_dump(), **(labels.hparams() if labels else {})},
-                        shape, trainer.saved,
-                        extra={"epochs": epochs, "images": cfg.images, "run_id": run_id, **spent},
-                        sampler=trainer.sampler_name)
-        if spent:
-            tracking.log_privacy(run_id, spent["privacy"])
-        _write_history(out_dir / "history.csv", history)
-        final = {k: v for k, v in history[-1].items() if k not in ("epoch", "images")}
-        throughput = float(np.average([h["images_per_s"] for h in history], weights=plan[:len(history)]))
-        atomic.write_json(out_dir / "run.json", {"run_id": run_id, "parent_run_id": parent_run_id, "model": kind})
-        tracking.log_files(run_id, [grid, out_dir / "history.csv"])
-        tracking.log_files(run_id, [out_dir / "model.pt"], artifact_path="checkpoint")
+        _run_epochs(kind, cfg, trainer, plan, start, history, run_id,
+                    lambda epoch: save_training_state(state_file, fingerprint, epoch, run_id, history,
+                                                      trainer.state, trainer.optimizers, batch_rng))
+        grid = _sample_grid(trainer, cfg, params, inputs.labels, device, out_dir / "samples.png",
+                            class_names(paths) if inputs.labels else None)
+        _save_outputs(kind, cfg, trainer, inputs, run_id, parent_run_id, history, grid, out_dir)
     state_file.unlink(missing_ok=True)  # model.pt now holds the result; a new training starts fresh
-    return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", epochs, cfg.images, final, throughput, start)
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "images")}
+    throughput = float(np.average([h["images_per_s"] for h in history], weights=plan[:len(history)]))
+    return TrainResult(kind, run_id, parent_run_id, out_dir / "model.pt", len(plan), cfg.images, final, throughput,
+                       start)
 
 
 @torch.no_grad()
 def save_class_rows(sampler: nn.Module, latent_dim: int, classes: list[int], sample_grid: int, seed: int,
-                    path: Path) -> Path:
-    """A conditional sampler's grid: one labelled row per class, about ``sample_grid`` images in all."""
+                    path: Path, names: dict[int, str] | None = None) -> Path:
+    """A conditional sampler's grid: one row per class, labelled with its name (``names``, else its value),
+    about ``sample_grid`` images in all."""
     from genloop.core.label_fidelity import conditional_samples
 
     per_class = max(1, sample_grid // len(classes))
     images = conditional_samples(sampler, per_class_labels(classes, per_class), latent_dim, seed).numpy()
-    atomic.write_bytes(path, labelled_rows_image(images, classes))
+    atomic.write_bytes(path, labelled_rows_image(images, [(names or {}).get(c, str(c)) for c in classes]))
     return path
 
 

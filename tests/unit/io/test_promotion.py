@@ -358,3 +358,24 @@ def test_without_a_bound_epsilon_is_not_consulted(registry):
     version = tag_epsilon(registry, registry.register(20.0), "inf")
     decision = registry.gate(version, 20.0)
     assert decision.promoted and decision.epsilon is None and "privacy:" not in registry.description(version)
+
+
+def _tag_shape(registry: Registry, version: str, shape: str) -> None:
+    registry.client.set_model_version_tag(registry.name, version, promotion.IMAGE_SHAPE_TAG, shape)
+
+
+def test_gate_refuses_a_version_whose_channels_differ_from_the_champions_and_says_why(registry):
+    first = registry.register(30.0)
+    _tag_shape(registry, first, "1x32x32")
+    assert registry.gate(first, 30.0).promoted
+    colour = registry.register(10.0)  # better by far, but in colour
+    _tag_shape(registry, colour, "3x32x32")
+    decision = registry.gate(colour, 10.0)
+    assert not decision.promoted and registry.champion() == first
+    assert "3x32x32" in decision.reason and "1x32x32" in decision.reason and "promote" in decision.reason
+    resized = registry.register(10.0)
+    _tag_shape(registry, resized, "1x64x64")
+    assert not registry.gate(resized, 10.0).promoted
+    same = registry.register(10.0)
+    _tag_shape(registry, same, "1x32x32")
+    assert registry.gate(same, 10.0).promoted

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genloop.core.models.shapes import base_grid
+from genloop.core.models.shapes import base_grid, pad
 
 Arch = Literal["cnn", "mlp"]
 
@@ -31,17 +31,19 @@ class DigitClassifier(nn.Module):
     """``features`` (the metrics' feature space) then a linear ``head`` to class logits.
 
     ``cnn``: three convolutions and a linear layer; ``mlp``: two fully connected layers on the
-    flattened pixels, a feature space of a different kind (no spatial weight sharing).
+    flattened pixels, a feature space of a different kind (no spatial weight sharing). Both take
+    images of ``channels`` (1 or 3) channels, all of them (colour counts in the features).
     """
 
-    def __init__(self, height: int, width: int, feature_dim: int = 64, num_classes: int = 10, arch: Arch = "cnn"):
+    def __init__(self, height: int, width: int, feature_dim: int = 64, num_classes: int = 10, arch: Arch = "cnn",
+                 channels: int = 1):
         super().__init__()
-        self.height, self.width, self.feature_dim, self.num_classes, self.arch = (
-            height, width, feature_dim, num_classes, arch)
+        self.height, self.width, self.feature_dim, self.num_classes, self.arch, self.channels = (
+            height, width, feature_dim, num_classes, arch, channels)
         if arch == "cnn":
             gh, gw = base_grid(height, width)
             self.features = nn.Sequential(
-                nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
                 nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
                 nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
                 nn.Flatten(),
@@ -50,15 +52,19 @@ class DigitClassifier(nn.Module):
         elif arch == "mlp":
             self.features = nn.Sequential(
                 nn.Flatten(),
-                nn.Linear(height * width, 256), nn.ReLU(),
+                nn.Linear(channels * height * width, 256), nn.ReLU(),
                 nn.Linear(256, feature_dim), nn.ReLU(),
             )
         else:
             raise ValueError(f"unknown classifier arch {arch!r}; expected 'cnn' or 'mlp'")
         self.head = nn.Linear(feature_dim, num_classes)
 
+    def feature_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer: the metrics' feature space (sides not a multiple of 4 padded first)."""
+        return self.features(pad(x, self.height, self.width) if self.arch == "cnn" else x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.feature_vectors(x))
 
 
 def normalise_features(features: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,7 @@ class FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return normalise_features(self.classifier.features(x.float()))
+        return normalise_features(self.classifier.feature_vectors(x.float()))
 
 
 @torch.no_grad()
@@ -98,7 +104,7 @@ def embed(classifier: DigitClassifier, images: torch.Tensor,
     classifier.eval()
     feats, logits = [], []
     for x in images.float().split(batch_size):
-        h = classifier.features(x)
+        h = classifier.feature_vectors(x)
         feats.append(h)
         logits.append(classifier.head(h))
     return torch.cat(feats), torch.cat(logits)
@@ -107,9 +113,9 @@ def embed(classifier: DigitClassifier, images: torch.Tensor,
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, feature_dim: int, num_classes: int,
                      epochs: int, seed: int, batch_size: int = 128, lr: float = 1e-3,
                      arch: Arch = "cnn") -> DigitClassifier:
-    """Cross-entropy on the clean real training split (images in [0, 1], shaped (N, 1, H, W))."""
+    """Cross-entropy on the clean real training split (images in [0, 1], shaped (N, C, H, W))."""
     torch.manual_seed(seed)
-    model = DigitClassifier(images.shape[2], images.shape[3], feature_dim, num_classes, arch)
+    model = DigitClassifier(images.shape[2], images.shape[3], feature_dim, num_classes, arch, images.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from genloop.core.models.gan import Discriminator, Generator
+from genloop.core.models.shapes import pad
 from genloop.core.models.vae import ConvVAE, Decoder, LatentAffine, MLPDecoder, VAEBase
 
 
@@ -51,14 +52,15 @@ class ConditionalDecoder(nn.Module):
 class ConditionalMLPVAE(VAEBase):
     """The pytorch/examples MLP VAE with one-hot y concatenated to x (encoder) and to z (decoder)."""
 
-    def __init__(self, latent_dim: int, hidden: int, height: int, width: int, num_classes: int):
+    def __init__(self, latent_dim: int, hidden: int, height: int, width: int, num_classes: int,
+                 image_channels: int = 1):
         super().__init__()
-        self.latent_dim, self.pixels, self.num_classes = latent_dim, height * width, num_classes
+        self.latent_dim, self.pixels, self.num_classes = latent_dim, image_channels * height * width, num_classes
         self.one_hot = OneHot(num_classes)
         self.fc1 = nn.Linear(self.pixels + num_classes, hidden)
         self.fc21 = nn.Linear(hidden, latent_dim)
         self.fc22 = nn.Linear(hidden, latent_dim)
-        self.decoder = ConditionalDecoder(MLPDecoder(latent_dim + num_classes, hidden, height, width),
+        self.decoder = ConditionalDecoder(MLPDecoder(latent_dim + num_classes, hidden, height, width, image_channels),
                                           latent_dim, num_classes)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,20 +72,20 @@ class ConditionalConvVAE(VAEBase):
     """The conv VAE with one-hot y concatenated to the encoder's flattened features and to z."""
 
     def __init__(self, latent_dim: int, channels: int, height: int, width: int, num_classes: int,
-                 decoder_convs: int = 0):
+                 decoder_convs: int = 0, image_channels: int = 1):
         super().__init__()
-        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.latent_dim, self.num_classes, self.height, self.width = latent_dim, num_classes, height, width
         self.one_hot = OneHot(num_classes)
-        base = ConvVAE(latent_dim, channels, height, width, decoder_convs)
+        base = ConvVAE(latent_dim, channels, height, width, decoder_convs, image_channels)
         features = base.mu.in_features
         self.encoder = base.encoder
         self.mu = nn.Linear(features + num_classes, latent_dim)
         self.logvar = nn.Linear(features + num_classes, latent_dim)
-        self.decoder = ConditionalDecoder(Decoder(latent_dim + num_classes, channels, height, width, decoder_convs),
-                                          latent_dim, num_classes)
+        self.decoder = ConditionalDecoder(Decoder(latent_dim + num_classes, channels, height, width, decoder_convs,
+                                                  image_channels), latent_dim, num_classes)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.cat([self.encoder(x), self.one_hot(y)], dim=1)
+        h = torch.cat([self.encoder(pad(x, self.height, self.width)), self.one_hot(y)], dim=1)
         return self.mu(h), self.logvar(h)
 
 
@@ -109,11 +111,12 @@ class ConditionalGenerator(nn.Module):
     Multiplied rather than concatenated: the label reaches the generator only through z, so it cannot
     learn to ignore z (with [z, embed(y)] it drew one image per class on MNIST at 60k images)."""
 
-    def __init__(self, latent_dim: int, channels: int, height: int, width: int, num_classes: int):
+    def __init__(self, latent_dim: int, channels: int, height: int, width: int, num_classes: int,
+                 image_channels: int = 1):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.embed = nn.Embedding(num_classes, latent_dim)  # N(0, 1) rows, on the scale of z
-        self.generator = Generator(latent_dim, channels, height, width)
+        self.generator = Generator(latent_dim, channels, height, width, image_channels)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return self.generator(z * self.embed(label.long()))
@@ -123,16 +126,18 @@ class ProjectionDiscriminator(nn.Module):
     """(x, y) -> logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018), phi and psi being the
     DCGAN discriminator's convolutional features and its last linear layer."""
 
-    def __init__(self, channels: int, height: int, width: int, num_classes: int, spectral_norm: bool = False):
+    def __init__(self, channels: int, height: int, width: int, num_classes: int, spectral_norm: bool = False,
+                 image_channels: int = 1):
         super().__init__()
-        base = Discriminator(channels, height, width, spectral_norm)
+        self.height, self.width = height, width
+        base = Discriminator(channels, height, width, spectral_norm, image_channels)
         self.phi, self.psi = base.net[:-1], base.net[-1]
         embed = nn.Embedding(num_classes, self.psi.in_features)
         nn.init.normal_(embed.weight, 0.0, 0.02)  # the DCGAN scale: the class term starts small
         self.embed = _spectral_norm(embed) if spectral_norm else embed
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.phi(x * 2.0 - 1.0)
+        h = self.phi(pad(x * 2.0 - 1.0, self.height, self.width))
         return self.psi(h).view(-1) + (self.embed(y.long()) * h).sum(1)
 
 

@@ -9,15 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from genloop.core.models.shapes import base_grid
+from genloop.core.models.shapes import base_grid, crop, pad
 
 
 class Generator(nn.Module):
-    """z -> image in [0, 1] (tanh rescaled), the same range as the VAE decoder so both serve alike."""
+    """z -> image (N, image_channels, H, W) in [0, 1] (tanh rescaled), the same range as the VAE decoder
+    so both serve alike. ``channels`` is the network's width, ``image_channels`` the image's (1 or 3)."""
 
-    def __init__(self, latent_dim: int, channels: int, height: int, width: int):
+    def __init__(self, latent_dim: int, channels: int, height: int, width: int, image_channels: int = 1):
         super().__init__()
-        self.latent_dim, self.channels = latent_dim, channels
+        self.latent_dim, self.channels, self.height, self.width = latent_dim, channels, height, width
         self.grid = base_grid(height, width)
         self.fc = nn.Sequential(
             nn.Linear(latent_dim, 2 * channels * self.grid[0] * self.grid[1], bias=False),
@@ -31,13 +32,13 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(channels // 2),
             nn.ReLU(True),
-            nn.Conv2d(channels // 2, 1, 3, padding=1),
+            nn.Conv2d(channels // 2, image_channels, 3, padding=1),
             nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(-1, 2 * self.channels, *self.grid)
-        return (self.net(h) + 1.0) * 0.5
+        return (crop(self.net(h), self.height, self.width) + 1.0) * 0.5
 
 
 class Discriminator(nn.Module):
@@ -47,12 +48,14 @@ class Discriminator(nn.Module):
     batch norm is dropped, as SN-GAN discriminators do.
     """
 
-    def __init__(self, channels: int, height: int, width: int, spectral_norm: bool = False):
+    def __init__(self, channels: int, height: int, width: int, spectral_norm: bool = False,
+                 image_channels: int = 1):
         super().__init__()
+        self.height, self.width = height, width
         gh, gw = base_grid(height, width)
         sn = _spectral_norm if spectral_norm else (lambda layer: layer)
         self.net = nn.Sequential(
-            sn(nn.Conv2d(1, channels // 2, 4, stride=2, padding=1)),
+            sn(nn.Conv2d(image_channels, channels // 2, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2, True),
             sn(nn.Conv2d(channels // 2, channels, 4, stride=2, padding=1, bias=spectral_norm)),
             nn.Identity() if spectral_norm else nn.BatchNorm2d(channels),
@@ -62,7 +65,7 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2.0 - 1.0).view(-1)
+        return self.net(pad(x * 2.0 - 1.0, self.height, self.width)).view(-1)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -9,15 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genloop.core.models.shapes import base_grid
+from genloop.core.models.shapes import base_grid, crop, pad
 
 
 class Decoder(nn.Module):
-    """z -> image in [0, 1]; exported alone to ONNX (no sampling inside)."""
+    """z -> image (N, image_channels, H, W) in [0, 1]; exported alone to ONNX (no sampling inside).
 
-    def __init__(self, latent_dim: int, channels: int, height: int, width: int, extra_convs: int = 0):
+    ``channels`` is the width of the network (feature maps), ``image_channels`` the image's (1 or 3)."""
+
+    def __init__(self, latent_dim: int, channels: int, height: int, width: int, extra_convs: int = 0,
+                 image_channels: int = 1):
         super().__init__()
-        self.latent_dim, self.channels = latent_dim, channels
+        self.latent_dim, self.channels, self.height, self.width = latent_dim, channels, height, width
         self.grid = base_grid(height, width)
         self.fc = nn.Linear(latent_dim, 2 * channels * self.grid[0] * self.grid[1])
         # extra_convs: 3x3 conv + ReLU layers added at the 1/4 and 1/2 resolutions (cheap there);
@@ -32,12 +35,12 @@ class Decoder(nn.Module):
             *mid,
             nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.Conv2d(channels, 1, 3, padding=1),
+            nn.Conv2d(channels, image_channels, 3, padding=1),
         )
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(-1, 2 * self.channels, *self.grid)
-        return self.net(h)
+        return crop(self.net(h), self.height, self.width)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(z))
@@ -56,12 +59,13 @@ class VAEBase(nn.Module):
 
 
 class ConvVAE(VAEBase):
-    def __init__(self, latent_dim: int, channels: int, height: int, width: int, decoder_convs: int = 0):
+    def __init__(self, latent_dim: int, channels: int, height: int, width: int, decoder_convs: int = 0,
+                 image_channels: int = 1):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.height, self.width = latent_dim, height, width
         gh, gw = base_grid(height, width)
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1),
+            nn.Conv2d(image_channels, channels, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(channels, channels, 4, stride=2, padding=1),
             nn.ReLU(),
@@ -71,41 +75,41 @@ class ConvVAE(VAEBase):
         )
         self.mu = nn.Linear(2 * channels * gh * gw, latent_dim)
         self.logvar = nn.Linear(2 * channels * gh * gw, latent_dim)
-        self.decoder = Decoder(latent_dim, channels, height, width, decoder_convs)
+        self.decoder = Decoder(latent_dim, channels, height, width, decoder_convs, image_channels)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
+        h = self.encoder(pad(x, self.height, self.width))
         return self.mu(h), self.logvar(h)
 
 
 class MLPDecoder(nn.Module):
-    """z -> hidden -> H*W pixels, reshaped to (N, 1, H, W) so it exports and serves like the conv decoder."""
+    """z -> hidden -> C*H*W pixels, reshaped to (N, C, H, W) so it exports and serves like the conv decoder."""
 
-    def __init__(self, latent_dim: int, hidden: int, height: int, width: int):
+    def __init__(self, latent_dim: int, hidden: int, height: int, width: int, image_channels: int = 1):
         super().__init__()
-        self.latent_dim, self.height, self.width = latent_dim, height, width
+        self.latent_dim, self.image_channels, self.height, self.width = latent_dim, image_channels, height, width
         self.fc3 = nn.Linear(latent_dim, hidden)
-        self.fc4 = nn.Linear(hidden, height * width)
+        self.fc4 = nn.Linear(hidden, image_channels * height * width)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc4(F.relu(self.fc3(z))).view(-1, 1, self.height, self.width)
+        return self.fc4(F.relu(self.fc3(z))).view(-1, self.image_channels, self.height, self.width)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(z))
 
 
 class MLPVAE(VAEBase):
-    """The pytorch/examples VAE (fc1, fc21, fc22 | fc3, fc4), sized from the image instead of 784."""
+    """The pytorch/examples VAE (fc1, fc21, fc22 | fc3, fc4), sized from the image (C*H*W) instead of 784."""
 
-    def __init__(self, latent_dim: int, hidden: int, height: int, width: int):
+    def __init__(self, latent_dim: int, hidden: int, height: int, width: int, image_channels: int = 1):
         super().__init__()
         if height < 1 or width < 1:
             raise ValueError(f"image sides must be positive (got {height}x{width})")
-        self.latent_dim, self.pixels = latent_dim, height * width
+        self.latent_dim, self.pixels = latent_dim, image_channels * height * width
         self.fc1 = nn.Linear(self.pixels, hidden)
         self.fc21 = nn.Linear(hidden, latent_dim)
         self.fc22 = nn.Linear(hidden, latent_dim)
-        self.decoder = MLPDecoder(latent_dim, hidden, height, width)
+        self.decoder = MLPDecoder(latent_dim, hidden, height, width, image_channels)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h1 = F.relu(self.fc1(x.reshape(-1, self.pixels)))
