@@ -99,13 +99,14 @@ def decode(vae: torch.nn.Module, latents: np.ndarray) -> np.ndarray:
     return vae.decoder(flat).numpy().reshape(*latents.shape[:-1], *vae.decoder(flat[:1]).shape[-2:])
 
 
-def write_grids(vae: torch.nn.Module, mu: np.ndarray, scores: dict, tag: str, out: Path) -> list[Path]:
+def write_grids(vae: torch.nn.Module, mu: np.ndarray, labels: np.ndarray, scores: dict, tag: str,
+                out: Path) -> list[Path]:
     """Two PNGs: every active dimension around one typical image; the slant/thickness/width carriers
-    around four typical images each."""
-    centres = mu[traversal.typical_codes(mu, 4)]
+    around the typical held-out 0, 1, 4 and 7 (a factor should act alike on every digit)."""
+    centres = np.stack([mu[labels == c][traversal.typical_codes(mu[labels == c], 1)[0]] for c in (0, 1, 4, 7)])
     dims = scores["active_units"][:10] or list(range(mu.shape[1]))
     dirs = traversal.axis_directions(dims, mu.shape[1])
-    grid = traversal.traversal_latents(centres[:1], dirs, traversal.spread_along(mu, dirs), steps=9)
+    grid = traversal.traversal_latents(mu[traversal.typical_codes(mu, 1)], dirs, traversal.spread_along(mu, dirs), steps=9)
     kl = scores["kl_per_dim"]
     carried = {d: [n for n, c in scores["carriers"].items() if c["dimension"] == d] for d in dims}
     labels = [f"z{d} KL {kl[d]:.2f}\n{','.join(carried[d][:2])}" for d in dims]
@@ -179,7 +180,7 @@ def run_one(beta: float, args: argparse.Namespace, data: dict, classifier: torch
         mu, logvar = (t.numpy() for t in vae.encode(data["test"]))
     measures, m_wall, m_cpu = timed(morphometrics.measure, data["test_u8"])
     scores, s_wall, s_cpu = timed(atlas_scores, mu, logvar, measures, data["test_labels"])
-    grids = write_grids(vae, mu, scores, tag, Path(args.out))
+    grids = write_grids(vae, mu, data["test_labels"], scores, tag, Path(args.out))
     gaps = generated_gaps(vae, classifier, data["test_u8"], data["test_labels"], mu, args.seed)
     pca_png(mu, data["test_labels"], Path(args.out) / f"pca-{tag}.png")
     attribution_png(vae, classifier, data["train"], Path(args.out), tag)
