@@ -84,7 +84,9 @@ def atlas_scores(mu: np.ndarray, logvar: np.ndarray, measures: dict[str, np.ndar
     carriers = {name: {"dimension": int(mig.top_dimension[k]), "mig": round(float(mig.per_factor[k]), 3),
                        "mi_nats": round(float(mig.mutual_information[mig.top_dimension[k], k]), 3)}
                 for k, name in enumerate(names)}
-    return {"kl_per_dim": np.round(kl, 3).tolist(), "active_units": active.tolist(),
+    fdir = factors.factor_directions(mu, morphometrics.as_matrix(measures, FACTORS))
+    return {"measures": measures, "factor_direction_r2": dict(zip(FACTORS, np.round(fdir.r2, 3).tolist())),
+            "kl_per_dim": np.round(kl, 3).tolist(), "active_units": active.tolist(),
             "mig": round(mig.score, 3), "mig_morphometrics": round(float(mig.per_factor[:-1].mean()), 3),
             "dci_disentanglement": round(dci.disentanglement, 3), "dci_completeness": round(dci.completeness, 3),
             "dci_informativeness": round(dci.informativeness, 3),
@@ -101,8 +103,9 @@ def decode(vae: torch.nn.Module, latents: np.ndarray) -> np.ndarray:
 
 def write_grids(vae: torch.nn.Module, mu: np.ndarray, labels: np.ndarray, scores: dict, tag: str,
                 out: Path) -> list[Path]:
-    """Two PNGs: every active dimension around one typical image; the slant/thickness/width carriers
-    around the typical held-out 0, 1, 4 and 7 (a factor should act alike on every digit)."""
+    """Three PNGs: every active dimension around one typical image; then slant, thickness and width
+    around the typical held-out 0, 1, 4 and 7 (a factor should act alike on every digit), along the
+    single dimension with the most mutual information, and along the factor's regression direction."""
     centres = np.stack([mu[labels == c][traversal.typical_codes(mu[labels == c], 1)[0]] for c in (0, 1, 4, 7)])
     dims = scores["active_units"][:10] or list(range(mu.shape[1]))
     dirs = traversal.axis_directions(dims, mu.shape[1])
@@ -110,15 +113,23 @@ def write_grids(vae: torch.nn.Module, mu: np.ndarray, labels: np.ndarray, scores
     kl = scores["kl_per_dim"]
     carried = {d: [n for n, c in scores["carriers"].items() if c["dimension"] == d] for d in dims}
     labels = [f"z{d} KL {kl[d]:.2f}\n{','.join(carried[d][:2])}" for d in dims]
-    paths = [out / f"traversal-{tag}-active.png", out / f"traversal-{tag}-factors.png"]
+    paths = [out / f"traversal-{tag}-{kind}.png" for kind in ("active", "factor-dims", "factor-directions")]
     labelled_rows(decode(vae, grid)[0], labels, paths[0])
-    rows, names = [], []
-    for name in ("slant", "thickness", "width"):
-        d = scores["carriers"][name]["dimension"]
-        u = traversal.axis_directions([d], mu.shape[1])
-        rows.append(decode(vae, traversal.traversal_latents(centres, u, traversal.spread_along(mu, u), steps=9))[:, 0])
-        names += [f"{name}: z{d}\nMIG {scores['carriers'][name]['mig']:.2f}"] + [""] * (len(centres) - 1)
-    labelled_rows(np.concatenate(rows), names, paths[1])
+    directions = factors.factor_directions(mu, morphometrics.as_matrix(scores["measures"], FACTORS))
+    for kind, path in (("dimension", paths[1]), ("direction", paths[2])):
+        rows, names = [], []
+        for name in ("slant", "thickness", "width"):
+            carrier = scores["carriers"][name]
+            if kind == "dimension":
+                u = traversal.axis_directions([carrier["dimension"]], mu.shape[1])
+                title = f"{name}: z{carrier['dimension']}\nMIG {carrier['mig']:.2f}"
+            else:
+                u = directions.directions[[FACTORS.index(name)]]
+                title = f"{name}: direction\nR2 {directions.r2[FACTORS.index(name)]:.2f}"
+            grid = traversal.traversal_latents(centres, u, traversal.spread_along(mu, u), steps=9)
+            rows.append(decode(vae, grid)[:, 0])
+            names += [title] + [""] * (len(centres) - 1)
+        labelled_rows(np.concatenate(rows), names, path)
     return paths
 
 
@@ -191,6 +202,10 @@ def run_one(beta: float, args: argparse.Namespace, data: dict, classifier: torch
             "gaps_overall": [g for g in gaps if g["label"] is None], "largest_class_gaps": worst}
 
 
+def drop_arrays(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "measures"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "mnist-t10k"))
@@ -211,7 +226,7 @@ def main() -> None:
         classifier = train_classifier(x[:8000], torch.from_numpy(labels[:8000]).long(), 64, 10, 3, args.seed)
         clf_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(classifier, clf_path)
-    results = [run_one(float(b), args, data, classifier) for b in args.betas.split(",")]
+    results = [drop_arrays(run_one(float(b), args, data, classifier)) for b in args.betas.split(",")]
     Path(args.out, "atlas.json").write_text(json.dumps(results, indent=1))
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k not in ("gaps_overall", "largest_class_gaps")}))

@@ -228,6 +228,43 @@ def dci(latents: np.ndarray, factors: np.ndarray, discrete: Sequence[bool] | Non
     return DCIResult(d, c, float(np.clip(scores, 0, 1).mean()), importance, scores)
 
 
+@dataclass(frozen=True)
+class FactorDirections:
+    """For each factor, the unit direction (K, D) in latent space along which it grows fastest (least
+    squares), how much of it that line explains (held-out R², (K,)), and the latent sd along it."""
+
+    directions: np.ndarray
+    r2: np.ndarray
+    sd: np.ndarray
+
+
+def factor_directions(latents: np.ndarray, factors: np.ndarray, test_fraction: float = 0.3,
+                      seed: int = 0) -> FactorDirections:
+    """The direction carrying each factor even when no single dimension does (a VAE's axes are only
+    identified up to rotation at small β, so MIG per axis can be near 0 while a factor is linear in the
+    latents): the least-squares regression of the factor on the latents, normalised to unit length. A
+    traversal along it shows the factor; R² says how much of the factor a straight line explains."""
+    z = np.asarray(latents, dtype=np.float64)
+    f = np.asarray(factors, dtype=np.float64)
+    f = f[:, None] if f.ndim == 1 else f
+    keep = np.isfinite(f).all(axis=1) & np.isfinite(z).all(axis=1)
+    z, f = z[keep], f[keep]
+    order = np.random.default_rng(seed).permutation(len(z))
+    cut = int(len(z) * (1 - test_fraction))
+    tr, te = order[:cut], order[cut:]
+    if cut < z.shape[1] + 2 or len(te) < 2:
+        raise ValueError(f"{len(z)} complete rows are too few to fit {z.shape[1]} latent dimensions")
+    x_tr = np.column_stack([z[tr], np.ones(len(tr))])
+    coef = np.linalg.lstsq(x_tr, f[tr], rcond=None)[0]                       # (D + 1, K)
+    pred = np.column_stack([z[te], np.ones(len(te))]) @ coef
+    resid = ((f[te] - pred) ** 2).sum(0)
+    total = ((f[te] - f[te].mean(0)) ** 2).sum(0)
+    r2 = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1), 0.0)
+    w = coef[:-1].T                                                           # (K, D)
+    u = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    return FactorDirections(u, r2, (z @ u.T).std(0))
+
+
 def kl_per_dimension(mu: np.ndarray | torch.Tensor, logvar: np.ndarray | torch.Tensor) -> np.ndarray:
     """Mean over images of KL(q(z_d | x) || N(0, 1)) per latent dimension, in nats (D,)."""
     m, lv = np.asarray(mu, dtype=np.float64), np.asarray(logvar, dtype=np.float64)

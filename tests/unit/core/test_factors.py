@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genloop.core.factors import (Gap, active_units, dci, dci_from_importance, discretise, distribution_gaps,
-                                  gap_sentence, ganspace_directions, kl_per_dimension, linear_probe_accuracy,
+                                  factor_directions, gap_sentence, ganspace_directions, kl_per_dimension, linear_probe_accuracy,
                                   mig, pca_map)
 
 
@@ -144,3 +144,15 @@ def test_distribution_gaps_skip_classes_with_too_few_images():
     real = {"area": np.arange(100.0)}
     gaps = distribution_gaps(real, real, np.r_[np.zeros(95), np.ones(5)], np.r_[np.zeros(95), np.ones(5)])
     assert {g.label for g in gaps} == {None, 0}
+
+
+def test_factor_direction_finds_a_factor_spread_over_rotated_dimensions():
+    f, rng = factor_data(3000)
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    z = f @ rotation.T + 0.05 * rng.normal(size=f.shape)      # factor k lies along rotation[:, k]
+    res = factor_directions(z, f)
+    assert mig(z, f).score < 0.5
+    for k in range(3):
+        assert abs(float(res.directions[k] @ rotation[:, k])) > 0.99
+    assert res.r2.min() > 0.99 and res.sd == pytest.approx(np.ones(3), abs=0.1)
+    assert factor_directions(rng.normal(size=(3000, 3)), f).r2.max() < 0.05
