@@ -113,11 +113,18 @@ def discretise(values: np.ndarray, bins: int = 20) -> np.ndarray:
     return out
 
 
+def _mi_pair(a: np.ndarray, b: np.ndarray) -> float:
+    """Mutual information in nats of two non-negative integer code arrays, from their contingency table."""
+    nb = int(b.max()) + 1
+    joint = np.bincount(a * nb + b, minlength=(int(a.max()) + 1) * nb).reshape(-1, nb) / len(a)
+    pa, pb = joint.sum(axis=1, keepdims=True), joint.sum(axis=0, keepdims=True)
+    nz = joint > 0
+    return float(max((joint[nz] * np.log(joint[nz] / (pa @ pb)[nz])).sum(), 0.0))
+
+
 def mutual_information(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """(D, K) mutual information in nats between each discretised code column and each factor column."""
-    from sklearn.metrics import mutual_info_score
-
-    return np.array([[mutual_info_score(codes[:, i], factors[:, j]) for j in range(factors.shape[1])]
+    return np.array([[_mi_pair(codes[:, i], factors[:, j]) for j in range(factors.shape[1])]
                      for i in range(codes.shape[1])])
 
 

@@ -156,3 +156,12 @@ def test_factor_direction_finds_a_factor_spread_over_rotated_dimensions():
         assert abs(float(res.directions[k] @ rotation[:, k])) > 0.99
     assert res.r2.min() > 0.99 and res.sd == pytest.approx(np.ones(3), abs=0.1)
     assert factor_directions(rng.normal(size=(3000, 3)), f).r2.max() < 0.05
+
+
+def test_mutual_information_of_a_uniform_code_with_itself_is_its_entropy_and_zero_with_noise():
+    from genloop.core.factors import mutual_information
+
+    a = np.tile(np.arange(4), 1000)[:, None]
+    assert mutual_information(a, a)[0, 0] == pytest.approx(math.log(4))
+    noise = np.random.default_rng(0).integers(0, 4, (4000, 1))
+    assert mutual_information(a, noise)[0, 0] < 0.01
