@@ -64,6 +64,10 @@ def resolve_store_uri(uri: str, root: Path) -> str:
 def _clients(uri: str):
     from mlflow import MlflowClient
 
+    from genloop.io.tracking import check_sqlite_store
+
+    if uri.startswith("sqlite:///"):
+        check_sqlite_store(Path(uri[len("sqlite:///"):]))
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
