@@ -395,6 +395,15 @@ class Params(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     sweep: SweepConfig = SweepConfig()
 
+    @model_validator(mode="after")
+    def _conditional_needs_labels(self) -> "Params":
+        unknown = sorted(label for label in self.clean.labels if label < 0)
+        for kind in MODELS:
+            if getattr(self.train, kind).conditional and unknown:
+                raise ValueError(f"train.{kind}.conditional needs labelled images, but clean.labels lets through "
+                                 f"{unknown} (-1: no label); drop it from clean.labels or set train.{kind}.conditional: false")
+        return self
+
 
 class ConfigError(GenloopError, ValueError):
     """A params file or override that cannot be used; the message names the file (or option) and field."""
@@ -467,7 +476,8 @@ def _describe_error(err: dict, origin: str, override_keys: list[str]) -> str:
     where = f"-S {from_option}" if from_option else origin
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key {key}{_hint(key) or _suggest(key)}"
-    return f"{where}: {key}: {err['msg'].removeprefix('Value error, ')}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if key == "<root>" else f"{where}: {key}: {message}"
 
 
 def _hint(key: str) -> str:

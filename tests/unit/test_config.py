@@ -230,3 +230,9 @@ def test_the_epochs_hint_cites_no_issue_number(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_params(tmp_path / "params.yaml", {"train.vae.epochs": 3})
     assert "issue" not in str(caught.value) and "train.vae.images=" in str(caught.value)
+
+
+def test_a_conditional_model_on_unlabelled_images_is_refused_at_config_time(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.gan\.conditional needs labelled images.*clean\.labels lets through \[-1\]"):
+        load_params(tmp_path / "params.yaml", {"clean.labels": [-1], "train.gan.conditional": True})
+    assert load_params(tmp_path / "params.yaml", {"clean.labels": [-1]}).clean.labels == [-1]  # unconditional: fine

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from genloop.io import atomic, tracking
-from genloop.core import privacy
+from genloop.core import divergence, privacy
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
@@ -254,7 +254,7 @@ def fit_vae(cfg: VAEConfig, data: torch.Tensor, val: torch.Tensor, device: torch
                 moments[2].add_(logvar.detach().double().exp().sum(0))
         # Refit from this epoch's batches; a last partial epoch of under half the data keeps the previous
         # epoch's fit (the encoder moved little since), unless it is the first epoch.
-        if fitted and seen >= 2 and (2 * seen >= len(data) or first_step == 0):
+        if fitted and seen >= 2 and (2 * seen >= len(data) or first_step == 0) and bool(totals.isfinite().all()):
             prior.fit_moments(seen, *moments)
         vae.eval()
         with torch.no_grad():
@@ -445,6 +445,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         for epoch in bar:
             started = time.perf_counter()
             metrics = trainer.run_epoch(plan[epoch - 1])
+            divergence.check_finite(kind, epoch, metrics)  # before a diverged state is saved
             metrics["images_per_s"] = plan[epoch - 1] / max(time.perf_counter() - started, 1e-9)
             metrics["images"] = float(sum(plan[:epoch]))
             history.append({"epoch": epoch, **metrics})
