@@ -124,6 +124,12 @@ def test_pulled_data_with_another_hash_is_refused(team, tmp_path):
     assert out.returncode == 1
     assert "'tampered' has md5" in out.stderr and recorded_md5(origin) in out.stderr
     assert not (clone / "data").exists()
+    cached = clone / ".dvc" / "cache" / "files" / "md5" / manifest["md5"][:2] / manifest["md5"][2:]
+    assert not cached.exists()  # the tampered bytes are not kept under the genuine md5
+    shutil.copyfile(storage / "files" / "md5" / manifest["md5"][:2] / manifest["md5"][2:], blob)  # remote repaired
+    again = genloop(clone, "-S", UNREADABLE, "collect")
+    assert again.returncode == 0, again.stderr
+    assert md5_as_dvc_does(clone / "data") == recorded_md5(origin)
 
 
 def test_the_flows_collect_step_pulls_in_a_clone_without_data(team, tmp_path):

@@ -82,10 +82,12 @@ def pull_missing_data(paths: ProjectPaths) -> Transfer | None:
     got = dvcio.dir_md5(paths.data)
     if got != expected:
         shutil.rmtree(paths.data, ignore_errors=True)
+        purged = dvcio.purge_unverified(paths.root, expected)  # or DVC serves them from its cache from now on
         raise PulledDataMismatchError(
             f"data/ pulled from DVC remote {remote!r} has md5 {got}, but {paths.data_dvc} records {expected}; "
-            f"the remote holds other bytes under that hash (removed data/; check the remote, or "
-            f"`genloop collect --source SPEC` to collect anew)")
+            f"the remote holds other bytes under that hash (removed data/ and {len(purged)} object(s) that failed "
+            "the check from the DVC cache; repair the remote and run again, or `genloop collect --source SPEC` "
+            "to collect anew)")
     message = f"pulled data/ ({expected}) from DVC remote {remote!r} instead of collecting"
     logger.info(message)
     return Transfer(remote, True, message)
