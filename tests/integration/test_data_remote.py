@@ -104,6 +104,8 @@ def test_failed_push_is_a_warning_naming_the_remote_not_a_lost_collect(team, tmp
     out = genloop(clone, "collect", "--source", "digits")
     assert out.returncode == 0, out.stderr
     assert "warning:" in out.stderr and "DVC remote 'unreachable' failed" in out.stderr
+    warning = next(line for line in out.stderr.splitlines() if "DVC remote 'unreachable' failed" in line)
+    assert "Having any troubles" not in warning and "(ERROR" in warning, warning  # DVC's cause, not its help link
     assert "collected 1797 images" in out.stdout and "pushed" not in out.stdout
     assert md5_as_dvc_does(clone / "data") == recorded_md5(clone)
 

@@ -29,8 +29,11 @@ class Transfer:
 
 
 def _last_line(proc) -> str:
-    lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {proc.returncode}"
+    """DVC's cause (its last ERROR line), not the support link it prints after it."""
+    lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines()
+             if line.strip() and not line.strip().startswith("Having any troubles?")]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines)[-1] if lines else f"exit code {proc.returncode}"
 
 
 def _remote_for(paths: ProjectPaths) -> str | None:
@@ -45,7 +48,7 @@ def push_data(paths: ProjectPaths) -> Transfer | None:
     remote = _remote_for(paths)
     if remote is None:
         return None
-    proc = dvcio.run_dvc(["push", "--quiet", paths.data_dvc.name], cwd=paths.root, check=False)
+    proc = dvcio.run_dvc(["push", paths.data_dvc.name], cwd=paths.root, check=False)  # not --quiet: it hides the cause
     if proc.returncode != 0:
         message = (f"data/ is collected, but `dvc push` to DVC remote {remote!r} failed ({_last_line(proc)}); "
                    f"other clones cannot pull it until `dvc push {paths.data_dvc.name}` succeeds")
