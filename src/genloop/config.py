@@ -6,11 +6,12 @@ not a silently ignored knob.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from genloop.errors import GenloopError, display_path
 
@@ -18,8 +19,29 @@ from genloop.errors import GenloopError, display_path
 MODELS = ("vae", "gan")
 
 
+def _refuses_bool(annotation: Any) -> bool:
+    """A number field (int, float, optional or in a list) that must not take ``true``/``false``, which pydantic
+    would read as 1/0; fields that admit bool or anything (``Any``) keep their meaning."""
+    if annotation is bool or annotation is Any:
+        return False
+    if annotation in (int, float):
+        return True
+    args = [a for a in typing.get_args(annotation) if isinstance(a, type) or typing.get_args(a) or a is Any]
+    return bool(args) and typing.get_origin(annotation) is not Literal and \
+        all(a is type(None) or _refuses_bool(a) for a in args) and any(a is not type(None) for a in args)
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf or .nan in any float field is refused (an infinite lr trained a NaN model).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in values) and _refuses_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got {str(value).lower() if not isinstance(value, list) else value}")
+        return value
 
 
 class CollectConfig(Strict):
@@ -109,6 +131,10 @@ IMAGES_BUDGET = ("training images to see, the bound of a training: the same cost
                  "epochs = ceil(images / training set size), the last one partial")
 
 
+# Largest δ accepted anywhere: a δ near 1 makes any ε meaningless (the accountant even reports ε < 0 there).
+MAX_DELTA = 1e-2
+
+
 class PrivacyConfig(Strict):
     """DP-SGD through Opacus (genloop.core.privacy): per-sample gradient clipping plus Gaussian noise, with the
     spent ε reported at ``delta``. Give either ``target_epsilon`` (the noise multiplier is then the smallest
@@ -119,7 +145,8 @@ class PrivacyConfig(Strict):
     target_epsilon: float | None = Field(None, gt=0.0, description="ε to spend over the whole training at delta")
     noise_multiplier: float | None = Field(1.0, gt=0.0, description="noise std / max_grad_norm; larger: smaller ε")
     max_grad_norm: float = Field(1.0, gt=0.0, description="each image's gradient is clipped to this L2 norm")
-    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="δ of the (ε, δ) guarantee; keep it below 1 / training images")
+    delta: float = Field(1e-5, gt=0.0, le=MAX_DELTA, description="δ of the (ε, δ) guarantee, at most 1e-2 here and "
+                                                                 "1 / training images at training time")
     accountant: Literal["rdp", "prv"] = Field("rdp", description="Opacus accountant turning noise, sampling rate "
                                                                  "and steps into ε (both assume Poisson sampling)")
 
@@ -249,11 +276,19 @@ class PromotionConfig(Strict):
 
 class ExportConfig(Strict):
     parity_tolerance: float = Field(1e-4, gt=0.0)
-    parity_batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    parity_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 64], min_length=1, description="batch sizes (1 to 4096) the ONNX parity check runs")
     register_models: bool = True
     vae_model_name: str = "genloop-vae"
     gan_model_name: str = "genloop-gan"
     promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="after")
+    def _one_name_per_kind(self) -> "ExportConfig":
+        if self.vae_model_name == self.gan_model_name:
+            raise ValueError(f"export.vae_model_name and export.gan_model_name are both {self.vae_model_name!r}; "
+                             "a registered model holds one kind (vae or gan): give each its own name")
+        return self
 
     def model_name(self, kind: str) -> str:
         """The registered (and served) name of model kind ``vae`` or ``gan``."""
@@ -392,6 +427,15 @@ class Params(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     sweep: SweepConfig = SweepConfig()
 
+    @model_validator(mode="after")
+    def _conditional_needs_labels(self) -> "Params":
+        unknown = sorted(label for label in self.clean.labels if label < 0)
+        for kind in MODELS:
+            if getattr(self.train, kind).conditional and unknown:
+                raise ValueError(f"train.{kind}.conditional needs labelled images, but clean.labels lets through "
+                                 f"{unknown} (-1: no label); drop it from clean.labels or set train.{kind}.conditional: false")
+        return self
+
 
 class ConfigError(GenloopError, ValueError):
     """A params file or override that cannot be used; the message names the file (or option) and field."""
@@ -464,13 +508,15 @@ def _describe_error(err: dict, origin: str, override_keys: list[str]) -> str:
     where = f"-S {from_option}" if from_option else origin
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key {key}{_hint(key) or _suggest(key)}"
-    return f"{where}: {key}: {err['msg']}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if key == "<root>" else f"{where}: {key}: {message}"
 
 
 def _hint(key: str) -> str:
     """Why a key that used to exist is gone, where that is the likely cause."""
     if key.startswith("train.") and key.endswith(".epochs"):
-        return " (trainings are bounded by `images`, the training images to see, since issue 10)"
+        return (" (trainings are bounded by `images`, the training images to see, instead of epochs; "
+                "e.g. -S train.vae.images=50000)")
     return ""
 
 
@@ -480,6 +526,25 @@ def params_from_dict(raw: dict[str, Any], origin: str = "<params>", override_key
     except ValidationError as exc:
         problems = "; ".join(_describe_error(err, origin, override_keys or []) for err in exc.errors())
         raise ConfigError(f"invalid parameters: {problems}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` refusing duplicate keys: what genloop reads params (and -S values) with."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def _read_params_file(path: Path, required: bool) -> dict[str, Any]:
@@ -497,7 +562,7 @@ def _read_params_file(path: Path, required: bool) -> dict[str, Any]:
     if "\x00" in text:
         raise ConfigError(f"{shown}: not a text YAML file (it holds NUL bytes)")
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

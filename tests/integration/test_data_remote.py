@@ -104,6 +104,8 @@ def test_failed_push_is_a_warning_naming_the_remote_not_a_lost_collect(team, tmp
     out = genloop(clone, "collect", "--source", "digits")
     assert out.returncode == 0, out.stderr
     assert "warning:" in out.stderr and "DVC remote 'unreachable' failed" in out.stderr
+    warning = next(line for line in out.stderr.splitlines() if "DVC remote 'unreachable' failed" in line)
+    assert "Having any troubles" not in warning and "(ERROR" in warning, warning  # DVC's cause, not its help link
     assert "collected 1797 images" in out.stdout and "pushed" not in out.stdout
     assert md5_as_dvc_does(clone / "data") == recorded_md5(clone)
 
@@ -124,6 +126,12 @@ def test_pulled_data_with_another_hash_is_refused(team, tmp_path):
     assert out.returncode == 1
     assert "'tampered' has md5" in out.stderr and recorded_md5(origin) in out.stderr
     assert not (clone / "data").exists()
+    cached = clone / ".dvc" / "cache" / "files" / "md5" / manifest["md5"][:2] / manifest["md5"][2:]
+    assert not cached.exists()  # the tampered bytes are not kept under the genuine md5
+    shutil.copyfile(storage / "files" / "md5" / manifest["md5"][:2] / manifest["md5"][2:], blob)  # remote repaired
+    again = genloop(clone, "-S", UNREADABLE, "collect")
+    assert again.returncode == 0, again.stderr
+    assert md5_as_dvc_does(clone / "data") == recorded_md5(origin)
 
 
 def test_the_flows_collect_step_pulls_in_a_clone_without_data(team, tmp_path):

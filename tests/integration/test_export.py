@@ -267,6 +267,19 @@ def test_export_retried_after_registering_one_model_registers_it_once_and_gates_
     assert version_count(project, "gan") == counts["gan"]
 
 
+def test_a_model_name_holding_the_other_kinds_versions_is_refused_before_anything_is_written(exported):
+    project, _ = exported
+    before = {kind: (project.paths.models / ONNX_FILES[kind]).read_bytes() for kind in KINDS}
+    counts = {kind: version_count(project, kind) for kind in KINDS}
+    swapped = project.params_with({"export.vae_model_name": "genloop-gan", "export.gan_model_name": "genloop-vae"})
+    with pytest.raises(promotion.PromotionError, match=r"'genloop-gan' holds gan \(inputs z\) versions .*this export "
+                                                       r"is a vae \(inputs z\).*export\.vae_model_name"):
+        export(swapped, project.paths)
+    for kind in KINDS:
+        assert (project.paths.models / ONNX_FILES[kind]).read_bytes() == before[kind], kind
+        assert version_count(project, kind) == counts[kind], kind
+
+
 def test_export_without_registering_adds_no_model_version(exported):
     project, _ = exported
     counts = {kind: version_count(project, kind) for kind in KINDS}

@@ -121,8 +121,8 @@ def _fill_store(c, root: Path, experiment: str) -> dict:
     return {"parent": parent, "children": children, "model": name}
 
 
-def migrate(root: Path, target: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+def migrate(root: Path, target: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([GENLOOP, "--root", str(root), "migrate-store", "--to", target], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -229,3 +229,28 @@ def test_a_same_named_experiment_of_other_origin_is_refused_before_writing(migra
     assert "already has" in out.stderr and "experiment 'genloop'" in out.stderr and "nothing was written" in out.stderr
     assert "registered model 'genloop-vae'" in out.stderr
     assert len(all_runs(dst, "genloop")) == runs_before
+
+
+def test_a_migration_killed_mid_run_and_mid_model_resumes_from_its_tags(tmp_path):
+    root = tmp_path / "source-project"
+    ids = build_store(root)
+    target = f"sqlite:///{tmp_path}/target.db"
+    for point in ("migrate_run_half_copied", "migrate_model_half_copied"):
+        killed = migrate(root, target, GENLOOP_TEST_KILL_AT=point)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    done = migrate(root, target)
+    assert done.returncode == 0, done.stderr
+    src, dst = client(f"sqlite:///{root}/mlflow/mlflow.db"), client(target)
+    for experiment in ("genloop", "genloop-sweep"):
+        runs = dst.search_runs([dst.get_experiment_by_name(experiment).experiment_id])  # active ones
+        assert sorted(r.info.run_name for r in runs) == sorted(all_runs(src, experiment)), experiment
+        assert all(r.data.tags.get("genloop.migration") == "complete" for r in runs)
+    copied = all_runs(dst, "genloop")
+    assert copied["vae"].data.tags["mlflow.parentRunId"] == copied["pipeline"].info.run_id
+    assert download(dst, copied["vae"].info.run_id, "history.csv", tmp_path / "a") == "vae history"
+    model = dst.get_registered_model(ids["model"])
+    assert {k: str(v) for k, v in model.aliases.items()} == {"champion": "2", "previous": "1"}
+    assert model.tags["genloop.migration"] == "complete"
+    assert len(dst.search_model_versions(f"name='{ids['model']}'")) == 2
+    again = migrate(root, target)
+    assert again.returncode == 0 and "copied 0 experiment(s), 0 run(s)" in again.stdout, again.stdout

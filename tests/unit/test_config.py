@@ -182,3 +182,57 @@ def test_the_old_epochs_budget_is_rejected_with_a_pointer_to_images(tmp_path):
     file.write_text("train:\n  gan:\n    epochs: 60\n")
     with pytest.raises(ConfigError, match=r"unknown key train\.gan\.epochs \(trainings are bounded by `images`"):
         load_params(file)
+
+
+def test_one_registered_name_for_both_kinds_is_refused_naming_both_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"-S export\.gan_model_name.*export\.vae_model_name and "
+                                          r"export\.gan_model_name are both 'genloop-vae'"):
+        load_params(tmp_path / "params.yaml", {"export.gan_model_name": "genloop-vae"})
+
+
+@pytest.mark.parametrize("key,value", [("train.vae.lr", float("inf")), ("train.gan.lr_g", float("nan")),
+                                       ("evaluate.copy_percentile", float("-inf")),
+                                       ("export.promotion.max_epsilon", float("inf"))])
+def test_non_finite_numbers_are_refused_in_every_float_field(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', r'[.]')}: Input should be a finite number"):
+        load_params(tmp_path / "params.yaml", {key: value})
+
+
+def test_yaml_inf_in_the_params_file_is_refused(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  vae:\n    lr: .inf\n")
+    with pytest.raises(ConfigError, match=r"train\.vae\.lr: Input should be a finite number"):
+        load_params(file)
+
+
+@pytest.mark.parametrize("sizes", [[-3], [0], [], [1, 5000]])
+def test_parity_batch_sizes_must_be_between_1_and_the_graphs_4096(tmp_path, sizes):
+    with pytest.raises(ConfigError, match=r"export\.parity_batch_sizes"):
+        load_params(tmp_path / "params.yaml", {"export.parity_batch_sizes": sizes})
+
+
+@pytest.mark.parametrize("key,value", [("train.vae.images", True), ("train.gan.lr_d", False),
+                                       ("clean.labels", [0, True]), ("export.promotion.max_epsilon", True)])
+def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', r'[.]')}: expected a number"):
+        load_params(tmp_path / "params.yaml", {key: value})
+    assert load_params(tmp_path / "params.yaml", {"train.compile": True}).train.compile is True
+
+
+def test_a_key_given_twice_in_the_params_file_is_refused_naming_it(tmp_path):
+    file = tmp_path / "params.yaml"
+    file.write_text("train:\n  vae:\n    images: 5000\n    lr: 0.01\n    images: 7000\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML at line 5.*'images' is given twice"):
+        load_params(file)
+
+
+def test_the_epochs_hint_cites_no_issue_number(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_params(tmp_path / "params.yaml", {"train.vae.epochs": 3})
+    assert "issue" not in str(caught.value) and "train.vae.images=" in str(caught.value)
+
+
+def test_a_conditional_model_on_unlabelled_images_is_refused_at_config_time(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.gan\.conditional needs labelled images.*clean\.labels lets through \[-1\]"):
+        load_params(tmp_path / "params.yaml", {"clean.labels": [-1], "train.gan.conditional": True})
+    assert load_params(tmp_path / "params.yaml", {"clean.labels": [-1]}).clean.labels == [-1]  # unconditional: fine

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from genloop.config import PrivacyConfig
+from genloop.config import ConfigError, PrivacyConfig
+from genloop.errors import GenloopError
 
 # What model.pt (``checkpoint["privacy"]``) and reports/metrics.json[MODEL] carry for a private training.
 EPSILON, DELTA = "epsilon", "delta"
@@ -65,8 +66,32 @@ def noise_multiplier(config: PrivacyConfig, rate: float, steps: int) -> float:
         return float(config.noise_multiplier)
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(target_epsilon=config.target_epsilon, target_delta=config.delta,
-                                      sample_rate=rate, steps=steps, accountant=config.accountant))
+    try:
+        return float(get_noise_multiplier(target_epsilon=config.target_epsilon, target_delta=config.delta,
+                                          sample_rate=rate, steps=steps, accountant=config.accountant))
+    except ValueError as exc:  # Opacus: "The privacy budget is too low."
+        raise ConfigError(f"privacy.target_epsilon {config.target_epsilon:g} is too small: no noise multiplier keeps "
+                          f"{steps} steps at sampling rate {rate:.3g} within it at delta {config.delta:g} ({exc}); "
+                          "raise target_epsilon, or lower images") from None
+
+
+class PrivacyAccountingError(GenloopError, ValueError):
+    """The accountant gave an ε that is no guarantee (negative or NaN): the training must not pass as private."""
+
+
+def check_delta(delta: float, n: int) -> None:
+    """δ at most 1 / n: a larger δ lets a mechanism publish one of the n training images outright."""
+    if delta * n > 1.0:
+        raise ConfigError(f"privacy.delta {delta:g} exceeds 1 / training images (1/{n} = {1 / n:.3g}); "
+                          f"set privacy.delta to {1 / n:.2g} or less (1e-5 is usual)")
+
+
+def checked_epsilon(value: float, delta: float) -> float:
+    """``value`` when it is a guarantee (>= 0; infinite is honest: no privacy); else a PrivacyAccountingError."""
+    if math.isnan(value) or value < 0:
+        raise PrivacyAccountingError(f"the privacy accountant gave epsilon {value:g} at delta {delta:g}, which is no "
+                                     "guarantee; lower privacy.delta (1e-5 is usual) or the noise multiplier")
+    return value
 
 
 def epsilon(sigma: float, rate: float, steps: int, delta: float, accountant: str = "rdp") -> float:
@@ -146,9 +171,13 @@ class PrivateTraining:
     def epsilon(self) -> float:
         return epsilon(self.sigma, self.rate, int(self.counter.steps), self.config.delta, self.config.accountant)
 
+    def summary_epsilon(self) -> float:
+        """The spent ε, refused (PrivacyAccountingError) when it is negative or not finite."""
+        return checked_epsilon(self.epsilon(), self.config.delta)
+
     def summary(self) -> dict[str, Any]:
         """What model.pt, the MLflow run and the report carry: the spent ε at δ and how it was reached."""
-        return {EPSILON: self.epsilon(), DELTA: self.config.delta, "noise_multiplier": self.sigma,
+        return {EPSILON: self.summary_epsilon(), DELTA: self.config.delta, "noise_multiplier": self.sigma,
                 "max_grad_norm": self.config.max_grad_norm, "sample_rate": self.rate,
                 "steps": int(self.counter.steps), "accountant": self.config.accountant,
                 "sampling": "poisson", "clipping": "ghost" if self.ghost else "per_sample",
@@ -185,8 +214,10 @@ def private_training(config: PrivacyConfig, module: nn.Module, optimizer: torch.
 
     if has_batch_norm(module):
         raise ValueError("a privately trained model cannot hold batch norm; pass it through opacus_compatible")
+    check_delta(config.delta, n)
     rate = sample_rate(batch_size, n)
     sigma = noise_multiplier(config, rate, steps)
+    checked_epsilon(epsilon(sigma, rate, steps, config.delta, config.accountant), config.delta)  # before any work
     settings = dict(noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
                     expected_batch_size=max(1, round(rate * n)), loss_reduction=loss_reduction)
     if ghost:

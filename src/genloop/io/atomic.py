@@ -18,14 +18,15 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` only on success."""
+def atomic_path(target: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` only on success. ``mode``: the
+    file's permissions from its creation on (e.g. 0o600 for a secret), instead of the umask's."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; published files follow the umask
+    os.chmod(tmp_path, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600; published: the umask
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -34,17 +35,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes(target: str | Path, data: bytes) -> None:
-    with atomic_path(target) as tmp:
+def write_bytes(target: str | Path, data: bytes, mode: int | None = None) -> None:
+    with atomic_path(target, mode) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(target: str | Path, text: str) -> None:
-    write_bytes(target, text.encode())
+def write_text(target: str | Path, text: str, mode: int | None = None) -> None:
+    write_bytes(target, text.encode(), mode)
 
 
-def write_json(target: str | Path, obj: Any) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(target: str | Path, obj: Any, mode: int | None = None) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode)
 
 
 def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:

@@ -29,8 +29,11 @@ class Transfer:
 
 
 def _last_line(proc) -> str:
-    lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {proc.returncode}"
+    """DVC's cause (its last ERROR line), not the support link it prints after it."""
+    lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines()
+             if line.strip() and not line.strip().startswith("Having any troubles?")]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines)[-1] if lines else f"exit code {proc.returncode}"
 
 
 def _remote_for(paths: ProjectPaths) -> str | None:
@@ -45,7 +48,7 @@ def push_data(paths: ProjectPaths) -> Transfer | None:
     remote = _remote_for(paths)
     if remote is None:
         return None
-    proc = dvcio.run_dvc(["push", "--quiet", paths.data_dvc.name], cwd=paths.root, check=False)
+    proc = dvcio.run_dvc(["push", paths.data_dvc.name], cwd=paths.root, check=False)  # not --quiet: it hides the cause
     if proc.returncode != 0:
         message = (f"data/ is collected, but `dvc push` to DVC remote {remote!r} failed ({_last_line(proc)}); "
                    f"other clones cannot pull it until `dvc push {paths.data_dvc.name}` succeeds")
@@ -82,10 +85,12 @@ def pull_missing_data(paths: ProjectPaths) -> Transfer | None:
     got = dvcio.dir_md5(paths.data)
     if got != expected:
         shutil.rmtree(paths.data, ignore_errors=True)
+        purged = dvcio.purge_unverified(paths.root, expected)  # or DVC serves them from its cache from now on
         raise PulledDataMismatchError(
             f"data/ pulled from DVC remote {remote!r} has md5 {got}, but {paths.data_dvc} records {expected}; "
-            f"the remote holds other bytes under that hash (removed data/; check the remote, or "
-            f"`genloop collect --source SPEC` to collect anew)")
+            f"the remote holds other bytes under that hash (removed data/ and {len(purged)} object(s) that failed "
+            "the check from the DVC cache; repair the remote and run again, or `genloop collect --source SPEC` "
+            "to collect anew)")
     message = f"pulled data/ ({expected}) from DVC remote {remote!r} instead of collecting"
     logger.info(message)
     return Transfer(remote, True, message)

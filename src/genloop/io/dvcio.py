@@ -102,3 +102,47 @@ def dir_md5(folder: Path) -> str:
             entries.append({"md5": digest.hexdigest(), "relpath": path.relative_to(folder).as_posix()})
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir(root: Path) -> Path:
+    """The DVC cache's objects folder (``dvc cache dir``; DVC 3 keeps md5 objects under files/md5)."""
+    proc = run_dvc(["cache", "dir"], cwd=root, check=False)
+    base = Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else root / ".dvc" / "cache"
+    return (base if base.is_absolute() else root / base) / "files" / "md5"
+
+
+def purge_unverified(root: Path, dir_md5: str) -> list[Path]:
+    """Remove from the DVC cache the objects of directory ``dir_md5`` whose bytes do not hash to their name
+    (a tampered remote's, fetched under the genuine md5): otherwise DVC trusts them, `dvc status` says up to
+    date and every later checkout or pull returns them. Returns what was removed."""
+    objects = cache_dir(root)
+    listing = objects / dir_md5[:2] / dir_md5[2:]
+    if not listing.is_file():
+        return []
+    removed = []
+    if _file_md5(listing) != dir_md5.removesuffix(".dir"):
+        entries = []
+        removed.append(listing)
+    else:
+        try:
+            entries = json.loads(listing.read_text())
+        except ValueError:
+            entries = []
+            removed.append(listing)
+    for entry in entries if isinstance(entries, list) else []:
+        md5 = str(entry.get("md5", ""))
+        blob = objects / md5[:2] / md5[2:]
+        if len(md5) == 32 and blob.is_file() and _file_md5(blob) != md5:
+            removed.append(blob)
+    for path in removed:
+        path.chmod(0o644)  # DVC makes cache objects read-only
+        path.unlink()
+    return removed

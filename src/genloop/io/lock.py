@@ -33,8 +33,8 @@ class StaleLockWarning(UserWarning):
     """The last holder of the lock died without releasing it; its state may be half written."""
 
 
-def lock_path(root: str | Path) -> Path:
-    return Path(root).resolve() / LOCK_NAME
+def lock_path(root: str | Path, name: str = LOCK_NAME) -> Path:
+    return Path(root).resolve() / name
 
 
 def read_holder(path: Path) -> dict:
@@ -92,7 +92,8 @@ def _warn_if_stale(path: Path) -> None:
     gone = same_host and isinstance(holder.get("pid"), int) and not pid_alive(holder["pid"])
     why = "which is no longer running" if gone else "which exited without releasing it"
     warnings.warn(f"taking over a stale lock {path} left by {describe(holder)}, {why}; what it was "
-                  "writing may be unfinished", StaleLockWarning, stacklevel=3)
+                  "writing may be unfinished", StaleLockWarning, stacklevel=4)  # past project_lock and
+    # contextlib's __enter__: the warning names the line that took the lock
 
 
 def _write_holder(fd: int, command: str) -> None:
@@ -104,11 +105,22 @@ def _write_holder(fd: int, command: str) -> None:
     os.fsync(fd)
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor; a folder we cannot write (read-only, another owner) is one clear error."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise GenloopError(f"cannot write to {path.parent} ({exc.strerror or exc}: {path}); this command writes "
+                           "to the project folder: make it writable, or run in a writable copy") from None
+
+
 @contextmanager
-def project_lock(root: str | Path, command: str | None = None, wait: float = 0.0) -> Iterator[Path]:
-    """Hold the project's lock for the block; raise ProjectBusyError (naming the holder) if another
-    process holds it for longer than ``wait`` seconds. Nested calls in one process just count."""
-    path = lock_path(root)
+def project_lock(root: str | Path, command: str | None = None, wait: float = 0.0,
+                 name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold the project's lock (or another lock file ``name`` in ``root``) for the block; raise ProjectBusyError
+    (naming the holder) if another process holds it for longer than ``wait`` seconds. Nested calls in one
+    process just count."""
+    path = lock_path(root, name)
     if path in _held:
         fd, depth = _held[path]
         _held[path] = (fd, depth + 1)
@@ -120,7 +132,7 @@ def project_lock(root: str | Path, command: str | None = None, wait: float = 0.0
         return
     if not path.parent.is_dir():
         raise GenloopError(f"project folder {path.parent} does not exist")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_lock(path)
     try:
         _acquire(fd, path, wait)
         _warn_if_stale(path)

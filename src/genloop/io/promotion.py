@@ -52,6 +52,29 @@ def shape_refusal(candidate, champion) -> str | None:
             f"size is never promoted automatically; `genloop promote {candidate.name} {candidate.version}` "
             "decides by hand")
 
+KIND_TAG = "model_kind"  # version tag: vae or gan (what genloop export registered)
+CONDITIONAL_TAG = "genloop.conditional"  # version tag: "true" for a (z, label) graph, "false" for z alone
+
+
+def interface_of(tags: dict[str, str]) -> str:
+    """A version's kind and inputs (from its tags) as a phrase, e.g. ``gan (inputs z)``."""
+    inputs = {"true": "inputs z, label", "false": "inputs z"}.get(tags.get(CONDITIONAL_TAG, ""), "inputs not recorded")
+    return f"{tags.get(KIND_TAG, '?')} ({inputs})"
+
+
+def check_one_interface(client, name: str, kind: str, conditional: bool, key: str) -> None:
+    """Refuse to register a ``kind`` model under ``name`` when ``name`` already holds versions of another kind
+    or other inputs: clients of the name, the promotion gate's comparison and serving all assume one interface.
+    ``key`` is the setting that chose ``name`` (said in the message)."""
+    wanted = {KIND_TAG: kind, CONDITIONAL_TAG: str(conditional).lower()}
+    for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
+        clash = [k for k, v in wanted.items() if version.tags.get(k, v) != v]  # a tag not recorded: no clash
+        if clash:
+            raise PromotionError(
+                f"registered model {name!r} holds {interface_of(version.tags)} versions (v{version.version}); this "
+                f"export is a {interface_of(wanted)}: a registered model holds one kind and one interface. Set {key} "
+                "to a name of its own")
+
 
 # ---- registry access (MlflowClient) ---------------------------------------------------------------
 def _version(client, name: str, version: str):

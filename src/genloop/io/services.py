@@ -4,7 +4,14 @@
 port, never the system's 5432 one; MLflow and Prefect on its databases ``mlflow`` and ``prefect``;
 MLflow serving artifacts through its proxy), all bound to 127.0.0.1, and writes ``.services/team.env``
 (MLFLOW_TRACKING_URI, PREFECT_API_URL), which the Makefile exports. ``down`` stops exactly what ``up``
-started (servers by recorded PID, PostgreSQL with ``pg_ctl stop``) and keeps the data.
+started (servers by recorded PID and by the marker in their environment, PostgreSQL with ``pg_ctl stop``)
+and keeps the data.
+
+What survives a lost or damaged ``state.json`` (ports and PIDs, checked against a schema): the database
+password lives in ``.services/credentials`` (0600), which ``up`` reuses (and, when that file is lost,
+replaces with a new password set on the cluster in single-user mode); the servers are found in the
+process table; PostgreSQL's own port is in its ``postmaster.pid``. ``up`` and ``down`` take
+``.services/.lock``, so two at once run one after the other.
 """
 from __future__ import annotations
 
@@ -21,10 +28,14 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genloop.config import describe_errors
 from genloop.io import atomic
 from genloop.errors import GenloopError
-from genloop.io.lock import pid_alive
+from genloop.io.lock import pid_alive, project_lock
 from genloop.io.telemetry import quiet_env
 
 SERVERS = ("mlflow", "prefect")
@@ -34,10 +45,16 @@ DB_USER = "genloop"
 PREFERRED_PORTS = {"postgres": 55432, "mlflow": 5050, "prefect": 4250}
 HEALTH_PATHS = {"mlflow": "/health", "prefect": "/api/health"}
 RUN_AS_WHEN_ROOT = "postgres"  # initdb and postgres refuse to run as root; Debian's package creates this user
+MARKER = "GENLOOP_SERVICES"  # in each server's environment: MARKER=<the .services folder>, found by `down`
+LOCK_NAME = ".lock"  # in .services/: one `up` or `down` at a time
 
 
 class ServicesError(GenloopError):
     """The team services cannot start or stop; the message says why and what to do."""
+
+
+class DamagedStateError(ServicesError):
+    """``.services/state.json`` is not the JSON ``up`` writes; ``down`` works without it."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,10 @@ class ServicesLayout:
     @property
     def env_file(self) -> Path:
         return self.root / "team.env"
+
+    @property
+    def credentials(self) -> Path:
+        return self.root / "credentials"
 
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
@@ -160,18 +181,83 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Ports(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    postgres: int = Field(ge=1, le=65535)
+    mlflow: int = Field(ge=1, le=65535)
+    prefect: int = Field(ge=1, le=65535)
+
+
+class _State(BaseModel):
+    """What state.json may hold: the ports, the servers' PIDs (and, from earlier versions, the password)."""
+    model_config = ConfigDict(extra="forbid")
+    ports: _Ports | None = None
+    pids: dict[Literal["mlflow", "prefect"], int] = {}
+    password: str | None = Field(None, min_length=1)
+
+
 def _read_state(layout: ServicesLayout) -> dict:
     if not layout.state.is_file():
         return {}
     try:
-        return json.loads(layout.state.read_text())
-    except (OSError, ValueError) as exc:
-        raise ServicesError(f"{layout.state} is unreadable ({exc}); `genloop services down` and remove it") from None
+        return _State.model_validate(json.loads(layout.state.read_text())).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        why = describe_errors(exc)
+    except (OSError, ValueError) as exc:  # unreadable, not JSON
+        why = str(exc)
+    raise DamagedStateError(
+        f"{layout.state} is damaged ({why}); `genloop services down` stops the services without it (from the "
+        f"process table and the PostgreSQL cluster), then `genloop services up` starts them again and writes a new "
+        f"one. The database password is kept apart, in {layout.credentials}") from None
 
 
 def _write_state(layout: ServicesLayout, state: dict) -> None:
-    atomic.write_json(layout.state, state)
-    layout.state.chmod(0o600)  # holds the database password
+    """Ports and PIDs, 0600 from the start; the password stays in the credentials file."""
+    atomic.write_json(layout.state, {k: state[k] for k in ("ports", "pids") if k in state}, mode=0o600)
+
+
+def _set_aside(layout: ServicesLayout) -> Path:
+    """Move a damaged state.json out of the way (kept for a look), so the next `up` writes a fresh one."""
+    aside = layout.state.with_name(f"state.json.damaged-{int(time.time())}")
+    layout.state.replace(aside)
+    return aside
+
+
+def _password(layout: ServicesLayout, state: dict, bin_dir: Path) -> str:
+    """The database password: the credentials file's; else an earlier state.json's (moved into the file); else a
+    new one, set on an existing cluster first (its old one is lost with the file)."""
+    if layout.credentials.is_file():
+        password = layout.credentials.read_text().strip()
+        if password:
+            return password
+    password = state.get("password") or secrets.token_urlsafe(24)
+    if "password" not in state and (layout.pg_data / "PG_VERSION").is_file():
+        _reset_password(bin_dir, layout, password)
+    atomic.write_text(layout.credentials, password + "\n", mode=0o600)
+    return password
+
+
+def _reset_password(bin_dir: Path, layout: ServicesLayout, password: str) -> None:
+    """Set ``password`` on the cluster in single-user mode (no login needed), the cluster and its servers stopped."""
+    print(f"note: {layout.credentials} is missing: setting a new database password on the cluster in "
+          f"{layout.pg_data}", file=sys.stderr)
+    _stop_found(layout)  # servers still connected with the lost password
+    if _postgres_running(bin_dir, layout):
+        _pg(bin_dir, "pg_ctl", "-D", str(layout.pg_data), "-m", "fast", "-w", "-t", "60", "stop")
+    done = subprocess.run([*_run_as(), str(bin_dir / "postgres"), "--single", "-D", str(layout.pg_data), "postgres"],
+                          input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n", capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    if done.returncode != 0 or "ERROR:" in done.stdout + done.stderr:
+        raise ServicesError(f"could not set a new database password on {layout.pg_data}: "
+                            f"{(done.stderr or done.stdout).strip()[-500:]}")
+
+
+def _postmaster_port(layout: ServicesLayout) -> int | None:
+    """The port a running cluster listens on (line 4 of its postmaster.pid), whatever state.json says."""
+    try:
+        return int((layout.pg_data / "postmaster.pid").read_text().splitlines()[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _urls(state: dict) -> dict[str, str]:
@@ -212,11 +298,12 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop_pid(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group the server leads (it was started in a session of its own), then SIGKILL."""
+def _stop_pid(pid: int, timeout: float = 20.0, group: bool = True) -> None:
+    """SIGTERM the process group the server leads (it was started in a session of its own), or the process
+    alone (``group=False``), then SIGKILL."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
         except ProcessLookupError:
             return
         except PermissionError:
@@ -226,6 +313,47 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.2)
+
+
+def _found_servers(layout: ServicesLayout) -> dict[int, str]:
+    """This project's MLflow and Prefect server processes (workers too) in the process table, recorded or not:
+    pid -> mlflow, prefect or "" (a worker that does not say). Found by the marker ``up`` puts in their environment, or (servers started before
+    the marker) by the artifacts folder on MLflow's command line and PREFECT_HOME in Prefect's environment."""
+    signs = [f"{MARKER}={layout.root}".encode(), f"PREFECT_HOME={layout.prefect_home}".encode()]
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        pid = int(proc.name)
+        if pid == os.getpid() or not cmdline[0] or cmdline[0].split(b"/")[-1].startswith(b"postgres"):
+            continue
+        if any(sign in environ for sign in signs) or str(layout.artifacts).encode() in cmdline:
+            if pid_alive(pid):
+                found[pid] = next((n for n in SERVERS if any(n.encode() in arg for arg in cmdline)), "")
+    return found
+
+
+def _stop_found(layout: ServicesLayout, keep: set[int] = frozenset()) -> list[str]:
+    """Stop the servers of this project found in the process table, but those in process groups ``keep``;
+    returns their names."""
+    found = {pid: name for pid, name in _found_servers(layout).items() if _pgid(pid) not in keep}
+    for pid in found:
+        if _pgid(pid) == pid:  # a server we started leads its own group: its workers go with it
+            _stop_pid(pid)
+    for pid in found:
+        if pid_alive(pid):
+            _stop_pid(pid, group=False)
+    return sorted(set(found.values()) - {""})
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> int:
@@ -241,6 +369,7 @@ def _server_command(name: str, state: dict, layout: ServicesLayout) -> tuple[lis
     env = quiet_env()
     for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):  # a client setting, wrong for a server
         env.pop(key, None)
+    env[MARKER] = str(layout.root)
     if name == "mlflow":
         env.update(MLFLOW_BACKEND_STORE_URI=database_url(state, "mlflow", "psycopg"),  # not on the command line
                    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -301,15 +430,21 @@ def _pg_ready(bin_dir: Path, port: int) -> bool:
     return subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0
 
 
-def _create_databases(state: dict) -> None:
+def _create_databases(state: dict, layout: ServicesLayout) -> None:
     import psycopg
 
     conninfo = f"host=127.0.0.1 port={state['ports']['postgres']} user={DB_USER} dbname=postgres"
-    with psycopg.connect(conninfo, password=state["password"], autocommit=True, connect_timeout=10) as conn:
-        have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
-        for name in DATABASES:
-            if name not in have:
-                conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(conninfo, password=state["password"], autocommit=True, connect_timeout=10) as conn:
+            have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            for name in DATABASES:
+                if name not in have:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        raise ServicesError(f"PostgreSQL on 127.0.0.1:{state['ports']['postgres']} refused the password in "
+                            f"{layout.credentials} ({str(exc).strip().splitlines()[-1]}); if that file was replaced, "
+                            "remove it and run `genloop services up` again: a new password is then set on the "
+                            "cluster") from None
 
 
 # ---- clients ---------------------------------------------------------------------------------------
@@ -348,7 +483,7 @@ def _choose_ports(state: dict, running: set[str]) -> dict[str, int]:
 
 
 def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
-    """Start whatever is not running yet (twice is fine); returns team.env's variables."""
+    """Start whatever is not running yet (twice is fine, also at once); returns team.env's variables."""
     layout = ServicesLayout.of(project_root)
     bin_dir = ensure_postgres()
     for folder in (layout.root, layout.logs, layout.artifacts, layout.prefect_home):
@@ -356,15 +491,38 @@ def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
     if os.geteuid() == 0:
         layout.root.chmod(0o755)  # the postgres user must reach pg/ and its log
         layout.logs.chmod(0o755)
-    state = _read_state(layout)
-    state.setdefault("password", secrets.token_urlsafe(24))
-    state.setdefault("pids", {})
-    running = {n for n in SERVERS if _is_ours(state["pids"].get(n), n, state.get("ports", {}).get(n, 0))}
-    if _postgres_running(bin_dir, layout):
-        running.add("postgres")
-    state["ports"] = _choose_ports(state, running)
-    _write_state(layout, state)
+    with project_lock(layout.root, "genloop services up", wait=timeout + 120, name=LOCK_NAME):
+        state = _usable_state(project_root, layout)
+        state["password"] = _password(layout, state, bin_dir)
+        state.setdefault("pids", {})
+        running = {n for n in SERVERS if _is_ours(state["pids"].get(n), n, state.get("ports", {}).get(n, 0))}
+        _stop_found(layout, keep={state["pids"][n] for n in running})  # unrecorded: a lost state's servers
+        if _postgres_running(bin_dir, layout):
+            running.add("postgres")
+            port = _postmaster_port(layout)
+            if port is not None:
+                state.setdefault("ports", {})["postgres"] = port
+        state["ports"] = _choose_ports(state, running)
+        _write_state(layout, state)
+        _start_postgres_if_needed(bin_dir, layout, state, running)
+        _start_servers(layout, state, running, project_root, timeout)
+        env = team_env(state)
+        atomic.write_text(layout.env_file, "".join(f"{k}={v}\n" for k, v in env.items()))
+    return env
 
+
+def _usable_state(project_root: Path, layout: ServicesLayout) -> dict:
+    """state.json's contents; a damaged one is set aside after stopping everything (`down`), and {} returned."""
+    try:
+        return _read_state(layout)
+    except DamagedStateError as exc:
+        print(f"note: {str(exc).partition(';')[0]}: stopping this project's services to start them afresh",
+              file=sys.stderr)
+        down(project_root)
+        return {}
+
+
+def _start_postgres_if_needed(bin_dir: Path, layout: ServicesLayout, state: dict, running: set[str]) -> None:
     if not (layout.pg_data / "PG_VERSION").is_file():
         _init_cluster(bin_dir, layout, state["password"])
     if "postgres" not in running:
@@ -372,8 +530,11 @@ def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
     if not _pg_ready(bin_dir, state["ports"]["postgres"]):
         raise ServicesError(f"PostgreSQL on 127.0.0.1:{state['ports']['postgres']} is not ready; "
                             f"see {layout.log('postgres')}")
-    _create_databases(state)
+    _create_databases(state, layout)
 
+
+def _start_servers(layout: ServicesLayout, state: dict, running: set[str], project_root: Path,
+                   timeout: float) -> None:
     urls = _urls(state)
     for name in SERVERS:
         if name not in running:
@@ -389,9 +550,6 @@ def up(project_root: Path, timeout: float = 240.0) -> dict[str, str]:
                 raise ServicesError(f"the {name} server did not become healthy in {timeout:g} s; "
                                     f"see {layout.log(name)}")
             time.sleep(0.5)
-    env = team_env(state)
-    atomic.write_text(layout.env_file, "".join(f"{k}={v}\n" for k, v in env.items()))
-    return env
 
 
 def stop(project_root: Path, name: str) -> bool:
@@ -408,19 +566,30 @@ def stop(project_root: Path, name: str) -> bool:
 
 
 def down(project_root: Path) -> list[str]:
-    """Stop what ``up`` started (servers by PID, then PostgreSQL); the data stays. Returns what was stopped."""
+    """Stop what ``up`` started (servers by PID and from the process table, then PostgreSQL); the data stays.
+    Works without a usable state.json (a damaged one is set aside). Returns what was stopped."""
     layout = ServicesLayout.of(project_root)
-    layout.env_file.unlink(missing_ok=True)  # clients must not point at stopped servers
-    stopped = [name for name in SERVERS if stop(project_root, name)]
-    bin_dir = postgres_bin()
-    if bin_dir is not None and _postgres_running(bin_dir, layout):
-        _pg(bin_dir, "pg_ctl", "-D", str(layout.pg_data), "-m", "fast", "-w", "-t", "60", "stop")
-        stopped.append("postgres")
+    if not layout.root.is_dir():
+        return []
+    with project_lock(layout.root, "genloop services down", wait=300, name=LOCK_NAME):
+        layout.env_file.unlink(missing_ok=True)  # clients must not point at stopped servers
+        try:
+            stopped = [name for name in SERVERS if stop(project_root, name)]
+        except DamagedStateError as exc:
+            aside = _set_aside(layout)
+            print(f"note: {str(exc).partition(';')[0]}; moved to {aside.name}, stopping what the process table "
+                  "shows", file=sys.stderr)
+            stopped = []
+        stopped += [name for name in _stop_found(layout) if name not in stopped]
+        bin_dir = postgres_bin()
+        if bin_dir is not None and _postgres_running(bin_dir, layout):
+            _pg(bin_dir, "pg_ctl", "-D", str(layout.pg_data), "-m", "fast", "-w", "-t", "60", "stop")
+            stopped.append("postgres")
     return stopped
 
 
 def status(project_root: Path) -> dict[str, str]:
-    """One line per service: running (and healthy) or stopped, with its address."""
+    """One line per service: running (and healthy, its database too) or stopped, with its address."""
     layout = ServicesLayout.of(project_root)
     state = _read_state(layout)
     if "ports" not in state:
@@ -428,13 +597,14 @@ def status(project_root: Path) -> dict[str, str]:
     urls = _urls(state)
     bin_dir = postgres_bin()
     lines = {}
-    pg_up = bin_dir is not None and _postgres_running(bin_dir, layout)
+    pg_up = bin_dir is not None and _postgres_running(bin_dir, layout) and _pg_ready(bin_dir, state["ports"]["postgres"])
     lines["postgres"] = (f"running on {urls['postgres']} (data in {layout.pg_data})" if pg_up else "stopped")
     for name in SERVERS:
         pid = state.get("pids", {}).get(name)
         if _is_ours(pid, name, state["ports"][name]):
             health = "healthy" if _healthy(urls[name] + HEALTH_PATHS[name]) else "not answering"
-            lines[name] = f"running at {urls[name]} (pid {pid}, {health})"
+            database = "" if pg_up else f", but its database (PostgreSQL on {urls['postgres']}) is down"
+            lines[name] = f"running at {urls[name]} (pid {pid}, {health}{database})"
         else:
             lines[name] = "stopped"
     return lines

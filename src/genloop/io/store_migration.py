@@ -9,8 +9,10 @@ every tag or version tag whose value is a migrated run id (``mlflow.parentRunId`
 ``genloop.reused_run.*``, a version's ``run_id``) is rewritten to the new id.
 
 Re-running is safe: an experiment or registered model this migration already copied in full is
-skipped; one that exists on the target for any other reason (and is not an empty experiment such as
-a new server's ``Default``) makes the whole migration stop before it writes anything.
+skipped; an interrupted one (killed mid-copy) is resumed: its runs copied in full are kept, half-copied
+runs are deleted and copied again, a half-copied registered model is copied again from the start. One
+that exists on the target for any other reason (and is not an empty experiment such as a new server's
+``Default``) makes the whole migration stop before it writes anything.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from genloop.errors import GenloopError
+from genloop.io import crashpoints
 
 SOURCE_TAG = "genloop.migrated_from"  # on each copied experiment, run and registered model
 DONE_TAG = "genloop.migration"  # "complete" once an experiment or registered model is copied in full
@@ -64,6 +67,10 @@ def resolve_store_uri(uri: str, root: Path) -> str:
 def _clients(uri: str):
     from mlflow import MlflowClient
 
+    from genloop.io.tracking import check_sqlite_store
+
+    if uri.startswith("sqlite:///"):
+        check_sqlite_store(Path(uri[len("sqlite:///"):]))
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -101,21 +108,22 @@ def _plan(src, dst, source_uri: str, target_uri: str) -> tuple[list, list, list[
     for exp in _pages(src.search_experiments, view_type=ViewType.ACTIVE_ONLY):
         if not _has_runs(src, exp.experiment_id) and exp.name == "Default":
             continue  # every store has an empty Default experiment
-        there = dst.get_experiment_by_name(exp.name)
-        if there is None or (there.lifecycle_stage == "active" and not _has_runs(dst, there.experiment_id, all_runs=True)
-                             and there.tags.get(SOURCE_TAG) in (None, _origin(source_uri, exp.experiment_id))):
-            experiments.append((exp, there))
-        elif there.tags.get(SOURCE_TAG) == _origin(source_uri, exp.experiment_id) and there.tags.get(DONE_TAG) == "complete":
+        there, origin = dst.get_experiment_by_name(exp.name), _origin(source_uri, exp.experiment_id)
+        ours = there is not None and there.tags.get(SOURCE_TAG) == origin
+        if ours and there.tags.get(DONE_TAG) == "complete":
             skipped.append(f"experiment {exp.name!r}")
+        elif there is None or (there.lifecycle_stage == "active" and (
+                ours or (there.tags.get(SOURCE_TAG) is None and not _has_runs(dst, there.experiment_id, all_runs=True)))):
+            experiments.append((exp, there))  # new, an empty one to fill, or ours interrupted: resumed
         else:
-            state = "" if there.lifecycle_stage == "active" else f" ({there.lifecycle_stage})"
-            conflicts.append(f"experiment {exp.name!r}{state}")
+            conflicts.append(_conflict(f"experiment {exp.name!r}", there))
     for model in _pages(src.search_registered_models):
         there = _registered_model(dst, model.name)
-        if there is None:
-            models.append(model)
-        elif there.tags.get(SOURCE_TAG) == _origin(source_uri, "model") and there.tags.get(DONE_TAG) == "complete":
+        ours = there is not None and there.tags.get(SOURCE_TAG) == _origin(source_uri, "model")
+        if ours and there.tags.get(DONE_TAG) == "complete":
             skipped.append(f"registered model {model.name!r}")
+        elif there is None or ours:  # ours interrupted: copied again from the start
+            models.append(model)
         else:
             conflicts.append(f"registered model {model.name!r}")
     if conflicts:
@@ -124,6 +132,13 @@ def _plan(src, dst, source_uri: str, target_uri: str) -> tuple[list, list, list[
             "migrate-store; nothing was written. Delete or rename them on the target (or use an empty one) and "
             "run again.")
     return experiments, models, skipped
+
+
+def _conflict(what: str, there) -> str:
+    if there.lifecycle_stage == "active":
+        return what
+    return (f"{what} (deleted, which keeps its name until purged: `mlflow gc --backend-store-uri <the target's "
+            f"database URI> --experiment-ids {there.experiment_id}`)")
 
 
 def _has_runs(client, experiment_id: str, all_runs: bool = False) -> bool:
@@ -176,15 +191,18 @@ def _copy_run(src, dst, run, experiment_id: str, run_ids: dict[str, str], source
     metrics = [Metric(key, m.value, m.timestamp, m.step)
                for key in run.data.metrics for m in src.get_metric_history(old, key)]
     params = [Param(k, v) for k, v in run.data.params.items()]
-    tags = [RunTag(k, v) for k, v in {**_remapped(run.data.tags, run_ids), SOURCE_TAG: _origin(source_uri, old)}.items()]
+    tags = [RunTag(k, v) for k, v in {**_remapped(run.data.tags, run_ids), SOURCE_TAG: _origin(source_uri, old)}.items()
+            if k != DONE_TAG]
     for kind, items in (("metrics", metrics), ("params", params), ("tags", tags)):
         for chunk in _chunks(items, BATCH[kind]):
             dst.log_batch(new, **{kind: chunk})
     if run.inputs and run.inputs.dataset_inputs:
         dst.log_inputs(new, datasets=run.inputs.dataset_inputs)
+    crashpoints.reached("migrate_run_half_copied")
     report.artifacts += _copy_artifacts(src, dst, old, new, scratch)
     if run.info.status != "RUNNING":
         dst.set_terminated(new, status=run.info.status, end_time=run.info.end_time)
+    dst.set_tag(new, DONE_TAG, "complete")  # last: a run without it is a half copy, redone by the next migration
     report.runs += 1
     report.metric_points += len(metrics)
     report.params += len(params)
@@ -214,9 +232,25 @@ def _copy_experiment(src, dst, exp, there, source_uri: str, report: MigrationRep
             dst.set_experiment_tag(experiment_id, key, value)
     runs = list(_pages(src.search_runs, experiment_ids=[exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
                        max_results=1000))
+    copied = _resumable_runs(dst, experiment_id, source_uri) if there is not None else {}
+    report.run_ids.update(copied)
     for run in _parents_first(runs):
-        _copy_run(src, dst, run, experiment_id, report.run_ids, source_uri, report, scratch)
+        if run.info.run_id not in copied:
+            _copy_run(src, dst, run, experiment_id, report.run_ids, source_uri, report, scratch)
     return experiment_id, runs
+
+
+def _resumable_runs(dst, experiment_id: str, source_uri: str) -> dict[str, str]:
+    """An interrupted migration's runs in ``experiment_id``: source id -> target id of those copied in full;
+    the half-copied ones are deleted, to be copied again."""
+    prefix, copied = _origin(source_uri, ""), {}
+    for run in list(_pages(dst.search_runs, experiment_ids=[experiment_id], max_results=1000)):
+        origin = run.data.tags.get(SOURCE_TAG, "")
+        if origin.startswith(prefix) and run.data.tags.get(DONE_TAG) == "complete":
+            copied[origin[len(prefix):]] = run.info.run_id
+        else:
+            dst.delete_run(run.info.run_id)
+    return copied
 
 
 def _relink(dst, runs: list, run_ids: dict[str, str]) -> None:
@@ -234,7 +268,10 @@ def _copy_model(src, dst, model, source_uri: str, report: MigrationReport, scrat
     and the version's source points there."""
     import mlflow.artifacts
 
-    dst.create_registered_model(model.name, tags=dict(model.tags), description=model.description or None)
+    if _registered_model(dst, model.name) is not None:  # an interrupted copy of ours (_plan refused any other)
+        dst.delete_registered_model(model.name)
+    tags = {**{k: v for k, v in model.tags.items() if k != DONE_TAG}, SOURCE_TAG: _origin(source_uri, "model")}
+    dst.create_registered_model(model.name, tags=tags, description=model.description or None)
     versions = sorted(_pages(src.search_model_versions, filter_string=f"name='{_quoted(model.name)}'"),
                       key=lambda v: int(v.version))
     numbers: dict[str, str] = {}
@@ -256,11 +293,11 @@ def _copy_model(src, dst, model, source_uri: str, report: MigrationReport, scrat
                                            description=version.description or None)
         numbers[str(version.version)] = str(created.version)
         report.versions += 1
+        crashpoints.reached("migrate_model_half_copied")
     for alias, version in (src.get_registered_model(model.name).aliases or {}).items():  # search omits aliases
         if str(version) in numbers:
             dst.set_registered_model_alias(model.name, alias, numbers[str(version)])
             report.aliases += 1
-    dst.set_registered_model_tag(model.name, SOURCE_TAG, _origin(source_uri, "model"))
     dst.set_registered_model_tag(model.name, DONE_TAG, "complete")
     report.models += 1
 

@@ -5,6 +5,7 @@ because Prefect runs tasks on worker threads.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from genloop.io import dvcio
 from genloop.core import headline
 from genloop.core.promotion import EPSILON_TAG, IMAGE_SHAPE_TAG
 from genloop.config import MlflowConfig
+from genloop.errors import GenloopError, display_path
 from genloop.paths import ProjectPaths
 from genloop.io.telemetry import switch_off
 
@@ -41,14 +43,63 @@ def env_server(environ: Mapping[str, str] | None = None) -> str | None:
 
 def tracking_uri(config: MlflowConfig, root: Path, environ: Mapping[str, str] | None = None) -> str:
     """A tracking server named by ``$MLFLOW_TRACKING_URI`` (see ``env_server``), else params'
-    ``mlflow.tracking_uri``; a relative ``sqlite:///file`` resolves against the project root."""
+    ``mlflow.tracking_uri``; a relative ``sqlite:///file`` resolves against the project root. A SQLite
+    store that is there but damaged is a StoreDamagedError (``check_sqlite_store``)."""
     prefix = "sqlite:///"
     uri = env_server(environ) or config.tracking_uri
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         db = (root / uri[len(prefix):]).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(db)
+        uri = prefix + str(db)
+    if uri.startswith(prefix):
+        check_sqlite_store(Path(uri[len(prefix):]))
     return uri
+
+
+class StoreDamagedError(GenloopError):
+    """The MLflow SQLite file is there but not a readable database; the message says how to get back."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+EMPTY_GRACE_S = 60.0  # a 0-byte store younger than this may be one another process is creating right now
+_sound: set[Path] = set()  # stores found sound in this process: checked once
+
+
+def check_sqlite_store(db: Path) -> None:
+    """Refuse a store MLflow would choke on (sqlalchemy tracebacks) or silently replace (a 0-byte file):
+    a wrong header, or ``PRAGMA quick_check`` finding damage. A missing file is fine (MLflow creates it)."""
+    db = Path(db)
+    if db in _sound or not db.is_file():
+        return
+    why = _sqlite_damage(db)
+    if why is None:
+        _sound.add(db)
+        return
+    shown = display_path(db)
+    raise StoreDamagedError(
+        f"{shown} is damaged ({why}), so MLflow cannot use it; nothing was written. Restore it from a backup copy, "
+        f"or move it aside (mv {shown} {shown}.damaged) to start an empty store; `genloop migrate-store --from "
+        f"sqlite:///OTHER.db --to sqlite:///{shown}` copies the runs and models of a readable copy into it")
+
+
+def _sqlite_damage(db: Path) -> str | None:
+    import sqlite3
+
+    size = db.stat().st_size
+    if size == 0:
+        old = time.time() - db.stat().st_mtime > EMPTY_GRACE_S
+        return "an empty file: its runs and registered models are gone" if old else None
+    with open(db, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            return "not an SQLite database: its first bytes are not the SQLite header"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.OperationalError as exc:
+        return None if "locked" in str(exc) else f"sqlite: {exc}"  # busy with a writer: not damage
+    except sqlite3.DatabaseError as exc:
+        return f"sqlite: {exc}"
+    return None if problems == ["ok"] else f"PRAGMA quick_check: {'; '.join(problems)}"
 
 
 def sqlite_store(config: MlflowConfig, root: Path) -> Path | None:

@@ -280,6 +280,7 @@ def _log_and_register(kind: str, name: str, onnx_path: Path, module: torch.nn.Mo
         {**lineage, "run_id": run_id, "onnx_max_abs_diff": f"{max(diffs.values()):.3e}",
          promotion.PARITY_TAG: "true", **promotion.metric_tags(metrics)},
         keep_metrics=[params.export.promotion.metric])
+    tags[promotion.CONDITIONAL_TAG] = str(label is not None).lower()
     tags[SHA256_TAG] = sha256  # last: a version carrying the hash carries every other tag too
     tracking.log_model_details(run_id, model_id, params.model_dump(mode="json"), metrics)
     tracking.set_version_tags(name, version, tags)
@@ -339,6 +340,12 @@ def onnx_samples(onnx_path: Path, n: int, seed: int, train_labels: np.ndarray | 
 def export(params: Params, paths: ProjectPaths, register: bool | None = None) -> ExportResult:
     """Publish both graphs only once both passed parity, so models/ never mixes old and new."""
     register = params.export.register_models if register is None else register
+    if register:  # before anything is written: a name holding another kind's versions is refused
+        client = tracking.registry_client(params.mlflow, paths)
+        for kind in ONNX_FILES:
+            conditional = load_classes(paths.train(kind) / "model.pt") is not None
+            promotion.check_one_interface(client, params.export.model_name(kind), kind, conditional,
+                                          f"export.{kind}_model_name")
     staged: list[_Staged] = []
     try:
         for kind in ONNX_FILES:

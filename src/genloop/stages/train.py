@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from genloop.io import atomic, tracking
-from genloop.core import privacy
+from genloop.core import divergence, privacy
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
@@ -242,7 +242,8 @@ class VAEEpochs:
                 accumulate_moments(moments, mu, logvar)
         # Refit from this epoch's batches; a last partial epoch of under half the data keeps the previous
         # epoch's fit (the encoder moved little since), unless it is the first epoch.
-        if fitted and seen >= 2 and (2 * seen >= len(self.data) or first_step == 0):
+        if (fitted and seen >= 2 and (2 * seen >= len(self.data) or first_step == 0)
+                and bool(totals.isfinite().all())):  # a diverged epoch fails below, naming itself
             self.prior.fit_moments(seen, *moments)
         loss, bce, kl = (totals / max(seen, 1)).tolist()
         metrics = {"train_loss": loss, "train_bce": bce, "train_kl": kl, "val_loss": self.val_loss(),
@@ -529,6 +530,7 @@ def _run_epochs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, plan: l
     for epoch in bar:
         started = time.perf_counter()
         metrics = trainer.run_epoch(plan[epoch - 1])
+        divergence.check_finite(kind, epoch, metrics)  # before a diverged state is saved
         metrics["images_per_s"] = plan[epoch - 1] / max(time.perf_counter() - started, 1e-9)
         metrics["images"] = float(sum(plan[:epoch]))
         history.append({"epoch": epoch, **metrics})

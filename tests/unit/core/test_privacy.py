@@ -47,7 +47,8 @@ def train_gan(noise: float, epochs: int = 2):
     ("train.gan.privacy.noise_multiplier", None, "both null"),
     ("train.vae.privacy.noise_multiplier", -1.0, "greater than 0"),
     ("train.gan.privacy.max_grad_norm", 0.0, "greater than 0"),
-    ("train.vae.privacy.delta", 1.5, "less than 1"),
+    ("train.vae.privacy.delta", 1.5, "less than or equal to 0.01"),
+    ("train.gan.privacy.delta", 0.9, "less than or equal to 0.01"),
     ("train.vae.privacy.target_epsilon", -2.0, "greater than 0"),
     ("train.gan.privacy.accountant", "gdp", "rdp"),
     ("train.vae.privacy.enabeld", True, "unknown key"),
@@ -78,6 +79,29 @@ def test_privacy_is_off_by_default_and_the_default_training_reports_no_epsilon()
                       torch.Generator().manual_seed(0))
     assert trainer.privacy is None and "dp_steps" not in trainer.state
     assert "epsilon" not in trainer.run_epoch(64)
+
+
+def test_delta_above_one_over_the_training_images_is_refused_before_training():
+    model = nn.Linear(4, 1)
+    with pytest.raises(ConfigError, match=r"privacy\.delta 0\.005 exceeds 1 / training images \(1/1000"):
+        privacy.private_training(PrivacyConfig(enabled=True, delta=0.005), model,
+                                 torch.optim.SGD(model.parameters(), lr=0.1), 1000, 10, 10, "sum")
+
+
+def test_a_target_epsilon_too_small_for_any_noise_is_a_config_error_naming_it():
+    model = nn.Linear(4, 1)
+    config = PrivacyConfig(enabled=True, target_epsilon=1e-6, noise_multiplier=None)
+    with pytest.raises(ConfigError, match=r"privacy\.target_epsilon 1e-06 is too small"):
+        privacy.private_training(config, model, torch.optim.SGD(model.parameters(), lr=0.1), 100, 10, 10, "sum")
+
+
+def test_a_negative_epsilon_fails_the_training_instead_of_passing_any_bound():
+    model = nn.Linear(4, 1)  # huge noise, one step, δ = 1 / n: the accountant's conversion gives ε < 0
+    config = PrivacyConfig(enabled=True, noise_multiplier=50.0, delta=0.01)
+    assert privacy.epsilon(50.0, 0.1, 1, 0.01) < 0
+    with pytest.raises(privacy.PrivacyAccountingError, match=r"epsilon -0\.0\d+ at delta 0\.01"):
+        privacy.private_training(config, model, torch.optim.SGD(model.parameters(), lr=0.1), 100, 10, 1, "sum")
+    assert privacy.checked_epsilon(math.inf, 1e-5) == math.inf  # no privacy, said honestly
 
 
 # ---- training ---------------------------------------------------------------------------------------

@@ -103,3 +103,49 @@ def test_busy_error_is_a_user_error():
     from genloop.errors import GenloopError
 
     assert issubclass(ProjectBusyError, GenloopError)
+
+
+def test_the_stale_lock_warning_names_the_line_that_took_the_lock(tmp_path):
+    import socket
+
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(),
+                                                  "command": "genloop train", "since": "2026-01-01T00:00:00+00:00"}))
+    with pytest.warns(StaleLockWarning) as seen:
+        with project_lock(tmp_path, "genloop clean"):
+            pass
+    assert seen[0].filename == __file__  # not contextlib.py
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A project folder this process cannot write: chmod for a normal user, the immutable flag for root."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = os.access(folder, os.W_OK) and subprocess.run(["chattr", "+i", str(folder)],
+                                                              capture_output=True).returncode == 0
+    try:
+        if os.access(folder, os.W_OK) and not immutable:
+            pytest.skip("cannot make a folder read-only for this user here")
+        if immutable:
+            try:
+                (folder / "probe").touch()
+                pytest.skip("the immutable flag does not stop this user here")
+            except OSError:
+                pass
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_a_read_only_project_folder_is_one_clear_error_naming_it(read_only_folder):
+    from genloop.errors import GenloopError
+
+    with pytest.raises(GenloopError, match=rf"cannot write to {read_only_folder} .*make it writable"):
+        with project_lock(read_only_folder, "genloop clean"):
+            pass
+    done = subprocess.run([GENLOOP, "--root", str(read_only_folder), "clean"], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().startswith("error: cannot write to"), done.stderr

@@ -379,3 +379,25 @@ def test_gate_refuses_a_version_whose_channels_differ_from_the_champions_and_say
     same = registry.register(10.0)
     _tag_shape(registry, same, "1x32x32")
     assert registry.gate(same, 10.0).promoted
+
+
+def test_a_gan_is_refused_under_a_name_holding_vae_versions_naming_both(registry):
+    version = registry.register(10.0)
+    registry.client.set_model_version_tag(registry.name, version, promotion.KIND_TAG, "vae")
+    registry.client.set_model_version_tag(registry.name, version, promotion.CONDITIONAL_TAG, "false")
+    with pytest.raises(promotion.PromotionError,
+                       match=rf"{registry.name}' holds vae \(inputs z\) versions \(v{version}\); this export is a "
+                             r"gan \(inputs z\).*Set export\.gan_model_name to a name of its own"):
+        promotion.check_one_interface(registry.client, registry.name, "gan", False, "export.gan_model_name")
+    with pytest.raises(promotion.PromotionError, match=r"this export is a vae \(inputs z, label\)"):
+        promotion.check_one_interface(registry.client, registry.name, "vae", True, "export.vae_model_name")
+    promotion.check_one_interface(registry.client, registry.name, "vae", False, "export.vae_model_name")  # same: fine
+
+
+def test_versions_registered_without_interface_tags_clash_on_what_they_record(registry):
+    untagged = registry.register(10.0)  # registered before the tags existed: nothing to compare
+    promotion.check_one_interface(registry.client, registry.name, "gan", True, "export.gan_model_name")
+    registry.client.set_model_version_tag(registry.name, untagged, promotion.KIND_TAG, "gan")
+    promotion.check_one_interface(registry.client, registry.name, "gan", True, "export.gan_model_name")
+    with pytest.raises(promotion.PromotionError, match=r"holds gan \(inputs not recorded\) versions"):
+        promotion.check_one_interface(registry.client, registry.name, "vae", False, "export.vae_model_name")

@@ -90,3 +90,77 @@ def test_the_run_summary_names_the_tracking_server_instead_of_the_local_store(tm
     result = {"parent_run_id": "abc"}
     assert where_tracked(result, paths, "http://127.0.0.1:5050")[0].startswith("MLflow tracking server: http://")
     assert "mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db" in " ".join(where_tracked(result, paths, None))
+
+
+# ---- a damaged state.json, found processes, permissions --------------------------------------------
+
+@pytest.mark.parametrize("text,why", [('{"ports": {', "Expecting"), ('[]', "Input should be"),
+                                      ('{"ports": {"postgres": "x", "mlflow": 1, "prefect": 2}}', "ports.postgres"),
+                                      ('{"pids": {"mlflow": [1]}}', "pids.mlflow"), ('{"port": {}}', "port")])
+def test_a_damaged_state_file_is_one_error_naming_it_and_down_still_works(tmp_path, text, why):
+    layout = services.ServicesLayout.of(tmp_path)
+    layout.root.mkdir()
+    layout.state.write_text(text)
+    with pytest.raises(services.DamagedStateError, match=rf"state\.json is damaged \(.*{why}.*`genloop services down`"):
+        services.status(tmp_path)
+    assert services.down(tmp_path) == []
+    assert not layout.state.exists() and len(list(layout.root.glob("state.json.damaged-*"))) == 1
+    assert set(services.status(tmp_path).values()) == {"never started"}
+
+
+def test_down_stops_this_projects_servers_from_the_process_table_without_a_state_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    layout = services.ServicesLayout.of(tmp_path)
+    layout.root.mkdir()
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); " \
+           "time.sleep(600)"  # a server and its worker, in a session of their own, as up starts them
+    ours = subprocess.Popen([sys.executable, "-c", code, "mlflow"], start_new_session=True,
+                            env={**os.environ, services.MARKER: str(layout.root)})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "mlflow"], start_new_session=True,
+                             env={**os.environ, services.MARKER: str(tmp_path / "elsewhere" / ".services")})
+    try:
+        deadline = __import__("time").monotonic() + 20
+        while len(services._found_servers(layout)) < 2 and __import__("time").monotonic() < deadline:
+            __import__("time").sleep(0.1)
+        found = services._found_servers(layout)
+        assert ours.pid in found and len(found) == 2 and other.pid not in found
+        layout.state.write_text('{"ports": {')  # lost track of them
+        assert services.down(tmp_path) == ["mlflow"]
+        assert ours.wait(timeout=30) is not None and services._found_servers(layout) == {}
+        assert other.poll() is None  # another project's server is left alone
+    finally:
+        for proc in (ours, other):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_state_file_is_never_readable_by_others_and_holds_no_password(tmp_path):
+    import stat
+
+    from genloop.io import atomic
+
+    target = tmp_path / "state.json"
+    with atomic.atomic_path(target, 0o600) as tmp:
+        assert stat.S_IMODE(tmp.stat().st_mode) == 0o600  # from creation, not after the rename
+        tmp.write_text("{}")
+    layout = services.ServicesLayout.of(tmp_path)
+    services._write_state(layout, {"ports": {"postgres": 1, "mlflow": 2, "prefect": 3}, "pids": {}, "password": "pw"})
+    assert stat.S_IMODE(layout.state.stat().st_mode) == 0o600
+    assert "pw" not in layout.state.read_text()
+
+
+def test_an_earlier_state_files_password_moves_to_the_credentials_file(tmp_path):
+    import stat
+
+    layout = services.ServicesLayout.of(tmp_path)
+    layout.root.mkdir()
+    layout.state.write_text('{"password": "old-pw", "pids": {}, "ports": {"postgres": 1, "mlflow": 2, "prefect": 3}}')
+    state = services._read_state(layout)
+    assert services._password(layout, state, tmp_path) == "old-pw"  # no cluster: nothing to reset
+    assert layout.credentials.read_text().strip() == "old-pw"
+    assert stat.S_IMODE(layout.credentials.stat().st_mode) == 0o600
+    assert services._password(layout, {}, tmp_path) == "old-pw"  # the file wins from now on
