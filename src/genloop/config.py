@@ -167,6 +167,16 @@ class GANConfig(Strict):
                            "generator and its ONNX graph take (z, label)")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 means one per core")
@@ -174,6 +184,11 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the training step (falls back to eager on failure)")
     vae: VAEConfig = VAEConfig()
     gan: GANConfig = GANConfig()
+
+    def torch_threads(self) -> int:
+        """The intra-op threads to give torch: ``threads``, or one per core this process may use
+        (its CPU affinity, which a container or ``taskset`` narrows, unlike ``os.cpu_count``)."""
+        return self.threads or usable_cores()
 
 
 class EvaluateConfig(Strict):
