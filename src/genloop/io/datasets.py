@@ -74,3 +74,15 @@ def read_run_id(paths: ProjectPaths, kind: str) -> str:
     if not file.exists():
         raise MissingInputError(f"{file} is missing; run `genloop train --model {kind}` first")
     return str(json.loads(file.read_text())["run_id"])
+
+
+def class_names(paths: ProjectPaths) -> dict[int, str]:
+    """Label -> the class name the manifest records (data collected with named classes, e.g. from
+    ``folder:PATH``); empty when it names none or there is no manifest."""
+    import csv
+
+    if not paths.manifest.exists():
+        return {}
+    with paths.manifest.open(newline="") as fh:
+        return {int(row["label"]): row["class_name"] for row in csv.DictReader(fh)
+                if row.get("class_name") and row.get("label", "").lstrip("-").isdigit()}

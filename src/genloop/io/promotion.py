@@ -15,6 +15,7 @@ from pathlib import Path
 from genloop.config import PromotionConfig
 from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, PromotionDecision, PromotionError,
                                     beats, metric_tags, metrics_from_tags, privacy_refusal, required_gain)
+from genloop.core.trust import TRUSTED
 from genloop.io import tracking
 
 CHAMPION = "champion"
@@ -162,6 +163,10 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
 
     if not config.enabled:
         return decide(False, "export.promotion.enabled is false")
+    if config.require_trusted_evaluation and candidate_metrics.get(TRUSTED) == 0:
+        return decide(False, "its evaluation cannot be trusted (evaluation_trusted 0 in reports/metrics.json; the "
+                             "run summary and reports/index.html say why); `genloop promote` decides by hand, or "
+                             "export.promotion.require_trusted_evaluation: false lets the gate compare it anyway")
     refused = privacy_refusal(epsilon, config) if epsilon is not None else None
     if refused is not None:
         return decide(False, refused)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from genloop.io import atomic, tracking
-from genloop.core import privacy
+from genloop.core import privacy, trust
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
@@ -390,6 +389,15 @@ def _resume_run(experiment_id: str, run_id: str, epoch: int, kind: str, parent_r
                       tags={RESUMED_RUN_TAG: run_id, RESUMED_TAG: str(epoch)})
 
 
+def warn_if_overlong(kind: str, images: int, train_images: int, max_epochs: int, run_id: str) -> None:
+    """Warn (log and MLflow tag ``genloop.budget_warning``) before a training whose images budget means
+    hundreds of epochs over a tiny training set: hours spent memorising it (genloop.core.trust)."""
+    warning = trust.budget_warning(kind, images, train_images, max_epochs)
+    if warning is not None:
+        log.warning("%s", warning)
+        tracking.set_tags(run_id, {trust.BUDGET_TAG: warning})
+
+
 def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: str | None = None,
                 resume: bool = True) -> TrainResult:
     """Train ``kind`` ('vae' or 'gan') on the augmented training split and log it as a child run.
@@ -400,7 +408,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     from tqdm.auto import tqdm
 
     cfg: VAEConfig | GANConfig = getattr(params.train, kind)
-    torch.set_num_threads(params.train.threads or os.cpu_count() or 1)
+    torch.set_num_threads(params.train.torch_threads())
     torch.manual_seed(params.seed)
     device = select_device(params.train.device)
     data = load_training_images(paths, cfg.augmented)
@@ -434,6 +442,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
         log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start, epochs, state_file, run_id)
     else:
         run_id = _start_run(experiment_id, kind, parent_run_id, paths, logged_params)
+    warn_if_overlong(kind, cfg.images, len(data), params.train.warn_epochs, run_id)
     out_dir = paths.train(kind)
     with tracking.finished_or_failed(run_id):
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
