@@ -13,7 +13,9 @@ Arms:
 Both with ``--threads`` torch intra-op threads each (0: genloop's default, ``TrainConfig.torch_threads``).
 
 Every figure is reported as a ratio to the first scenario of the session (one ``spin`` training alone
-with one thread per core: what genloop did before), and beside the fair share (1/n of it).
+with the first ``--threads``: with 0, one thread per core, what genloop did before), beside the fair
+share (1/n of it). The arms run side by side for each number of trainings, ``--rounds`` times, since
+the load of other processes on a shared machine changes from minute to minute.
 
     .venv/bin/python benchmarks/train_contention.py --data ../shared/data/mnist-t10k
     .venv/bin/python benchmarks/train_contention.py --threads 1 2 --trainings 1 2 3 --seconds 15
@@ -50,16 +52,15 @@ def worker(args: argparse.Namespace) -> None:
     trainer = fit_gan(cfg, data, data[:64], torch.device("cpu"), torch.Generator().manual_seed(0))
     chunk = cfg.batch_size * args.steps_per_call
     trainer.run_epoch(images=chunk)  # warm-up: allocations, first-call costs
-    late = time.time() > args.start_at
-    time.sleep(max(0.0, args.start_at - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the parent's go, once every training of the scenario is ready
     images, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < args.seconds:
         trainer.run_epoch(images=chunk)
         images += chunk
     wall = time.perf_counter() - started
     print(json.dumps({"images_per_s": images / wall, "cpu_per_wall": (time.process_time() - cpu) / wall,
-                      "threads": torch.get_num_threads(), "policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-                      "late": late}))
+                      "threads": torch.get_num_threads(), "policy": os.environ.get("OMP_WAIT_POLICY", "default")}))
 
 
 def load_images(folder: Path | None):
@@ -75,12 +76,18 @@ def load_images(folder: Path | None):
 
 def scenario(arm: str, threads: int, trainings: int, args: argparse.Namespace) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARS}
-    start_at = time.time() + args.start_delay
     cmd = [sys.executable, __file__, "--worker", "--arm", arm, "--threads", str(threads), "--seconds",
-           str(args.seconds), "--start-at", str(start_at), "--steps-per-call", str(args.steps_per_call)]
+           str(args.seconds), "--steps-per-call", str(args.steps_per_call)]
     if args.data is not None:
         cmd += ["--data", str(args.data)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(trainings)]
+    procs = [subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(trainings)]
+    for proc in procs:  # all warmed up before any measures
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"a training of {arm}/{threads} threads/{trainings} at once failed to start")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results = []
     for proc in procs:
         out, _ = proc.communicate()
@@ -97,31 +104,32 @@ def main() -> None:
     parser.add_argument("--trainings", type=int, nargs="+", default=[1, 2, 3], help="trainings at once")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window of each scenario")
-    parser.add_argument("--start-delay", type=float, default=25.0, help="seconds for all trainings to warm up")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole table (load on a shared machine varies)")
     parser.add_argument("--steps-per-call", type=int, default=5)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arm", choices=ARMS, default="passive", help=argparse.SUPPRESS)
-    parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
     print(f"{len(os.sched_getaffinity(0))} usable cores, load average {os.getloadavg()[0]:.2f} at the start; "
           f"{args.seconds:g} s window; data {args.data or 'synthetic'}")
-    print("| arm | threads each | trainings | images/s each | ratio to the quiet spin run, each (fair share) "
-          "| CPU s per wall s each |")
-    print("| --- | ---: | ---: | --- | --- | --- |")
+    print("| arm | threads each | trainings | images/s each | ratio to the first run, each (fair share) "
+          "| CPU s per wall s each | load average after |")
+    print("| --- | ---: | ---: | --- | --- | --- | ---: |")
     baseline = None
-    for arm in args.arms:
-        for threads in args.threads:
-            for n in args.trainings:
-                runs = scenario(arm, threads, n, args)
-                rates = [r["images_per_s"] for r in runs]
-                baseline = baseline or rates[0]
-                each = " / ".join(f"{x:,.0f}" for x in rates) + (" (late start)" if any(r["late"] for r in runs) else "")
-                ratios = " / ".join(f"{x / baseline:.2f}" for x in rates)
-                cpu = " / ".join(f"{r['cpu_per_wall']:.2f}" for r in runs)
-                print(f"| {arm} | {runs[0]['threads']} | {n} | {each} | {ratios} ({1 / n:.2f}) | {cpu} |", flush=True)
+    for _ in range(args.rounds):
+        for n in args.trainings:  # the arms side by side, so a change in outside load hits both alike
+            for threads in args.threads:
+                for arm in args.arms:
+                    runs = scenario(arm, threads, n, args)
+                    rates = [r["images_per_s"] for r in runs]
+                    baseline = baseline or rates[0]
+                    each = " / ".join(f"{x:,.0f}" for x in rates)
+                    ratios = " / ".join(f"{x / baseline:.2f}" for x in rates)
+                    cpu = " / ".join(f"{r['cpu_per_wall']:.2f}" for r in runs)
+                    print(f"| {arm} | {runs[0]['threads']} | {n} | {each} | {ratios} ({1 / n:.2f}) | {cpu} | "
+                          f"{os.getloadavg()[0]:.1f} |", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
