@@ -179,7 +179,8 @@ def usable_cores() -> int:
 
 class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 means one per core")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 means one per core this process may use "
+                                                "(genloop makes idle OpenMP threads sleep, so trainings share cores)")
     warn_epochs: int = Field(200, ge=1, description="warn before a training whose images budget means more epochs "
                                                     "than this over the training set (a tiny data set)")
     sample_grid: int = Field(64, ge=1)
