@@ -25,7 +25,7 @@ TITLES = {"vae": "VAE", "gan": "GAN"}
 def chance(labels: Sequence[int]) -> float:
     """The accuracy of always guessing the most common class: 1 / classes on a balanced set."""
     counts = Counter(int(label) for label in labels)
-    return max(counts.values()) / len(labels) if labels else 1.0
+    return max(counts.values()) / len(labels) if len(labels) else 1.0
 
 
 def accuracy_bar(chance_accuracy: float, config: TrustConfig) -> float:
