@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every genloop process has it
 import torch
 
 from genloop.config import load_params

@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every genloop process has it
 import torch
 
 from genloop.config import load_params

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every genloop process has it
 import torch
 
 import reference_models as ref

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every genloop process has it
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every genloop process has it
 import torch
 import yaml
 

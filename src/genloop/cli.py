@@ -282,10 +282,12 @@ def evaluate(obj: Context, no_mlflow: bool) -> None:
     """Score both models (FID, KID, IS, precision/recall, density/coverage, class mix, memorisation;
     the VAE's test ELBO, IWAE NLL and SSIM) beside the real-vs-real floor; write the HTML report."""
     from genloop.stages.evaluate import evaluate as run
-    from genloop.evaluation.summary import metrics_table
+    from genloop.evaluation.summary import evaluation_warnings, metrics_table
 
     r = _recorded(obj, "evaluate", lambda: run(obj.params(), obj.paths, log_to_mlflow=not no_mlflow))
     click.echo(metrics_table(r.metrics))
+    for line in evaluation_warnings(obj.paths):
+        click.secho(line, fg="yellow", err=True)
     click.echo(f"held-out classifier accuracy {r.classifier_accuracy:.3f}; written to {r.report} and {r.html}")
     if not no_mlflow:
         _record(obj, "evaluate", r)

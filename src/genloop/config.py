@@ -226,13 +226,43 @@ class GANConfig(Strict):
                            "generator and its ONNX graph take (z, label)")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 means one per core")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 means one per core this process may use "
+                                                "(genloop makes idle OpenMP threads sleep, so trainings share cores)")
+    warn_epochs: int = Field(200, ge=1, description="warn before a training whose images budget means more epochs "
+                                                    "than this over the training set (a tiny data set)")
     sample_grid: int = Field(64, ge=1)
     compile: bool = Field(False, description="torch.compile the training step (falls back to eager on failure)")
     vae: VAEConfig = VAEConfig()
     gan: GANConfig = GANConfig()
+
+    def torch_threads(self) -> int:
+        """The intra-op threads to give torch: ``threads``, or one per core this process may use
+        (its CPU affinity, which a container or ``taskset`` narrows, unlike ``os.cpu_count``)."""
+        return self.threads or usable_cores()
+
+
+class TrustConfig(Strict):
+    """When evaluate calls its own figures untrustworthy (genloop.core.trust)."""
+
+    min_held_out_images: int = Field(200, ge=2, description="fewer held-out (val + test) images make FID and its "
+                                     "real-vs-real floor noise (64-dim feature covariances)")
+    chance_factor: float = Field(1.5, ge=1.0, description="the classifier's held-out accuracy must exceed "
+                                 "max(chance x chance_factor, chance + chance_margin)")
+    chance_margin: float = Field(0.1, ge=0.0, lt=1.0)
+    floor_ratio: float = Field(0.9, gt=0.0, le=1.0, description="a model FID below this times the real-vs-real "
+                               "floor is suspect (copies, or features that cannot tell images apart)")
 
 
 class EvaluateConfig(Strict):
@@ -259,6 +289,7 @@ class EvaluateConfig(Strict):
         2000, ge=0, description="membership audit: training and held-out images per side (seeded subsets); 0: no audit")
     audit_samples: int = Field(
         10000, ge=1, description="membership audit: generated samples (a seeded draw) the distance attack searches")
+    trust: TrustConfig = TrustConfig()
 
 
 class PromotionConfig(Strict):
@@ -272,6 +303,8 @@ class PromotionConfig(Strict):
                              "are float noise, not an improvement (added to the margin)")
     max_epsilon: float | None = Field(None, gt=0.0, description="refuse a version whose training spent a larger "
                                       "differential-privacy ε, or was not private; null: no bound")
+    require_trusted_evaluation: bool = Field(True, description="refuse a version whose evaluation "
+                                             "(reports/metrics.json evaluation_trusted) cannot be trusted")
 
 
 class ExportConfig(Strict):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from genloop.core import quality
+from genloop.core.trust import TRUSTED
 from genloop.io.checkpoints import load_sampler, load_vae
 from genloop.stages.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS, MODELS,
                               RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS, detail_file, evaluate, interpolate, iwae_subset,
@@ -68,9 +69,10 @@ def test_metrics_json_holds_only_the_headline_per_model_and_one_floor_block(eval
     assert result.report == project.paths.metrics == project.root / "reports" / "metrics.json"
     assert result.html == project.root / "reports" / "index.html" and result.html.exists()
     assert set(report) == {"vae", "gan", "real_floor"}
-    assert set(report["gan"]) == set(HEADLINE_METRICS) | set(MIA_METRICS)
+    assert set(report["gan"]) == set(HEADLINE_METRICS) | set(MIA_METRICS) | {TRUSTED}
     assert set(HEADLINE_METRICS) == set(EVAL_METRICS)
-    assert set(report["vae"]) == set(HEADLINE_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
+    assert set(report["vae"]) == (set(HEADLINE_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
+                                  | {TRUSTED})
     assert set(report["real_floor"]) == set(HEADLINE_METRICS)
     assert {"fid", "fid_alt", "recognisable_share"} <= set(HEADLINE_METRICS)
     for block in report.values():
@@ -83,8 +85,9 @@ def test_metrics_detail_json_holds_every_figure_and_agrees_with_the_headline(eva
     assert result.detail == detail_file(project.paths) == project.root / "reports" / "metrics_detail.json"
     assert {"vae", "gan", "real_floor", "classifier", "class_shares", "samples_per_model"} <= set(detail)
     assert set(detail["real_floor"]) == set(GENERATOR_METRICS)
-    assert set(detail["gan"]) == set(RUN_METRICS) | set(MIA_METRICS)
-    assert set(detail["vae"]) == set(RUN_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
+    assert set(detail["gan"]) == set(RUN_METRICS) | set(MIA_METRICS) | {TRUSTED}
+    assert set(detail["vae"]) == (set(RUN_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
+                                  | {TRUSTED})
     for name in ("vae", "gan", "real_floor"):
         assert report[name] == {k: detail[name][k] for k in report[name]}, name
     classifier = detail["classifier"]
@@ -97,7 +100,7 @@ def test_metrics_detail_json_holds_every_figure_and_agrees_with_the_headline(eva
 @pytest.mark.parametrize("kind", MODELS)
 def test_each_model_carries_every_metric_finite_and_only_the_vae_its_likelihood(detail, kind):
     extra = set(VAE_METRICS) | set(VAE_MIA_METRICS) if kind == "vae" else set()
-    assert set(detail[kind]) == set(RUN_METRICS) | set(MIA_METRICS) | extra
+    assert set(detail[kind]) == set(RUN_METRICS) | set(MIA_METRICS) | extra | {TRUSTED}
     for key, value in detail[kind].items():
         assert math.isfinite(value), (kind, key)
 

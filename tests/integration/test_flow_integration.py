@@ -10,6 +10,7 @@ import torch
 
 from genloop.io.dvcio import read_dvc_hash, run_dvc
 from genloop.stages.evaluate import EVAL_METRICS, MIA_METRICS, VAE_METRICS, VAE_MIA_METRICS
+from genloop.core.trust import TRUSTED
 from flows.pipeline import pipeline
 
 
@@ -67,8 +68,8 @@ def test_both_child_runs_carry_the_same_evaluation_metric_names(flow_run):
 def test_flow_writes_metrics_json_for_both_models(flow_run):
     root, _ = flow_run
     report = json.loads((root / "reports" / "metrics.json").read_text())
-    assert set(report["gan"]) == set(EVAL_METRICS) | set(MIA_METRICS)  # plus the privacy audit
-    assert set(report["vae"]) == set(EVAL_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS)
+    assert set(report["gan"]) == set(EVAL_METRICS) | set(MIA_METRICS) | {TRUSTED}  # plus the privacy audit, the trust mark
+    assert set(report["vae"]) == set(EVAL_METRICS) | set(VAE_METRICS) | set(MIA_METRICS) | set(VAE_MIA_METRICS) | {TRUSTED}
     assert report["real_floor"]["fid"] < min(report["vae"]["fid"], report["gan"]["fid"])
 
 

@@ -28,7 +28,7 @@ LOSS_COLUMNS = {"vae": ("train_loss", "val_loss"), "gan": ("d_loss", "g_loss")}
 LOSS_TITLES = {"vae": "VAE loss (negative ELBO per image, nats)", "gan": "GAN losses"}
 # How to read each metric in the table: which way is better, or what real data scores.
 READING = {
-    "recognisable_share": "share the classifier puts in one class with probability >= {confidence}; higher is better",
+    "recognisable_share": "share the classifier gives one class with probability >= {confidence}; higher is better",
     "fid": "lower is better (features of the CNN classifier)",
     "fid_alt": "lower is better (features of a second, MLP classifier): a real win lowers both",
     "kid_mean": "lower is better", "kid_std": "spread over subsets",
@@ -261,7 +261,21 @@ th:first-child,th:last-child{text-align:left}td.floor{background:#f3f6fa}td.note
 .row{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}figure{margin:0}
 img{image-rendering:pixelated;max-width:100%}figcaption{font-size:.85em;color:#555}
 p.small{font-size:.85em;color:#555;max-width:60em}
+.warning{border:2px solid #c62828;background:#fdecea;padding:.6em 1em;margin:1em 0}.warning h2{margin-top:0;border:0;color:#c62828}
 """
+
+
+def trust_box(report: dict[str, Any]) -> str:
+    """A red box listing why the figures below cannot be trusted (``report["trust"]``: model -> reasons)."""
+    doubts = report.get("trust") or {}
+    reasons = list(dict.fromkeys(r for kind in MODELS for r in doubts.get(kind, [])))
+    if not reasons:
+        return ""
+    models = ", ".join(TITLES[k] for k in MODELS if doubts.get(k))
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in reasons)
+    return (f'<div class=warning role=alert><h2>This evaluation cannot be trusted ({models})</h2><ul>{items}</ul>'
+            "<p class=small>The promotion gate refuses such models while "
+            "<code>export.promotion.require_trusted_evaluation</code> is true.</p></div>")
 
 
 def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: dict[str, str],
@@ -278,6 +292,7 @@ def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: di
 <body>
 <h1>genloop evaluation: VAE vs GAN</h1>
 <ul class=small>{info}</ul>
+{trust_box(report)}
 <h2>Metrics</h2>
 <p class=small>{report.get("samples_per_model", "?")} samples per model against the clean training split; the
 <em>real vs real</em> column scores the held-out real images (val + test) the same way, i.e. what a perfect

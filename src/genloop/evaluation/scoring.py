@@ -163,7 +163,7 @@ def score_samples(params: Params, paths: ProjectPaths, images: np.ndarray | torc
     samples as evaluate does (the held-out count) for comparable numbers. Reuses the saved
     classifier when the training split and settings are unchanged.
     """
-    torch.set_num_threads(params.train.threads or torch.get_num_threads())
+    torch.set_num_threads(params.train.torch_threads())
     data = load_evaluation_data(params, paths)
     floor, _ = score(data, data.held_out, params.evaluate, params.seed)
     scores, _ = score(data, images, params.evaluate, params.seed)

@@ -1,6 +1,7 @@
 """What a person reads at the end of a run: the metrics side by side and where everything went."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from genloop.config import MODELS
@@ -9,7 +10,8 @@ from genloop.paths import ProjectPaths
 SHOWN = ("recognisable_share", "fid", "fid_alt", "kid_mean", "is_mean", "precision", "recall", "density",
          "coverage", "class_tvd", "nn_train_distance_ratio",
          # shown for the models that have them: conditional, audited, privately trained
-         "label_fidelity", "mia_distance_auc", "mia_elbo_auc", "epsilon")
+         "label_fidelity", "mia_distance_auc", "mia_elbo_auc", "epsilon",
+         "evaluation_trusted")  # 1 or 0 (genloop.core.trust); the reasons follow the table
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -23,6 +25,22 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
         floor_value = floor.get(name + "_real_floor")
         rows.append(row + (f"{floor_value:>12.4g}" if floor_value is not None else f"{'-':>12}"))
     return "\n".join(rows)
+
+
+def evaluation_warnings(paths: ProjectPaths) -> list[str]:
+    """Why the figures above cannot be trusted (the ``trust`` block evaluate wrote to
+    reports/metrics_detail.json), as warning lines; none when they can be, or evaluate has not run."""
+    detail = paths.reports / "metrics_detail.json"
+    try:
+        doubts = json.loads(detail.read_text()).get("trust") or {}
+    except (OSError, ValueError):
+        return []
+    models = [m for m in MODELS if doubts.get(m)]
+    reasons = list(dict.fromkeys(r for m in models for r in doubts[m]))
+    if not reasons:
+        return []
+    names = " and ".join(m.upper() for m in models)
+    return [f"WARNING: this evaluation of the {names} cannot be trusted:", *(f"  - {r}" for r in reasons)]
 
 
 def mlflow_ui_command(paths: ProjectPaths) -> str:
@@ -49,6 +67,7 @@ def run_summary(result: dict[str, Any], paths: ProjectPaths, tracking_uri: str |
         "",
         metrics_table(result["metrics"]),
         f"(classifier accuracy on held-out real images: {result['classifier_accuracy']:.3f})",
+        *evaluation_warnings(paths),
         "",
         "ONNX models:",
         *(f"  {kind}: {info['path']}  (max |ort - torch| {info['max_abs_diff']:.1e}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from genloop.config import PromotionConfig
 from genloop.core.promotion import (DECISION_PREFIX, EPSILON_TAG, IMAGE_SHAPE_TAG, PromotionDecision, PromotionError,
                                     beats, metric_tags, metrics_from_tags, privacy_refusal, required_gain)
+from genloop.core.trust import TRUSTED
 from genloop.io import tracking
 
 CHAMPION = "champion"
@@ -179,11 +180,15 @@ def rollback(client, name: str) -> tuple[str, str]:
 
 
 def _decided_before_metrics(candidate, champion, config: PromotionConfig, value: float | None,
-                            epsilon: float | None) -> tuple[bool, str] | None:
+                            epsilon: float | None, trusted: float | None = None) -> tuple[bool, str] | None:
     """(promoted, reason) when the gate decides without comparing metrics: off, another image shape, a
     privacy bound, no champion yet, already champion, or no metric; None when the metrics decide."""
     if not config.enabled:
         return False, "export.promotion.enabled is false"
+    if config.require_trusted_evaluation and trusted == 0:
+        return False, ("its evaluation cannot be trusted (evaluation_trusted 0 in reports/metrics.json; the run "
+                       "summary and reports/index.html say why); `genloop promote` decides by hand, or "
+                       "export.promotion.require_trusted_evaluation: false lets the gate compare it anyway")
     reshaped = shape_refusal(candidate, champion) if champion is not None else None
     if reshaped is not None:
         return False, reshaped
@@ -229,7 +234,7 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
         client.update_model_version(name, str(candidate.version), description=decision.description())
         return decision
 
-    early = _decided_before_metrics(candidate, champion, config, value, epsilon)
+    early = _decided_before_metrics(candidate, champion, config, value, epsilon, candidate_metrics.get(TRUSTED))
     if early is not None:
         return decide(*early)
 

@@ -17,6 +17,7 @@ metrics show`` lists); ``reports/metrics_detail.json`` holds everything, per-cla
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,11 @@ import numpy as np
 import torch
 
 from genloop.io import atomic, tracking
-from genloop.core import membership, privacy, quality
+from genloop.core import membership, privacy, quality, trust
 from genloop.io.checkpoints import load_classes, load_sampler, load_vae, read_checkpoint
 from genloop.core.label_fidelity import conditional_samples, draw_labels, label_fidelity, per_class_labels
 from genloop.config import EvaluateConfig, Params
-from genloop.io.datasets import read_run_id
+from genloop.io.datasets import class_names, read_run_id
 from genloop.core.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
                                   MIA_METRICS, MODELS, RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS, is_label_fidelity,
                                   label_fidelity_metrics)
@@ -39,6 +40,8 @@ from genloop.paths import ProjectPaths
 from genloop.evaluation.scoring import score_samples  # noqa: F401 - re-exported
 from genloop.evaluation.scoring import load_evaluation_data, score, with_floor
 from genloop.config import sampling_seed
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from genloop.evaluation.report import HtmlReport
@@ -165,7 +168,7 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
 
     started = time.perf_counter()
     config = params.evaluate
-    torch.set_num_threads(params.train.threads or torch.get_num_threads())
+    torch.set_num_threads(params.train.torch_threads())
     data = load_evaluation_data(params, paths)
 
     floor, held_out_shares = score(data, data.held_out, config, params.seed)
@@ -198,10 +201,11 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
         walks[kind] = interpolate(checkpoint, config.interpolation_rows, config.interpolation_steps,
                                   params.seed + 2).numpy()
 
+    doubts = judge_trust(params, paths, data, metrics, floor)
     # A private training's spent budget (epsilon, delta) beside its scores; absent for a non-private one.
     spent = {kind: privacy.spent(read_checkpoint(paths.train(kind) / "model.pt")) for kind in MODELS}
     detail = _detail(data, config, {kind: {**scores, **spent[kind]} for kind, scores in metrics.items()}, floor,
-                     shares, curves)
+                     shares, curves, doubts)
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
                                               {**floor, **fidelity_floor}))
@@ -209,13 +213,14 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
                                     data.held_out[:config.report_samples].numpy(), per_class=per_class)
 
     if log_to_mlflow:
-        _log_to_mlflow(params, paths, metrics, html)
+        _log_to_mlflow(params, paths, metrics, html, doubts)
     return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
                           html=html.index, seconds=time.perf_counter() - started, detail=detail_file(paths))
 
 
 def _detail(data: EvaluationData, config: EvaluateConfig, metrics: dict[str, dict[str, float]],
-            floor: dict[str, float], shares: dict[str, np.ndarray], curves: dict[str, dict[str, list[float]]]) -> dict:
+            floor: dict[str, float], shares: dict[str, np.ndarray], curves: dict[str, dict[str, list[float]]],
+            doubts: dict[str, list[str]]) -> dict:
     """reports/metrics_detail.json: every figure, the classifier, class shares and the classes' names."""
     return {
         **metrics,
@@ -229,7 +234,23 @@ def _detail(data: EvaluationData, config: EvaluateConfig, metrics: dict[str, dic
         "test_images": len(data.test),
         "iwae_test_images": min(len(data.test), config.iwae_images),
         "membership": _audit_detail(data, config, curves),
+        "trust": doubts,
     }
+
+
+def judge_trust(params: Params, paths: ProjectPaths, data: EvaluationData, metrics: dict[str, dict[str, float]],
+                floor: dict[str, float]) -> dict[str, list[str]]:
+    """Why each model's figures cannot be trusted (genloop.core.trust), logged as warnings; sets each
+    model's ``evaluation_trusted`` metric (1 or 0), which the promotion gate reads."""
+    config = params.evaluate.trust
+    shared = trust.evaluation_doubts(data.classifier_accuracy, data.held_out_labels, config, class_names(paths))
+    doubts = trust.doubts_by_model(shared, {kind: m.get("fid") for kind, m in metrics.items()}, floor.get("fid"),
+                                   config)
+    for kind, reasons in doubts.items():
+        metrics[kind].update(trust.trusted_metric(reasons))
+    for reason in trust.unique_reasons(doubts):
+        log.warning("evaluation cannot be trusted: %s", reason)
+    return doubts
 
 
 def detail_file(paths: ProjectPaths) -> Path:
@@ -239,12 +260,13 @@ def detail_file(paths: ProjectPaths) -> Path:
 def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> dict[str, dict[str, float]]:
     """reports/metrics.json: ``HEADLINE_METRICS`` per model (the VAE's likelihood, the membership audit and a
     conditional model's label fidelity too; ``epsilon`` and ``delta`` for a privately trained model, absent
-    otherwise) and one floor block.
+    otherwise; ``evaluation_trusted`` 1 or 0, see genloop.core.trust) and one floor block.
 
     Small enough for ``dvc metrics show``/``diff`` to read at a glance; promotion reads
     ``[vae|gan][fid]`` from it.
     """
-    keep = {*HEADLINE_METRICS, *VAE_METRICS, *MIA_METRICS, *VAE_MIA_METRICS, privacy.EPSILON, privacy.DELTA}
+    keep = {*HEADLINE_METRICS, *VAE_METRICS, *MIA_METRICS, *VAE_MIA_METRICS, privacy.EPSILON, privacy.DELTA,
+            trust.TRUSTED}
     report = {kind: {k: v for k, v in scores.items() if k in keep or is_label_fidelity(k)}
               for kind, scores in metrics.items()}
     fidelity_floor = {k: v for k, v in floor.items() if is_label_fidelity(k)}  # when a model is conditional
@@ -252,11 +274,12 @@ def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> d
 
 
 def _log_to_mlflow(params: Params, paths: ProjectPaths, metrics: dict[str, dict[str, float]],
-                   html: HtmlReport) -> None:
+                   html: HtmlReport, doubts: dict[str, list[str]]) -> None:
     tracking.setup(params.mlflow, paths)
     for kind in MODELS:
         run_id = read_run_id(paths, kind)
         tracking.log_metrics(run_id, metrics[kind])
+        tracking.set_tags(run_id, trust.reasons_tag(doubts.get(kind, [])))
         tracking.log_files(run_id, [paths.metrics, detail_file(paths)])
         tracking.log_files(run_id, [html.index], artifact_path="report")
         tracking.log_folder(run_id, html.figures, artifact_path="report/figures")

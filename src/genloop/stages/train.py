@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from genloop.io import atomic, tracking
-from genloop.core import divergence, privacy
+from genloop.core import divergence, privacy, trust
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
@@ -579,6 +578,15 @@ def _save_outputs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, input
     tracking.log_files(run_id, [out_dir / "model.pt"], artifact_path="checkpoint")
 
 
+def warn_if_overlong(kind: str, images: int, train_images: int, max_epochs: int, run_id: str) -> None:
+    """Warn (log and MLflow tag ``genloop.budget_warning``) before a training whose images budget means
+    hundreds of epochs over a tiny training set: hours spent memorising it (genloop.core.trust)."""
+    warning = trust.budget_warning(kind, images, train_images, max_epochs)
+    if warning is not None:
+        log.warning("%s", warning)
+        tracking.set_tags(run_id, {trust.BUDGET_TAG: warning})
+
+
 def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: str | None = None,
                 resume: bool = True) -> TrainResult:
     """Train ``kind`` ('vae' or 'gan') on the augmented training split and log it as a child run.
@@ -587,7 +595,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     and data is continued from its last finished epoch; any other state is ignored and overwritten.
     """
     cfg: VAEConfig | GANConfig = getattr(params.train, kind)
-    torch.set_num_threads(params.train.threads or os.cpu_count() or 1)
+    torch.set_num_threads(params.train.torch_threads())
     torch.manual_seed(params.seed)
     device = select_device(params.train.device)
     inputs = load_training_inputs(cfg, paths)
@@ -602,6 +610,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     if saved is not None:
         restore_training_state(saved, trainer.state, trainer.optimizers, batch_rng)
     run_id, parent_run_id, history, start = _open_run(kind, cfg, params, paths, parent_run_id, device, inputs, saved)
+    warn_if_overlong(kind, cfg.images, len(inputs.data), params.train.warn_epochs, run_id)
     out_dir = paths.train(kind)
     with tracking.finished_or_failed(run_id):
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
