@@ -50,10 +50,10 @@ def champion(model) -> str | None:
 def test_first_version_with_an_untrusted_evaluation_does_not_become_champion(model):
     decision = register_and_gate(model, 1.67, trusted=0.0)
     assert not decision.promoted and champion(model) is None
-    tags = model[1].get_model_version(model[2], decision.version).tags
-    assert tags["promotion.decision"] == "kept"
-    assert "evaluation cannot be trusted" in tags["promotion.reason"]
-    assert "require_trusted_evaluation" in tags["promotion.reason"]
+    version = model[1].get_model_version(model[2], decision.version)
+    assert version.tags["promotion.decision"] == "kept"
+    assert "evaluation cannot be trusted" in version.description
+    assert "require_trusted_evaluation" in version.description
 
 
 def test_an_untrusted_better_score_keeps_the_trusted_champion(model):
