@@ -176,31 +176,43 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
     if value is None:
         return decide(False, f"no {config.metric!r} for this version (run `genloop evaluate` before export)")
 
-    rescored = False
-    if champion.tags.get(EVAL_HASH_TAG) == eval_hash:
-        champion_value = metrics_from_tags(champion.tags).get(config.metric)
-    elif rescore is None:
-        return decide(False, f"champion v{champion.version} was scored on other evaluation data "
-                             f"({champion.tags.get(EVAL_HASH_TAG, 'unknown')} != {eval_hash}) and no re-scorer "
-                             "is available")
-    else:
-        try:
-            champion_value = rescore(name, str(champion.version)).get(config.metric)
-        except PromotionError as exc:
-            return decide(False, f"champion v{champion.version} was scored on other evaluation data and could not "
-                                 f"be re-scored ({exc}); `genloop promote {name} {candidate.version}` decides by hand")
-        rescored = True
-        if champion_value is not None:
-            client.set_model_version_tag(name, str(champion.version), f"rescored.{eval_hash[:12]}.{config.metric}",
-                                         repr(float(champion_value)))
+    champion_value, rescored, refused = _champion_figure(client, name, str(candidate.version), champion, config,
+                                                         eval_hash, rescore)
+    if refused is not None:
+        return decide(False, refused)
     if champion_value is None:
         return decide(True, f"champion v{champion.version} has no {config.metric!r} to compare with", None, rescored)
+    promoted, reason = _compare(float(value), champion, float(champion_value), rescored, config)
+    return decide(promoted, reason, float(champion_value), rescored)
 
-    champion_value = float(champion_value)
+
+def _champion_figure(client, name: str, candidate_version: str, champion, config: PromotionConfig, eval_hash: str,
+                     rescore: Rescorer | None) -> tuple[float | None, bool, str | None]:
+    """(the champion's figure on today's evaluation data, whether it was re-scored, why no figure can be had)."""
+    if champion.tags.get(EVAL_HASH_TAG) == eval_hash:
+        return metrics_from_tags(champion.tags).get(config.metric), False, None
+    if rescore is None:
+        return None, False, (f"champion v{champion.version} was scored on other evaluation data "
+                             f"({champion.tags.get(EVAL_HASH_TAG, 'unknown')} != {eval_hash}) and no re-scorer "
+                             "is available")
+    try:
+        champion_value = rescore(name, str(champion.version)).get(config.metric)
+    except PromotionError as exc:
+        return None, False, (f"champion v{champion.version} was scored on other evaluation data and could not "
+                             f"be re-scored ({exc}); `genloop promote {name} {candidate_version}` decides by hand")
+    if champion_value is not None:
+        client.set_model_version_tag(name, str(champion.version), f"rescored.{eval_hash[:12]}.{config.metric}",
+                                     repr(float(champion_value)))
+    return champion_value, True, None
+
+
+def _compare(value: float, champion, champion_value: float, rescored: bool,
+             config: PromotionConfig) -> tuple[bool, str]:
+    """(promoted, why): the candidate's figure against the champion's, by the configured rule."""
     better = "lower" if config.direction == "minimize" else "higher"
     rescored_note = " (re-scored on this evaluation data)" if rescored else ""
-    figures = (f"{config.metric} {float(value):.6g} vs champion v{champion.version} {champion_value:.6g}{rescored_note}, "
+    figures = (f"{config.metric} {value:.6g} vs champion v{champion.version} {champion_value:.6g}{rescored_note}, "
                f"margin {config.margin:g} + tolerance {config.tolerance:g} (relative), {better} is better")
-    if beats(float(value), champion_value, config):
-        return decide(True, f"beats the champion: {figures}", champion_value, rescored)
-    return decide(False, f"does not beat the champion: {figures}", champion_value, rescored)
+    if beats(value, champion_value, config):
+        return True, f"beats the champion: {figures}"
+    return False, f"does not beat the champion: {figures}"

@@ -121,9 +121,22 @@ def validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tup
 
 def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tuple[int, int],
                     docs_dir: Path | None, run_name: str, data_asset: str) -> ValidationOutcome:
-    import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context = _context(docs_dir)
+    checkpoint = _checkpoint(context, config, expected_shape, with_docs=docs_dir is not None)
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
+    (result,) = checkpoint.run(batch_parameters={"dataframe": table}, run_id=run_id).run_results.values()
+    if docs_dir is not None:
+        context.build_data_docs(site_names=[DOCS_SITE])
+        statuses = mark_status_offline(Path(docs_dir), data_asset)
+        link_pages_offline(Path(docs_dir), statuses)
+    return _outcome(result)
+
+
+def _context(docs_dir: Path | None):
+    """An ephemeral GE context, quiet, writing Data Docs under ``docs_dir`` when one is given."""
+    import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -135,6 +148,14 @@ def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tu
                               "base_directory": str(Path(docs_dir).resolve())},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
+    return context
+
+
+def _checkpoint(context, config: CleanConfig, expected_shape: tuple[int, int], with_docs: bool):
+    """The suite over a whole-dataframe batch, in a checkpoint that lists every unexpected row by id."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
     batch = (
         context.data_sources.add_pandas("genloop")
         .add_dataframe_asset("images")
@@ -146,18 +167,15 @@ def _validate_table(table: pd.DataFrame, config: CleanConfig, expected_shape: tu
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="genloop_images", data=batch, suite=suite)
     )
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
+    return context.checkpoints.add(gx.Checkpoint(
         name="genloop_clean", validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs_dir is not None else [],
+        actions=[UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if with_docs else [],
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
     ))
-    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
-    (result,) = checkpoint.run(batch_parameters={"dataframe": table}, run_id=run_id).run_results.values()
-    if docs_dir is not None:
-        context.build_data_docs(site_names=[DOCS_SITE])
-        statuses = mark_status_offline(Path(docs_dir), data_asset)
-        link_pages_offline(Path(docs_dir), statuses)
 
+
+def _outcome(result) -> ValidationOutcome:
+    """Each failed row's reasons, the data-set-level failures and a summary line per expectation."""
     row_reasons: dict[int, list[str]] = {}
     dataset_failures: list[str] = []
     summary: list[dict[str, Any]] = []

@@ -113,13 +113,8 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     table["split"] = [split_of(h, config.split.val, config.split.test) for h in table["content_hash"]]
     split_sizes = {s: int(((table["split"] == s) & keep).sum()) for s in SPLITS}
     kept = keep.to_numpy()
-    near = find_near_duplicates(
-        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
-        table["split"].to_numpy()[kept], config.near_duplicate_distance,
-    )
+    near = _near_duplicates(images, table, kept, config, paths.near_duplicates)
     near_by_split = {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
-    near_path = paths.near_duplicates
-    atomic.write_with(near_path, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
 
     report_path = paths.validation_report
     report = {
@@ -134,7 +129,7 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
             "by_split": near_by_split,
             "distance_threshold": config.near_duplicate_distance,
             "metric": "rms pixel difference, pixels in [0, 1]",
-            "report": str(near_path.relative_to(paths.root)),
+            "report": str(paths.near_duplicates.relative_to(paths.root)),
         },
         "data_docs": str((docs / "index.html").relative_to(paths.root)),
         "expectations": outcome.expectations,
@@ -146,7 +141,29 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
             + f". See {report_path} and {docs / 'index.html'}"
         )
 
-    with atomic.atomic_dir(paths.clean) as out:
+    _write_splits(paths.clean, images, table, kept, reasons)
+    return CleanResult(
+        checked=report["checked"], passed=report["passed"], quarantined=report["quarantined"],
+        by_reason=report["by_reason"], split_sizes=split_sizes, report=report_path,
+        near_duplicates=len(near), near_duplicates_by_split=near_by_split,
+        near_duplicate_distance=config.near_duplicate_distance, near_duplicates_report=paths.near_duplicates,
+        data_docs=docs / "index.html", reports=report_files(paths),
+    )
+
+
+def _near_duplicates(images: np.ndarray, table, kept: np.ndarray, config: CleanConfig, target: Path):
+    """Kept images closer than ``clean.near_duplicate_distance`` across splits, written to ``target`` (CSV)."""
+    near = find_near_duplicates(
+        images[kept], table["id"].to_numpy()[kept], table["label"].to_numpy()[kept],
+        table["split"].to_numpy()[kept], config.near_duplicate_distance,
+    )
+    atomic.write_with(target, lambda tmp: near.to_csv(tmp, index=False, lineterminator="\n"))
+    return near
+
+
+def _write_splits(target: Path, images: np.ndarray, table, kept: np.ndarray, reasons: dict[int, list[str]]) -> None:
+    """One .npz per split of the kept rows and quarantine.csv of the rest, all replacing ``target`` at once."""
+    with atomic.atomic_dir(target) as out:
         row_index = np.arange(len(table))
         for split in SPLITS:
             rows = row_index[(table["split"] == split).to_numpy() & kept]
@@ -156,15 +173,7 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
                 labels=table["label"].to_numpy()[rows].astype(np.int64),
                 ids=table["id"].to_numpy()[rows].astype(np.int64),
             )
-        quarantine = table.loc[~keep, ["id", "label", "content_hash", "height", "width"]].copy()
+        quarantine = table.loc[~kept, ["id", "label", "content_hash", "height", "width"]].copy()
         quarantine["reason"] = [";".join(reasons[i]) for i in quarantine["id"]]
         quarantine.to_csv(out / "quarantine.csv", index=False, lineterminator="\n")
-
-    return CleanResult(
-        checked=report["checked"], passed=report["passed"], quarantined=report["quarantined"],
-        by_reason=report["by_reason"], split_sizes=split_sizes, report=report_path,
-        near_duplicates=len(near), near_duplicates_by_split=near_by_split,
-        near_duplicate_distance=config.near_duplicate_distance, near_duplicates_report=near_path,
-        data_docs=docs / "index.html", reports=report_files(paths),
-    )
 

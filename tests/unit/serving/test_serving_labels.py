@@ -24,8 +24,7 @@ from genloop.core.models.gan import Generator
 from genloop.serving import ServeSettings, ServingError
 from genloop.serving.live import _check_same_interface
 from genloop.serving.sessions import ModelHolder
-from servers import ThreadServer, run_schemathesis
-from test_serving import LATENT, SIDE, TOL, latents
+from servers import LATENT, SIDE, TOL, ThreadServer, latents, run_schemathesis
 
 COND, PLAIN = "genloop-cgan", "genloop-gan"
 CLASSES = list(range(10))

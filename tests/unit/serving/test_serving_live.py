@@ -28,8 +28,9 @@ from genloop.config import DeployConfig
 from genloop.io.deploy import notify_servers
 from genloop.serving import ServeSettings
 from genloop.serving.command import serve_command
-from servers import ThreadServer, free_port, wait_ready
-from test_serving import GAN, LATENT, SIDE, TOKEN, VAE, infer_body, latents, metric_samples, settings_for
+from servers import (
+    GAN, LATENT, SIDE, TOKEN, VAE, ThreadServer, free_port, infer_body, latents, metric_samples, settings_for, wait_ready,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_SECONDS = 1.0
