@@ -21,7 +21,7 @@ from urllib.error import HTTPError, URLError
 
 import numpy as np
 
-from genloop.errors import MAX_SIDE, SourceError  # SourceError re-exported
+from genloop.errors import MAX_SIDE, SourceError
 
 SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, idx:PATH, folder:PATH, npz:PATH"
 MAX_IMAGE_PIXELS = 4096 * 4096  # above this an image file is refused as a possible decompression bomb
