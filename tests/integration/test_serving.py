@@ -187,6 +187,9 @@ BAD_REQUESTS = {
     "unknown-input": (_json({"inputs": [{**ok_row["inputs"][0], "name": "x"}]}), {}, 400, "no input 'x'"),
     "unknown-output": (_json({**ok_row, "outputs": [{"name": "logits"}]}), {}, 400, "no output 'logits'"),
     "bad-header-length": (_json(ok_row), {"Inference-Header-Content-Length": "abc"}, 400, "Inference-Header-Content-Length"),
+    # int() takes these; a length is plain ASCII digits
+    "header-length-underscore": (_json(ok_row), {"Inference-Header-Content-Length": "2_00"}, 400, "ASCII digits only"),
+    "header-length-plus": (_json(ok_row), {"Inference-Header-Content-Length": "+200"}, 400, "ASCII digits only"),
     "too-many-rows": (_json(infer_body(np.zeros((MAX_ROWS + 1, LATENT), np.float32))), {}, 413, f"{MAX_ROWS} a request"),
     "too-large-body": (_json(infer_body(latents(1, 0), id="x" * MAX_BODY)), {}, 413, "bytes allowed"),
     "gzip-bomb": (*_gzip_bomb(), 413, "decompressed"),
@@ -202,6 +205,16 @@ def test_bad_infer_request_is_a_4xx_with_an_error_message(server, case):
     error = response.json()["error"]
     assert isinstance(error, str) and fragment in error, error
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("value", [" 200 ", "200\t", "\u0662\u0660\u0660", "0x10", "-0"])
+def test_header_length_is_plain_ascii_digits(server, value):
+    """Values HTTP itself would not carry unchanged (h11 strips surrounding blanks), checked on the parser."""
+    from genloop.serving.protocol import ApiError, parse_infer_request
+
+    with pytest.raises(ApiError, match="ASCII digits only") as info:
+        parse_infer_request(_json(ok_row), value, server.app.state.holder.get(VAE), MAX_ROWS)
+    assert info.value.status == 400
 
 
 @pytest.mark.parametrize("method,path,status,fragment", [

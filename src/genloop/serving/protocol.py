@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genloop.serving.sessions import LABEL_INPUT, V2_TO_NUMPY, ServedModel, TensorSpec
+from genloop.serving.sessions import INT64_MAX, INT64_MIN, LABEL_INPUT, V2_TO_NUMPY, ServedModel, TensorSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FP32_MAX = float(np.finfo(np.float32).max)
 MAX_NESTING = 32
-INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 try:  # orjson writes numpy arrays directly (shortest round-trip FP32 text); json is the fallback
     import orjson
@@ -111,7 +110,7 @@ def _json_tensor(name: str, data, count: int, datatype: str) -> np.ndarray:
         return _json_int64(name, flat)
     if not all(type(v) is float or type(v) is int for v in flat):
         bad = next(v for v in flat if not (type(v) is float or type(v) is int))
-        raise ApiError(400, f"input {name!r}: 'data' must hold only numbers for FP32, found {bad!r}")
+        raise ApiError(400, f"input {name!r}: 'data' must hold only numbers for FP32, found {_json_text(bad)}")
     try:
         values = np.asarray(flat, dtype=np.float64)
     except OverflowError:
@@ -122,12 +121,18 @@ def _json_tensor(name: str, data, count: int, datatype: str) -> np.ndarray:
 
 
 def _json_int64(name: str, flat: list) -> np.ndarray:
-    bad = next((v for v in flat if type(v) is not int), None)
-    if bad is not None:
-        raise ApiError(400, f"input {name!r}: 'data' must hold only integers for INT64, found {bad!r}")
+    bad = [v for v in flat if type(v) is not int][:1]  # a list: JSON null (None) is a bad value too
+    if bad:
+        raise ApiError(400, f"input {name!r}: 'data' must hold only integers for INT64, found {_json_text(bad[0])}")
     if flat and not INT64_MIN <= min(flat) <= max(flat) <= INT64_MAX:
         raise ApiError(400, f"input {name!r}: a value is outside the INT64 range")
     return np.asarray(flat, dtype=np.int64)
+
+
+def _json_text(value) -> str:
+    """A value as the client wrote it (``null``, ``true``, ``"7"``), cut short."""
+    text = json.dumps(value) if isinstance(value, (str, bool, type(None), int, float)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _shown(values: list[int], most: int = 10) -> str:
@@ -153,10 +158,10 @@ def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]
     """(JSON part, binary tensor section) of a body, as ``Inference-Header-Content-Length`` divides it."""
     if header_length is None:
         return body, b""
-    try:
-        json_size = int(header_length)
-    except ValueError:
-        raise ApiError(400, f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    # int() would also take "2_00", "+200", " 200 " and non-ASCII digits: a length is plain ASCII digits.
+    if not (header_length.isascii() and header_length.isdigit()):
+        raise ApiError(400, f"{HEADER_LENGTH} must be an integer (ASCII digits only), got {header_length!r}")
+    json_size = int(header_length)
     if not 0 <= json_size <= len(body):
         raise ApiError(400, f"{HEADER_LENGTH} {json_size} is outside the body of {len(body)} bytes")
     return body[:json_size], body[json_size:]

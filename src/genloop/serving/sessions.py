@@ -51,6 +51,14 @@ def _dims(shape) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
 
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def _cut(text: str, most: int = 60) -> str:
+    """``text`` quoted, cut short: metadata can be long."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + f"... ({len(text)} characters)"
+
+
 def trained_labels(path: Path, input_names: tuple[str, ...], props: dict[str, str]) -> tuple[int, ...] | None:
     """The classes a conditional graph was trained on (``genloop.labels``), None for an unconditional one.
 
@@ -74,7 +82,12 @@ def trained_labels(path: Path, input_names: tuple[str, ...], props: dict[str, st
         labels = None
     if (not isinstance(labels, list) or not labels or len(set(labels)) != len(labels)
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
-        raise ServingError(f"{path}: metadata {LABELS_KEY}={raw!r} is not a JSON list of distinct integers")
+        raise ServingError(f"{path}: metadata {LABELS_KEY}={_cut(raw)} is not a JSON list of distinct integers")
+    outside = [v for v in labels if not INT64_MIN <= v <= INT64_MAX]
+    if outside:  # the label input is INT64: such a class could never be asked for
+        value = str(outside[0]) if len(str(outside[0])) <= 40 else str(outside[0])[:37] + "..."
+        raise ServingError(f"{path}: metadata {LABELS_KEY} holds {value}, outside the INT64 range "
+                           f"of the {LABEL_INPUT!r} input; re-export the model with `genloop export`")
     return tuple(sorted(labels))
 
 

@@ -194,6 +194,10 @@ BAD_LABELS = {
     "floats-as-int64": (body(z2, [1.5, 2]), ["only integers for INT64", "1.5"]),
     "booleans-as-int64": (body(z2, [True, 2]), ["only integers for INT64"]),
     "beyond-int64": (body(z2, [2**63, 2]), ["outside the INT64 range"]),
+    "null-label": (body(z2, [None, 3]), ["input 'label'", "only integers for INT64", "null"]),
+    "null-label-first-of-nested": (body(z2, [[None], [3]], label_shape=[2]), ["input 'label'", "null"]),
+    "null-latent": ({"inputs": [{**body(z2, [1, 2])["inputs"][0], "data": [None] + z2.ravel().tolist()[1:]},
+                                body(z2, [1, 2])["inputs"][1]]}, ["input 'z'", "only numbers for FP32", "null"]),
     "more-labels-than-latents": (body(z2, [1, 2, 3]), ["batch size 3", "input 'z''s 2"]),
     "fewer-labels-than-latents": (body(latents(3, seed=4), [1]), ["batch size 1", "input 'z''s 3"]),
     "label-with-two-dims": (body(z2, [1, 2], label_shape=[2, 1]), ["does not match the model's [-1]"]),
@@ -304,6 +308,8 @@ def test_generate_on_an_unconditional_model_is_unchanged(server):
     ({"genloop.labels": "0-9", "genloop.conditional": "true"}, "not a JSON list of distinct integers"),
     ({"genloop.labels": "[]", "genloop.conditional": "true"}, "not a JSON list of distinct integers"),
     ({"genloop.labels": "[1, 1]", "genloop.conditional": "true"}, "not a JSON list of distinct integers"),
+    ({"genloop.labels": f"[0, {2**63}]", "genloop.conditional": "true"}, f"{2**63}, outside the INT64 range"),
+    ({"genloop.labels": f"[{-2**63 - 1}, 0]", "genloop.conditional": "true"}, "outside the INT64 range"),
 ])
 def test_a_label_input_without_valid_trained_classes_is_not_served(models_dir, tmp_path, props, fragment):
     path = with_props(models_dir / "bare.onnx", tmp_path / "cgan.onnx", props)
