@@ -125,8 +125,10 @@ def _serve(params, root: Path, models: dict[str, Path], champions: bool | None, 
     from genloop.serving.settings import ServingError
 
     source = None  # the registry's champions: its download folder lives until the server stops
-    # SIGTERM before uvicorn takes over (e.g. during downloads) still runs the `finally` below.
+    # SIGTERM before uvicorn takes over (e.g. during downloads) still runs the `finally` below; SIGHUP
+    # (the terminal closed) stops the server as SIGTERM does, instead of killing it with the folder left.
     previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    previous_sighup = signal.signal(signal.SIGHUP, _sigterm_on_sighup)
     try:
         if champions is None:
             from genloop.serving.registry import has_champions
@@ -146,6 +148,7 @@ def _serve(params, root: Path, models: dict[str, Path], champions: bool | None, 
         if source is not None:
             source.close()
         signal.signal(signal.SIGTERM, previous_sigterm)
+        signal.signal(signal.SIGHUP, previous_sighup)
 
 
 def _check_token(token: str | None) -> None:
@@ -191,6 +194,15 @@ def _serve_settings(config, models: dict[str, Path], versions: dict[str, str], o
 
 def _exit_on_sigterm(signum, frame) -> None:
     sys.exit(128 + signum)
+
+
+def _sigterm_on_sighup(signum, frame) -> None:
+    """SIGTERM to this process: whoever handles SIGTERM now (uvicorn's graceful shutdown, or
+    _exit_on_sigterm before it runs) stops the server and the `finally` cleans up."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _fail(message: str) -> None:
