@@ -35,6 +35,8 @@ V2_TO_NUMPY = {
 # A class-conditional generator: an INT64 ``label`` input beside ``z``, its trained classes in the metadata.
 LABEL_INPUT = "label"
 LABELS_KEY, CONDITIONAL_KEY = "genloop.labels", "genloop.conditional"
+# What `genloop export` records as the kind of model in the file ("vae", "gan"); absent in hand-made files.
+KIND_KEY = "model_kind"
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class ServedModel:
                 raise ServingError(f"{path}: output {spec.name!r} has unsupported type {spec.datatype}")
         self.input_names = tuple(s.name for s in self.inputs)
         self.output_names = tuple(s.name for s in self.outputs)
-        self.labels = trained_labels(path, self.input_names, session.get_modelmeta().custom_metadata_map)
+        props = session.get_modelmeta().custom_metadata_map
+        self.labels = trained_labels(path, self.input_names, props)
+        self.kind = props.get(KIND_KEY) or None
         if not any(s.datatype == "FP32" for s in self.inputs):
             raise ServingError(f"{path}: no FP32 input; genloop serve needs a latent input (`z`)")
 

@@ -22,7 +22,7 @@ from genloop.stages.export import export_onnx
 from genloop.io.imaging import grid_image
 from genloop.core.models.gan import Generator
 from genloop.serving import ServeSettings, ServingError
-from genloop.serving.live import _check_same_interface
+from genloop.serving.live import Interface, _check_same_interface
 from genloop.serving.sessions import ModelHolder
 from servers import LATENT, SIDE, TOL, ThreadServer, latents, run_schemathesis
 
@@ -332,9 +332,9 @@ def test_a_new_version_may_add_classes_but_not_drop_served_ones(models_dir, tmp_
     ten, five, eleven = (holder.build(COND, files[name], version) for name, version in
                          (("ten", "1"), ("five", "2"), ("eleven", "3")))
     assert ten.labels == tuple(CLASSES) and ten.conditional
-    _check_same_interface(ten, eleven)
+    _check_same_interface(Interface.of(ten), eleven)
     with pytest.raises(ServingError, match=r"label\(s\) \[5, 6, 7, 8, 9\]"):
-        _check_same_interface(ten, five)
+        _check_same_interface(Interface.of(ten), five)
 
 
 # ---- schemathesis on a server with a conditional model: never a 5xx ----------------------------------------

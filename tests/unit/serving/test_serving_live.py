@@ -183,7 +183,8 @@ def wait_for_version(url: str, version: str, within: float, headers: dict | None
     raise AssertionError(f"still serving v{served_version(url, headers)}, not v{version}, after {within} s")
 
 
-def test_sigterm_removes_the_champions_download_folder(registry, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_remove_the_champions_download_folder(registry, tmp_path, sig):
     root, uri, _ = registry
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
@@ -193,7 +194,7 @@ def test_sigterm_removes_the_champions_download_folder(registry, tmp_path):
         wait_ready(f"http://127.0.0.1:{port}", lambda: proc.poll() is None)
         assert len(list(tmp.glob("genloop-champions-*"))) == 1
     finally:
-        out = stop(proc, signal.SIGTERM)
+        out = stop(proc, sig)
     assert proc.returncode in (143, -signal.SIGTERM), out
     assert not list(tmp.glob("genloop-champions-*")), out
 
@@ -316,6 +317,42 @@ def test_repository_endpoints_load_unload_and_keep_the_old_model_on_a_failed_loa
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
+
+
+def with_kind(source: Path, target: Path, kind: str | None) -> Path:
+    """``source`` copied to ``target`` with the ``model_kind`` metadata `genloop export` writes (None: without)."""
+    from genloop.stages.export import write_metadata
+
+    shutil.copy(source, target)
+    if kind is not None:
+        write_metadata(target, {"model_kind": kind})
+    return target
+
+
+def test_a_load_keeps_the_kind_and_interface_of_the_name_even_after_an_unload(models_dir, tmp_path):
+    """A GAN file (same shapes) or another interface under genloop-vae: refused while served and after an unload."""
+    path = with_kind(models_dir / "vae_decoder.onnx", tmp_path / "served.onnx", "vae")
+    with ThreadServer(ServeSettings(models={VAE: path}, intra_op_threads=1, warmup_rows=[1])) as live:
+        load, unload = (f"{live.url}/v2/repository/models/{VAE}/{action}" for action in ("load", "unload"))
+        with_kind(models_dir / "gan_generator.onnx", path, "gan")
+        for unloaded in (False, True):
+            if unloaded:
+                assert httpx.post(unload).status_code == 200
+            refused = httpx.post(load, timeout=60)
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert "a gan model" in error and "a vae model" in error and "model_kind" in error, error
+        for index in [httpx.post(f"{live.url}/v2/repository/index").json()]:
+            assert index[0]["state"] == "UNAVAILABLE" and "gan" in index[0]["reason"], index
+        with_kind(models_dir / "wider.onnx", path, None)  # no kind recorded, another latent width
+        refused = httpx.post(load, timeout=60)
+        assert refused.status_code == 400 and "inputs" in refused.json()["error"], refused.text
+        assert "restart the server" in refused.json()["error"]
+        with_kind(models_dir / "vae_decoder.onnx", path, "vae")
+        loaded = httpx.post(load, timeout=60)
+        assert loaded.status_code == 200 and loaded.json()["changed"] is True, loaded.text
+        z = latents(1, 5)
+        assert httpx.post(f"{live.url}/v2/models/{VAE}/infer", json=infer_body(z)).status_code == 200
 
 
 def metric_samples_auth(url: str) -> dict:
