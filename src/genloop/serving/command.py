@@ -187,7 +187,8 @@ def _serve_settings(config, models: dict[str, Path], versions: dict[str, str], o
     chosen = {key: defaults[key] if key in from_params and value is None else value for key, value in options.items()}
     return ServeSettings(
         models=models, versions=versions, timeout_keep_alive=config.timeout_keep_alive,
-        limit_concurrency=config.limit_concurrency,
+        limit_concurrency=config.limit_concurrency, body_timeout=config.body_timeout,
+        max_connections_per_client=config.max_connections_per_client,
         h11_max_incomplete_event_size=config.h11_max_incomplete_event_size, **chosen,
     )
 
@@ -231,10 +232,12 @@ def run_server(settings, log_level: str = "info", echo=print, source=None) -> No
 
 
 def uvicorn_options(settings) -> dict:
-    """How uvicorn guards its connections (params `serve:`): idle and half-sent ones are closed, their number capped."""
-    from genloop.serving.connections import IdleClosingH11Protocol
+    """How uvicorn guards its connections (params `serve:`): idle, half-sent and stalled ones are closed, their
+    number capped in all and per client."""
+    from genloop.serving.connections import guarded_protocol
 
-    return {"http": IdleClosingH11Protocol, "timeout_keep_alive": settings.timeout_keep_alive,
+    protocol = guarded_protocol(settings.body_timeout, settings.max_connections_per_client)
+    return {"http": protocol, "timeout_keep_alive": settings.timeout_keep_alive,
             "limit_concurrency": settings.limit_concurrency,
             "h11_max_incomplete_event_size": settings.h11_max_incomplete_event_size,
             "server_header": False, "timeout_graceful_shutdown": 10}
