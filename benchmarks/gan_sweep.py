@@ -28,13 +28,13 @@ import torch
 
 from genloop.config import load_params
 from genloop.core import quality
-from genloop.stages.evaluate import load_evaluation_data
+from genloop.evaluation.scoring import load_evaluation_data
 from genloop.core.models.classifier import embed
 from genloop.io.imaging import save_grid
 from genloop.core.models.gan import recalibrate_batch_norm
 from genloop.paths import ProjectPaths
-from genloop.stages.train import epoch_plan, fit_gan, load_training_images, select_device, to_tensor
-from genloop.stages.clean import load_split
+from genloop.stages.train import epoch_plan, fit_gan, load_training_images, select_device
+from genloop.io.datasets import load_split, to_tensor
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ Four arms train on the first 8,000 images of the MNIST test set for the same wal
 the same cores: a DCGAN shrunk to 28x28 and the 784-400-20 VAE, both as pytorch/examples writes them
 (``reference_models.py``), and genloop's GAN and VAE through ``genloop.stages.train.fit_gan``/``fit_vae``
 with the shipped ``params.yaml`` (augmentation included, as the pipeline runs it). Each arm then
-draws as many samples as there are held-out images, and ``genloop.stages.evaluate.score_samples`` scores
+draws as many samples as there are held-out images, and ``genloop.evaluation.scoring.score_samples`` scores
 all four against the last 2,000 images with one classifier, trained once. The VAEs' test negative
 ELBO is computed on the same 2,000 images. Writes a markdown report (stdout and OUT/report.md),
 OUT/results.json and each arm's 64-sample grid (OUT/grids/).
@@ -46,10 +46,10 @@ import torch
 import reference_models as ref
 from genloop.io.arrays import save_npz
 from genloop.config import Params, load_params
-from genloop.stages.evaluate import score_samples
+from genloop.evaluation.scoring import score_samples
 from genloop.io.idx import read_idx_folder
 from genloop.paths import ProjectPaths
-from genloop.stages.train import to_tensor
+from genloop.io.datasets import to_tensor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("dcgan_examples", "genloop_gan", "vae_examples", "genloop_vae")
@@ -436,7 +436,7 @@ def report(results: list[dict[str, Any]], floor: dict[str, float], meta: dict[st
         f"- mode: {meta['mode']}; device {meta['device']}; torch {torch.__version__}",
         f"- data: {meta['data']}: first {meta['train_images']:,} images train every arm, last "
         f"{meta['held_out_images']:,} are held out; each arm draws {meta['samples']:,} samples, scored by "
-        "genloop.stages.evaluate.score_samples against the training images with one classifier "
+        "genloop.evaluation.scoring.score_samples against the training images with one classifier "
         f"(held-out accuracy {floor.get('classifier_accuracy', float('nan')):.4f}); test neg-ELBO on all "
         "held-out images (one seeded z per image, BCE-sum + KL)",
         f"- real-vs-real floor (held-out real images scored like samples): {floor_cells}",

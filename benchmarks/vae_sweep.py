@@ -1,7 +1,7 @@
 """VAE quality at a fixed budget of training images (run on demand): FID and test negative ELBO.
 
 Trains with ``genloop.stages.train.fit_vae`` on a prepared project (collect, clean, augment already run),
-scores ``n`` samples (the held-out count, as evaluate does) with ``genloop.stages.evaluate.score_samples``
+scores ``n`` samples (the held-out count, as evaluate does) with ``genloop.evaluation.scoring.score_samples``
 and the test split's negative ELBO (nats/image) with ``genloop.core.models.vae.negative_elbo_nats``;
 appends one JSON line per configuration to ``--results`` and writes a sample grid per run.
 Both samplers are scored in one run: the plain decoder (z ~ N(0, I)) and, when the config fits one,
@@ -24,13 +24,14 @@ import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every 
 import torch
 import yaml
 
-from genloop.stages.clean import load_split
+from genloop.io.datasets import load_split, to_tensor
 from genloop.config import VAEConfig, load_params
-from genloop.stages.evaluate import FLOOR_SUFFIX, score_samples
+from genloop.core.metric_names import FLOOR_SUFFIX
+from genloop.evaluation.scoring import score_samples
 from genloop.io.imaging import save_grid
 from genloop.core.models.vae import LatentAffine, PriorDecoder, negative_elbo_nats
 from genloop.paths import ProjectPaths
-from genloop.stages.train import fit_vae, load_training_images, to_tensor
+from genloop.stages.train import fit_vae, load_training_images
 
 
 def main() -> None:

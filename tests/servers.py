@@ -4,8 +4,47 @@ from __future__ import annotations
 import socket
 import threading
 
+from pathlib import Path
+
+import numpy as np
+
 from genloop.serving import ServeSettings, create_app
 from waiting import wait_until_ready
+
+# The tiny generators of the serving tests (tests/integration/test_serving.py exports them) and their limits.
+LATENT, CHANNELS, SIDE = 4, 8, 8
+VAE, GAN = "genloop-vae", "genloop-gan"
+TOKEN = "s3cret-token"
+MAX_ROWS, MAX_BATCH_ROWS, MAX_BODY = 128, 32, 64 * 1024
+TOL = 1e-5
+
+
+def settings_for(models_dir: Path, **overrides) -> ServeSettings:
+    """Both tiny models of ``models_dir`` under their served names, with small limits."""
+    return ServeSettings(
+        models={VAE: models_dir / "vae_decoder.onnx", GAN: models_dir / "gan_generator.onnx"},
+        intra_op_threads=1, max_body_bytes=MAX_BODY, max_rows_per_request=MAX_ROWS,
+        max_batch_rows=MAX_BATCH_ROWS, max_batch_delay_ms=25.0, warmup_rows=[1, MAX_BATCH_ROWS], **overrides,
+    )
+
+
+def latents(rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, LATENT)).astype(np.float32)
+
+
+def infer_body(z: np.ndarray, **extra) -> dict:
+    return {"inputs": [{"name": "z", "shape": list(z.shape), "datatype": "FP32", "data": z.ravel().tolist()}], **extra}
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple], float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics").text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 
 
 def free_socket() -> socket.socket:

@@ -214,7 +214,8 @@ def clean(obj: Context, no_mlflow: bool) -> None:
     Also writes Data Docs (reports/data_docs/index.html) and near-duplicates across splits
     (reports/near_duplicates.csv); all three reports are logged to MLflow.
     """
-    from genloop.stages.clean import DataValidationError, report_files
+    from genloop.io.validation import DataValidationError
+    from genloop.stages.clean import report_files
     from genloop.stages.clean import clean as run
 
     try:

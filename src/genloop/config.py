@@ -347,6 +347,10 @@ class ServeConfig(Strict):
     timeout_keep_alive: float = Field(5.0, gt=0.0, description="seconds before an idle connection, or one that "
                                                                "has not sent its request head, is closed")
     limit_concurrency: int | None = Field(1000, ge=1, description="connections + tasks before new ones get 503")
+    body_timeout: float = Field(30.0, gt=0.0, description="seconds a request's body may take to arrive after its "
+                                                          "head; a slower one is closed")
+    max_connections_per_client: int | None = Field(100, ge=1, description="open connections from one client "
+                                                                          "address; more are refused with 503")
     h11_max_incomplete_event_size: int = Field(65536, ge=1024, description="largest request line + headers, bytes")
 
 

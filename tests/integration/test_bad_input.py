@@ -20,7 +20,7 @@ from genloop.stages.collect import collect
 from genloop.config import CollectConfig
 from genloop.io.idx import write_idx
 from genloop.paths import ProjectPaths
-from genloop.io.sources import SourceError
+from genloop.errors import SourceError
 
 pytestmark = pytest.mark.skipif(
     shutil.which(dvcio._dvc_exe()) is None or shutil.which("git") is None, reason="needs dvc and git"

@@ -17,9 +17,11 @@ import torch
 from genloop.core import quality
 from genloop.core.trust import TRUSTED
 from genloop.io.checkpoints import load_sampler, load_vae
-from genloop.stages.evaluate import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS, MODELS,
-                              RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS, detail_file, evaluate, interpolate, iwae_subset,
-                              load_evaluation_data, score_samples)
+from genloop.config import MODELS
+from genloop.core.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS,
+                                       RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS)
+from genloop.evaluation.scoring import load_evaluation_data, score_samples
+from genloop.stages.evaluate import detail_file, evaluate, interpolate, iwae_subset
 from genloop.core.models.vae import negative_elbo_nats
 
 pytestmark = pytest.mark.integration

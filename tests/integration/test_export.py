@@ -20,7 +20,8 @@ from genloop.stages.export import (
     INPUT_NAME, ONNX_FILES, OUTPUT_NAME, SHA256_TAG, ParityError, evaluation_data_hash, export, onnx_content_sha256,
     read_metadata, session, write_metadata,
 )
-from genloop.stages.train import read_run_id, train_model
+from genloop.io.datasets import read_run_id
+from genloop.stages.train import train_model
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +215,7 @@ def test_champion_scored_on_other_evaluation_data_is_rescored_from_its_onnx(expo
     champion_fid = json.loads(project.paths.metrics.read_text())["gan"]["fid"]  # evaluate's figure for the champion
     retrain(project, "gan", lr=5e-4)
     # Other evaluation settings make another evaluation (hash); the gate re-scores the champion with
-    # genloop.stages.evaluate.score_samples on samples drawn from its registered ONNX file.
+    # genloop.evaluation.scoring.score_samples on samples drawn from its registered ONNX file.
     params = project.params_with({"evaluate.kid_subsets": 5})
     result = export(params, project.paths)
     decision = result.models["gan"].promotion

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genloop.io.dvcio import read_dvc_hash, run_dvc
-from genloop.stages.evaluate import EVAL_METRICS, MIA_METRICS, VAE_METRICS, VAE_MIA_METRICS
+from genloop.core.metric_names import EVAL_METRICS, MIA_METRICS, VAE_METRICS, VAE_MIA_METRICS
 from genloop.core.trust import TRUSTED
 from flows.pipeline import pipeline
 

@@ -12,12 +12,12 @@ from urllib.error import HTTPError, URLError
 
 import pytest
 
-from genloop.stages.clean import DataValidationError
+from genloop.io.validation import DataValidationError
 from genloop.config import CollectConfig, ConfigError
 from genloop.stages.export import ParityError
 from flows import pipeline as flows
 from genloop.paths import ProjectPaths
-from genloop.io.sources import SourceError
+from genloop.errors import SourceError
 from genloop.pipeline.transient import is_transient
 
 pytestmark = pytest.mark.integration

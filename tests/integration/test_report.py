@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genloop.stages.evaluate import GENERATOR_METRICS, MODELS, VAE_METRICS, evaluate
+from genloop.config import MODELS
+from genloop.core.metric_names import GENERATOR_METRICS, VAE_METRICS
+from genloop.stages.evaluate import evaluate
 from genloop.evaluation.report import loss_curve_png, read_history
 from genloop.stages.train import epoch_plan, load_training_images
 

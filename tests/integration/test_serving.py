@@ -23,23 +23,20 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from prometheus_client.parser import text_string_to_metric_families
 
 from genloop.stages.export import export_onnx
 from genloop.core.models.gan import Generator
 from genloop.core.models.vae import Decoder
-from genloop.serving import ServeSettings, ServingError
+from genloop.serving import ServingError
 from genloop.serving.command import serve_command
 from genloop.serving.sessions import ModelHolder
-from servers import ThreadServer, free_port, run_schemathesis, wait_ready
+from servers import (
+    CHANNELS, GAN, LATENT, MAX_BATCH_ROWS, MAX_BODY, MAX_ROWS, SIDE, TOKEN, TOL, VAE, ThreadServer, free_port,
+    infer_body, latents, metric_samples, run_schemathesis, settings_for, wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
-LATENT, CHANNELS, SIDE = 4, 8, 8
-VAE, GAN = "genloop-vae", "genloop-gan"
-TOKEN = "s3cret-token"
-MAX_ROWS, MAX_BATCH_ROWS, MAX_BODY = 128, 32, 64 * 1024
-TOL = 1e-5
 
 
 # ---- fixtures: tiny ONNX models and live servers ------------------------------------------------
@@ -61,14 +58,6 @@ def reference(models_dir):
     return lambda model, z: sessions[model].run(["image"], {"z": np.asarray(z, np.float32)})[0]
 
 
-def settings_for(models_dir: Path, **overrides) -> ServeSettings:
-    return ServeSettings(
-        models={VAE: models_dir / "vae_decoder.onnx", GAN: models_dir / "gan_generator.onnx"},
-        intra_op_threads=1, max_body_bytes=MAX_BODY, max_rows_per_request=MAX_ROWS,
-        max_batch_rows=MAX_BATCH_ROWS, max_batch_delay_ms=25.0, warmup_rows=[1, MAX_BATCH_ROWS], **overrides,
-    )
-
-
 @pytest.fixture(scope="module")
 def server(models_dir):
     with ThreadServer(settings_for(models_dir), guarded=False) as live:
@@ -87,20 +76,6 @@ def triton(server):
     client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     yield client
     client.close()
-
-
-def latents(rows: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((rows, LATENT)).astype(np.float32)
-
-
-def infer_body(z: np.ndarray, **extra) -> dict:
-    return {"inputs": [{"name": "z", "shape": list(z.shape), "datatype": "FP32", "data": z.ravel().tolist()}], **extra}
-
-
-def metric_samples(url: str) -> dict[tuple[str, tuple], float]:
-    text = httpx.get(f"{url}/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 # ---- tritonclient: the real V2 client ------------------------------------------------------------
@@ -212,6 +187,9 @@ BAD_REQUESTS = {
     "unknown-input": (_json({"inputs": [{**ok_row["inputs"][0], "name": "x"}]}), {}, 400, "no input 'x'"),
     "unknown-output": (_json({**ok_row, "outputs": [{"name": "logits"}]}), {}, 400, "no output 'logits'"),
     "bad-header-length": (_json(ok_row), {"Inference-Header-Content-Length": "abc"}, 400, "Inference-Header-Content-Length"),
+    # int() takes these; a length is plain ASCII digits
+    "header-length-underscore": (_json(ok_row), {"Inference-Header-Content-Length": "2_00"}, 400, "ASCII digits only"),
+    "header-length-plus": (_json(ok_row), {"Inference-Header-Content-Length": "+200"}, 400, "ASCII digits only"),
     "too-many-rows": (_json(infer_body(np.zeros((MAX_ROWS + 1, LATENT), np.float32))), {}, 413, f"{MAX_ROWS} a request"),
     "too-large-body": (_json(infer_body(latents(1, 0), id="x" * MAX_BODY)), {}, 413, "bytes allowed"),
     "gzip-bomb": (*_gzip_bomb(), 413, "decompressed"),
@@ -227,6 +205,16 @@ def test_bad_infer_request_is_a_4xx_with_an_error_message(server, case):
     error = response.json()["error"]
     assert isinstance(error, str) and fragment in error, error
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("value", [" 200 ", "200\t", "\u0662\u0660\u0660", "0x10", "-0"])
+def test_header_length_is_plain_ascii_digits(server, value):
+    """Values HTTP itself would not carry unchanged (h11 strips surrounding blanks), checked on the parser."""
+    from genloop.serving.protocol import ApiError, parse_infer_request
+
+    with pytest.raises(ApiError, match="ASCII digits only") as info:
+        parse_infer_request(_json(ok_row), value, server.app.state.holder.get(VAE), MAX_ROWS)
+    assert info.value.status == 400
 
 
 @pytest.mark.parametrize("method,path,status,fragment", [

@@ -22,10 +22,9 @@ from genloop.stages.export import export_onnx
 from genloop.io.imaging import grid_image
 from genloop.core.models.gan import Generator
 from genloop.serving import ServeSettings, ServingError
-from genloop.serving.live import _check_same_interface
+from genloop.serving.live import Interface, _check_same_interface
 from genloop.serving.sessions import ModelHolder
-from servers import ThreadServer, run_schemathesis
-from test_serving import LATENT, SIDE, TOL, latents
+from servers import LATENT, SIDE, TOL, ThreadServer, latents, run_schemathesis
 
 COND, PLAIN = "genloop-cgan", "genloop-gan"
 CLASSES = list(range(10))
@@ -195,6 +194,10 @@ BAD_LABELS = {
     "floats-as-int64": (body(z2, [1.5, 2]), ["only integers for INT64", "1.5"]),
     "booleans-as-int64": (body(z2, [True, 2]), ["only integers for INT64"]),
     "beyond-int64": (body(z2, [2**63, 2]), ["outside the INT64 range"]),
+    "null-label": (body(z2, [None, 3]), ["input 'label'", "only integers for INT64", "null"]),
+    "null-label-first-of-nested": (body(z2, [[None], [3]], label_shape=[2]), ["input 'label'", "null"]),
+    "null-latent": ({"inputs": [{**body(z2, [1, 2])["inputs"][0], "data": [None] + z2.ravel().tolist()[1:]},
+                                body(z2, [1, 2])["inputs"][1]]}, ["input 'z'", "only numbers for FP32", "null"]),
     "more-labels-than-latents": (body(z2, [1, 2, 3]), ["batch size 3", "input 'z''s 2"]),
     "fewer-labels-than-latents": (body(latents(3, seed=4), [1]), ["batch size 1", "input 'z''s 3"]),
     "label-with-two-dims": (body(z2, [1, 2], label_shape=[2, 1]), ["does not match the model's [-1]"]),
@@ -305,6 +308,8 @@ def test_generate_on_an_unconditional_model_is_unchanged(server):
     ({"genloop.labels": "0-9", "genloop.conditional": "true"}, "not a JSON list of distinct integers"),
     ({"genloop.labels": "[]", "genloop.conditional": "true"}, "not a JSON list of distinct integers"),
     ({"genloop.labels": "[1, 1]", "genloop.conditional": "true"}, "not a JSON list of distinct integers"),
+    ({"genloop.labels": f"[0, {2**63}]", "genloop.conditional": "true"}, f"{2**63}, outside the INT64 range"),
+    ({"genloop.labels": f"[{-2**63 - 1}, 0]", "genloop.conditional": "true"}, "outside the INT64 range"),
 ])
 def test_a_label_input_without_valid_trained_classes_is_not_served(models_dir, tmp_path, props, fragment):
     path = with_props(models_dir / "bare.onnx", tmp_path / "cgan.onnx", props)
@@ -327,9 +332,9 @@ def test_a_new_version_may_add_classes_but_not_drop_served_ones(models_dir, tmp_
     ten, five, eleven = (holder.build(COND, files[name], version) for name, version in
                          (("ten", "1"), ("five", "2"), ("eleven", "3")))
     assert ten.labels == tuple(CLASSES) and ten.conditional
-    _check_same_interface(ten, eleven)
+    _check_same_interface(Interface.of(ten), eleven)
     with pytest.raises(ServingError, match=r"label\(s\) \[5, 6, 7, 8, 9\]"):
-        _check_same_interface(ten, five)
+        _check_same_interface(Interface.of(ten), five)
 
 
 # ---- schemathesis on a server with a conditional model: never a 5xx ----------------------------------------

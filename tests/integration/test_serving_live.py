@@ -6,6 +6,7 @@ sockets and signals, real clients; the champion moves through genloop.io.promoti
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,8 +29,9 @@ from genloop.config import DeployConfig
 from genloop.io.deploy import notify_servers
 from genloop.serving import ServeSettings
 from genloop.serving.command import serve_command
-from servers import ThreadServer, free_port, wait_ready
-from test_serving import GAN, LATENT, SIDE, TOKEN, VAE, infer_body, latents, metric_samples, settings_for
+from servers import (
+    GAN, LATENT, SIDE, TOKEN, VAE, ThreadServer, free_port, infer_body, latents, metric_samples, settings_for, wait_ready,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_SECONDS = 1.0
@@ -126,6 +128,77 @@ def test_connections_beyond_the_cap_get_503_until_idle_ones_are_dropped(models_d
             sock.close()
 
 
+ATTACKER = "127.0.0.2"  # loopback has every 127.x address: another client address on this machine
+
+
+def stalled_infer(port: int) -> socket.socket:
+    """A connection from ATTACKER that sends an infer head promising 100 bytes of body, and one byte of it."""
+    sock = socket.create_connection(("127.0.0.1", port), source_address=(ATTACKER, 0))
+    sock.sendall(f"POST /v2/models/{VAE}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 100\r\n\r\n{".encode())
+    return sock
+
+
+def answer_before_close(sock: socket.socket, within: float) -> bytes:
+    """What the server sends before it hangs up; fails when it keeps the connection open past ``within`` s."""
+    sock.settimeout(within)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"the connection is still open after {within} s (received {received!r})") from None
+    return received
+
+
+def test_stalled_request_bodies_are_closed_after_the_body_timeout(models_dir):
+    # uvicorn answers 503 to a request arriving while `limit_concurrency` connections are open: the 20 stalled
+    # ones fit, a 21st (a normal client) does not until they are closed
+    settings = settings_for(models_dir, timeout_keep_alive=1.0, body_timeout=1.0, limit_concurrency=21)
+    with ThreadServer(settings) as live:
+        time.sleep(1.5)  # the readiness probes' keep-alive connections are closed by now
+        held = [stalled_infer(live.port) for _ in range(20)]
+        opened = time.monotonic()
+        answers = [answer_before_close(sock, 8.0) for sock in held]
+        for sock in held:
+            sock.close()
+        assert all(a.startswith(b"HTTP/1.1 408") and b"serve.body_timeout" in a for a in answers), answers
+        elapsed = time.monotonic() - opened
+        assert 0.8 <= elapsed < 8.0, f"stalled bodies closed after {elapsed:.1f} s, body timeout 1 s"
+        response = httpx.post(f"{live.url}/v2/models/{VAE}/infer", json=infer_body(latents(2, 3)))
+        assert response.status_code == 200, response.text  # a normal client is served again
+
+
+def test_a_slow_but_complete_body_is_served(models_dir):
+    settings = settings_for(models_dir, timeout_keep_alive=1.0, body_timeout=3.0)
+    body = json.dumps(infer_body(latents(1, 4))).encode()
+    with ThreadServer(settings) as live:
+        sock = socket.create_connection(("127.0.0.1", live.port))
+        sock.sendall(f"POST /v2/models/{VAE}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        for part in (body[:10], body[10:]):  # past the keep-alive timeout, within the body timeout
+            time.sleep(1.2)
+            sock.sendall(part)
+        assert answer_before_close(sock, 10.0).startswith(b"HTTP/1.1 200")
+        sock.close()
+
+
+def test_connections_per_client_are_capped(models_dir):
+    settings = settings_for(models_dir, max_connections_per_client=5, limit_concurrency=50)
+    with ThreadServer(settings) as live:
+        held = [socket.create_connection(("127.0.0.1", live.port), source_address=(ATTACKER, 0)) for _ in range(5)]
+        extra = socket.create_connection(("127.0.0.1", live.port), source_address=(ATTACKER, 0))
+        answer = answer_before_close(extra, 5.0)
+        assert answer.startswith(b"HTTP/1.1 503") and f"too many connections from {ATTACKER}".encode() in answer
+        assert httpx.get(f"{live.url}/v2/health/live").status_code == 200  # another address is served
+        held[0].sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer_before_close(held[0], 5.0).startswith(b"HTTP/1.1 200")  # the first five still serve
+        for sock in [*held, extra]:
+            sock.close()
+
+
 # ---- a tiny registry whose champion moves ---------------------------------------------------------
 @pytest.fixture()
 def registry(models_dir, tmp_path):
@@ -182,7 +255,8 @@ def wait_for_version(url: str, version: str, within: float, headers: dict | None
     raise AssertionError(f"still serving v{served_version(url, headers)}, not v{version}, after {within} s")
 
 
-def test_sigterm_removes_the_champions_download_folder(registry, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_remove_the_champions_download_folder(registry, tmp_path, sig):
     root, uri, _ = registry
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
@@ -192,7 +266,7 @@ def test_sigterm_removes_the_champions_download_folder(registry, tmp_path):
         wait_ready(f"http://127.0.0.1:{port}", lambda: proc.poll() is None)
         assert len(list(tmp.glob("genloop-champions-*"))) == 1
     finally:
-        out = stop(proc, signal.SIGTERM)
+        out = stop(proc, sig)
     assert proc.returncode in (143, -signal.SIGTERM), out
     assert not list(tmp.glob("genloop-champions-*")), out
 
@@ -315,6 +389,42 @@ def test_repository_endpoints_load_unload_and_keep_the_old_model_on_a_failed_loa
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
+
+
+def with_kind(source: Path, target: Path, kind: str | None) -> Path:
+    """``source`` copied to ``target`` with the ``model_kind`` metadata `genloop export` writes (None: without)."""
+    from genloop.stages.export import write_metadata
+
+    shutil.copy(source, target)
+    if kind is not None:
+        write_metadata(target, {"model_kind": kind})
+    return target
+
+
+def test_a_load_keeps_the_kind_and_interface_of_the_name_even_after_an_unload(models_dir, tmp_path):
+    """A GAN file (same shapes) or another interface under genloop-vae: refused while served and after an unload."""
+    path = with_kind(models_dir / "vae_decoder.onnx", tmp_path / "served.onnx", "vae")
+    with ThreadServer(ServeSettings(models={VAE: path}, intra_op_threads=1, warmup_rows=[1])) as live:
+        load, unload = (f"{live.url}/v2/repository/models/{VAE}/{action}" for action in ("load", "unload"))
+        with_kind(models_dir / "gan_generator.onnx", path, "gan")
+        for unloaded in (False, True):
+            if unloaded:
+                assert httpx.post(unload).status_code == 200
+            refused = httpx.post(load, timeout=60)
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert "a gan model" in error and "a vae model" in error and "model_kind" in error, error
+        for index in [httpx.post(f"{live.url}/v2/repository/index").json()]:
+            assert index[0]["state"] == "UNAVAILABLE" and "gan" in index[0]["reason"], index
+        with_kind(models_dir / "wider.onnx", path, None)  # no kind recorded, another latent width
+        refused = httpx.post(load, timeout=60)
+        assert refused.status_code == 400 and "inputs" in refused.json()["error"], refused.text
+        assert "restart the server" in refused.json()["error"]
+        with_kind(models_dir / "vae_decoder.onnx", path, "vae")
+        loaded = httpx.post(load, timeout=60)
+        assert loaded.status_code == 200 and loaded.json()["changed"] is True, loaded.text
+        z = latents(1, 5)
+        assert httpx.post(f"{live.url}/v2/models/{VAE}/infer", json=infer_body(z)).status_code == 200
 
 
 def metric_samples_auth(url: str) -> dict:

@@ -15,8 +15,8 @@ import torch
 from genloop.io import tracking
 from genloop.io.checkpoints import load_sampler, read_checkpoint
 from genloop.io.dvcio import read_dvc_hash
-from genloop.stages.train import (ProgressLog, batches, epoch_plan, load_training_images, read_run_id, select_device,
-                           train_model)
+from genloop.io.datasets import read_run_id
+from genloop.stages.train import ProgressLog, batches, epoch_plan, load_training_images, select_device, train_model
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,6 @@
 shows them), so neither imports the other."""
 from __future__ import annotations
 
-from genloop.config import MODELS  # re-exported
 
 # Scores of a set of samples; lower is better for fid, fid_alt, kid_*, class_tvd and train_copy_share,
 # higher for recognisable_share, is_*, precision, recall, density (about 1 for real data) and

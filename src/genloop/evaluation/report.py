@@ -20,7 +20,8 @@ import numpy as np
 from genloop.io import atomic
 from genloop.config import Params
 from genloop.io.imaging import grid_image, labelled_rows_image
-from genloop.core.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, LABEL_FIDELITY, MODELS
+from genloop.config import MODELS
+from genloop.core.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, LABEL_FIDELITY
 from genloop.paths import ProjectPaths
 
 TITLES = {"vae": "VAE", "gan": "GAN"}

@@ -44,12 +44,6 @@ def is_dvc_repo(root: Path) -> bool:
     return (root / ".dvc").is_dir()
 
 
-def dvc_add(root: Path, target: str = "data") -> str:
-    """``dvc add`` the folder and return the md5 that ``data.dvc`` now records."""
-    run_dvc(["add", "--quiet", target], cwd=root)
-    return read_dvc_hash(root / f"{target}.dvc")
-
-
 def read_dvc_hash(dvc_file: Path) -> str:
     if not dvc_file.exists():
         return "untracked"

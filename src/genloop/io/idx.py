@@ -35,12 +35,6 @@ class IdxPart:
     labels: Path | None
 
 
-def read_file_bytes(path: Path) -> bytes:
-    """The decompressed bytes of ``path``, unbounded: for small files only (tests, fixtures)."""
-    with _opened(path) as fh:
-        return _guarded(path, fh.read)
-
-
 @contextmanager
 def _opened(path: Path) -> Iterator[BinaryIO]:
     try:

@@ -25,7 +25,7 @@ from urllib.error import HTTPError, URLError
 import numpy as np
 
 from genloop.config import CollectConfig
-from genloop.errors import MAX_SIDE, SourceError, display_path  # SourceError re-exported
+from genloop.errors import MAX_SIDE, SourceError, display_path
 from genloop.io.pixels import Decoded, conform, conform_array, decode, resize_pixels
 
 SOURCE_FORMS = "digits, mnist, fashion-mnist, kmnist, emoji, idx:PATH, folder:PATH, npz:PATH"

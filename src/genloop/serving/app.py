@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from typing import Annotated, Any
 
@@ -207,6 +208,76 @@ def sample_feeds(model: ServedModel, n: int, seed: int | None, cols: int | None,
     return feeds, cols
 
 
+@dataclass
+class _Serving:
+    """What the routes share: the settings, the loaded models and their live slots, the metrics."""
+
+    settings: ServeSettings
+    holder: ModelHolder
+    metrics: ServingMetrics
+    live: LiveModels
+    source: ModelSource
+
+    def served(self, name: str, version: str | None = None) -> Slot:
+        """The slot serving ``name`` (at ``version`` when given), or the 503/404 that says why none does."""
+        if not self.holder.ready:
+            raise ApiError(503, "the server is not ready (models loading, or the server is stopping)")
+        slot = self.live.slots.get(name)
+        if slot is None:
+            if name in self.settings.models:
+                raise ApiError(404, f"model {name!r} is unloaded; POST /v2/repository/models/{name}/load serves it")
+            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(self.settings.models)}")
+        if version is not None and version != slot.model.version:
+            raise ApiError(404, f"model {name!r} has no version {version!r}; it has [{slot.model.version!r}]")
+        return slot
+
+    def known(self, name: str) -> str:
+        """``name`` when this server may serve it (loaded or not), else a 404."""
+        if name not in self.settings.models:
+            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(self.settings.models)}")
+        return name
+
+    async def run_batched(self, model: ServedModel, batcher: DynamicBatcher, feeds: dict[str, np.ndarray],
+                          rows: int) -> dict[str, np.ndarray]:
+        """Through the model's dynamic batcher; a full queue or a stopping server is a 503."""
+        self.metrics.request_rows.labels(model.name).observe(rows)
+        try:
+            return await batcher.infer(feeds, rows)
+        except QueueFull as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, str(exc)) from None
+        except Exception as exc:  # onnxruntime failed on valid input: a server-side problem
+            log.exception("inference failed for %s", model.name)
+            raise ApiError(500, f"inference failed for model {model.name!r}: {exc}") from None
+
+    async def infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        async with self.live.hold(self.served(name, version)) as slot:  # a swap meanwhile: this request stays on slot
+            model, batcher = slot.model, slot.batcher
+            body = await read_body(request, self.settings.max_body_bytes)
+            args = (body, request.headers.get(HEADER_LENGTH), model, self.settings.max_rows_per_request)
+            parsed: InferRequest = (await asyncio.to_thread(parse_infer_request, *args)
+                                    if len(body) > PARSE_IN_THREAD_BYTES else parse_infer_request(*args))
+            results = await self.run_batched(model, batcher, parsed.feeds, parsed.rows)
+            content, headers, media_type = encode_infer_response(model, parsed, results)
+        return Response(content, media_type=media_type, headers=headers)
+
+    async def generate(self, name: str, n: int, seed: int | None, cols: int | None, label: int | None) -> Response:
+        from genloop.io.imaging import grid_image
+
+        async with self.live.hold(self.served(name)) as slot:
+            model = slot.model
+            feeds, cols = sample_feeds(model, n, seed, cols, label)
+            rows = len(feeds[model.latent.name])
+            images = (await self.run_batched(model, slot.batcher, feeds, rows))[model.output_names[0]]
+        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))):
+            raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not grey (N, 1, H, W) "
+                                "or RGB (N, 3, H, W) images")
+        png = await asyncio.to_thread(grid_image, images, cols)
+        headers = {"Cache-Control": "no-store"} if seed is None else {}
+        return Response(png, media_type="image/png", headers=headers)
+
+
 def create_app(settings: ServeSettings, holder: ModelHolder | None = None, source: ModelSource | None = None) -> FastAPI:
     """The app; checks model files and providers now, loads and warms up the sessions at start-up.
 
@@ -216,21 +287,42 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
     holder = holder or ModelHolder(settings)
     source = source or FileSource(settings.models, settings.versions, settings.model_version)
     metrics = ServingMetrics()
-    served_models = LiveModels(settings, holder, metrics, source)
+    serving = _Serving(settings, holder, metrics, LiveModels(settings, holder, metrics, source), source)
     token = settings.token_value()
     guard_docs = token is not None and not settings.public_metrics
+    app = FastAPI(
+        title="genloop serve", version=_version(), lifespan=_lifespan(serving), redoc_url=None,
+        docs_url=None if guard_docs else "/docs", openapi_url=None if guard_docs else "/openapi.json",
+        description="Open Inference Protocol (KServe V2) REST endpoints for the genloop ONNX generators.",
+    )
+    app.state.settings, app.state.holder, app.state.metrics, app.state.live = settings, holder, metrics, serving.live
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _add_error_handlers(app)
+    protected = _token_dependencies(token)
+    guarded = protected if guard_docs else []  # /metrics, /docs and /openapi.json: unless --public-metrics
+    _add_server_routes(app, serving, protected)
+    _add_model_routes(app, serving, protected)
+    _add_inference_routes(app, serving, protected)
+    _add_metrics_and_docs(app, serving, guarded, guard_docs)
+    _add_repository_routes(app, serving, protected)
+    return app
+
+
+def _lifespan(serving: _Serving):
+    """Start-up (load, warm up, start the batchers and the champion poller) and shutdown of the app."""
+    holder, metrics, settings = serving.holder, serving.metrics, serving.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         poller = None
         try:
             await asyncio.to_thread(holder.load)
-            served_models.start()
+            serving.live.start()
             holder.mark_ready()
             metrics.ready.set(1)
             log.info("ready: %s", ", ".join(f"{n} v{m.version} ({m.path})" for n, m in holder.models.items()))
-            if source.registry and settings.poll_seconds > 0:
-                poller = asyncio.get_running_loop().create_task(served_models.poll_forever(settings.poll_seconds),
+            if serving.source.registry and settings.poll_seconds > 0:
+                poller = asyncio.get_running_loop().create_task(serving.live.poll_forever(settings.poll_seconds),
                                                                 name="champion-poller")
             yield
         finally:  # runs on SIGTERM too (uvicorn's graceful shutdown), unlike code after server.run()
@@ -238,18 +330,15 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
                 poller.cancel()
             holder.mark_not_ready()
             metrics.ready.set(0)
-            await served_models.stop()
-            source.close()
+            await serving.live.stop()
+            serving.source.close()
 
-    app = FastAPI(
-        title="genloop serve", version=_version(), lifespan=lifespan, redoc_url=None,
-        docs_url=None if guard_docs else "/docs", openapi_url=None if guard_docs else "/openapi.json",
-        description="Open Inference Protocol (KServe V2) REST endpoints for the genloop ONNX generators.",
-    )
-    app.state.settings, app.state.holder, app.state.metrics, app.state.live = settings, holder, metrics, served_models
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return lifespan
 
-    # ---- errors: always {"error": "..."} -----------------------------------------------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is ``{"error": "..."}``."""
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
@@ -268,47 +357,30 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
 
-    # ---- authorisation -----------------------------------------------------------------------
+
+def _token_dependencies(token: str | None) -> list:
+    """The dependencies of a route behind the bearer token: none when the server has no token."""
+    if token is None:
+        return []
     bearer = HTTPBearer(auto_error=False, description="the token given to `genloop serve --token`")
 
     async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if token is None:
-            return
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise ApiError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
                                 "token the server was started with (--token / GENLOOP_SERVE_TOKEN)",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    protected = [Depends(authorize)] if token is not None else []
-    # /metrics, /docs and /openapi.json: behind the token too, unless --public-metrics
-    guarded = protected if guard_docs else []
+    return [Depends(authorize)]
 
-    def served(name: str, version: str | None = None) -> Slot:
-        if not holder.ready:
-            raise ApiError(503, "the server is not ready (models loading, or the server is stopping)")
-        slot = served_models.slots.get(name)
-        if slot is None:
-            if name in settings.models:
-                raise ApiError(404, f"model {name!r} is unloaded; POST /v2/repository/models/{name}/load serves it")
-            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(settings.models)}")
-        if version is not None and version != slot.model.version:
-            raise ApiError(404, f"model {name!r} has no version {version!r}; it has [{slot.model.version!r}]")
-        return slot
 
-    async def run_batched(model: ServedModel, batcher: DynamicBatcher, feeds: dict[str, np.ndarray],
-                          rows: int) -> dict[str, np.ndarray]:
-        metrics.request_rows.labels(model.name).observe(rows)
-        try:
-            return await batcher.infer(feeds, rows)
-        except QueueFull as exc:
-            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, str(exc)) from None
-        except Exception as exc:  # onnxruntime failed on valid input: a server-side problem
-            log.exception("inference failed for %s", model.name)
-            raise ApiError(500, f"inference failed for model {model.name!r}: {exc}") from None
+def _path_types(settings: ServeSettings):
+    """The documented ``{name}`` and ``{version}`` path parameters (with this server's names as examples)."""
+    name = Annotated[str, Path(description="model name", examples=sorted(settings.models))]
+    version = Annotated[str, Path(description="model version", examples=[settings.model_version])]
+    return name, version
 
-    # ---- server ------------------------------------------------------------------------------
+
+def _add_server_routes(app: FastAPI, serving: _Serving, protected: list) -> None:
     @app.get("/v2", response_model=ServerMetadata, responses=ERRORS, dependencies=protected, tags=["server"])
     async def server_metadata():
         return JSONResponse({"name": SERVER_NAME, "version": _version(), "extensions": EXTENSIONS})
@@ -319,31 +391,20 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
 
     @app.get("/v2/health/ready", response_model=Ready, responses={503: {"model": Ready}}, tags=["health"])
     async def ready():
-        return JSONResponse({"ready": holder.ready}, status_code=200 if holder.ready else 503)
+        return JSONResponse({"ready": serving.holder.ready}, status_code=200 if serving.holder.ready else 503)
 
-    # ---- models --------------------------------------------------------------------------------
+
+def _add_model_routes(app: FastAPI, serving: _Serving, protected: list) -> None:
+    Name, Version = _path_types(serving.settings)
+
     async def model_metadata(name: str, version: str | None = None):
-        return JSONResponse(served(name, version).model.metadata())
+        return JSONResponse(serving.served(name, version).model.metadata())
 
     async def model_ready(name: str, version: str | None = None):
-        if not holder.ready:
+        if not serving.holder.ready:
             return JSONResponse({"name": name, "ready": False}, status_code=503)
-        served(name, version)
+        serving.served(name, version)
         return JSONResponse({"name": name, "ready": True})
-
-    async def infer(request: Request, name: str, version: str | None = None):
-        async with served_models.hold(served(name, version)) as slot:  # a swap meanwhile: this request stays on slot
-            model, batcher = slot.model, slot.batcher
-            body = await read_body(request, settings.max_body_bytes)
-            args = (body, request.headers.get(HEADER_LENGTH), model, settings.max_rows_per_request)
-            parsed: InferRequest = (await asyncio.to_thread(parse_infer_request, *args)
-                                    if len(body) > PARSE_IN_THREAD_BYTES else parse_infer_request(*args))
-            results = await run_batched(model, batcher, parsed.feeds, parsed.rows)
-            content, headers, media_type = encode_infer_response(model, parsed, results)
-        return Response(content, media_type=media_type, headers=headers)
-
-    Name = Annotated[str, Path(description="model name", examples=sorted(settings.models))]
-    Version = Annotated[str, Path(description="model version", examples=[settings.model_version])]
 
     @app.get("/v2/models/{name}", response_model=ModelMetadata, responses=ERRORS, dependencies=protected, tags=["models"])
     async def get_model(name: Name):
@@ -364,48 +425,43 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
     async def get_model_version_ready(name: Name, version: Version):
         return await model_ready(name, version)
 
+
+def _add_inference_routes(app: FastAPI, serving: _Serving, protected: list) -> None:
+    Name, Version = _path_types(serving.settings)
+    most = serving.settings.max_generate
     infer_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST_SCHEMA}}}}
 
     @app.post("/v2/models/{name}/infer", response_model=InferResponse, responses=INFER_RESPONSES, dependencies=protected,
               openapi_extra=infer_doc, tags=["inference"])
     async def post_infer(request: Request, name: Name):
-        return await infer(request, name)
+        return await serving.infer(request, name)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse, responses=INFER_RESPONSES,
               dependencies=protected, openapi_extra=infer_doc, tags=["inference"])
     async def post_infer_version(request: Request, name: Name, version: Version):
-        return await infer(request, name, version)
+        return await serving.infer(request, name, version)
 
     @app.get("/v2/models/{name}/generate", response_class=Response, dependencies=protected, tags=["inference"],
              responses={200: {"content": {"image/png": {}}, "description": "a PNG grid of n samples "
                                                                             "(grey, or RGB for colour models)"}, **ERRORS})
     async def generate(
         name: Name,
-        n: Annotated[int, Query(ge=1, le=settings.max_generate, description="number of samples")] = 16,
+        n: Annotated[int, Query(ge=1, le=most, description="number of samples")] = 16,
         seed: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="latent seed (random if absent)")] = None,
-        cols: Annotated[int | None, Query(ge=1, le=settings.max_generate, description="grid columns")] = None,
+        cols: Annotated[int | None, Query(ge=1, le=most, description="grid columns")] = None,
         label: Annotated[int | None, Query(description="class to draw (conditional models); absent: one row "
                                                        "per trained class")] = None,
     ):
-        from genloop.io.imaging import grid_image
+        return await serving.generate(name, n, seed, cols, label)
 
-        async with served_models.hold(served(name)) as slot:
-            model = slot.model
-            feeds, cols = sample_feeds(model, n, seed, cols, label)
-            rows = len(feeds[model.latent.name])
-            images = (await run_batched(model, slot.batcher, feeds, rows))[model.output_names[0]]
-        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))):
-            raise ApiError(400, f"model {name!r} output has shape {list(images.shape)}, not grey (N, 1, H, W) "
-                                "or RGB (N, 3, H, W) images")
-        png = await asyncio.to_thread(grid_image, images, cols)
-        headers = {"Cache-Control": "no-store"} if seed is None else {}
-        return Response(png, media_type="image/png", headers=headers)
 
-    # ---- metrics ---------------------------------------------------------------------------------
+def _add_metrics_and_docs(app: FastAPI, serving: _Serving, guarded: list, guard_docs: bool) -> None:
+    """/metrics, and /docs and /openapi.json behind the token when ``guard_docs`` (FastAPI's own otherwise)."""
+
     @app.get("/metrics", response_class=Response, tags=["metrics"], dependencies=guarded,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def prometheus_metrics():
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(serving.metrics.render(), media_type=serving.metrics.content_type)
 
     if guard_docs:
         @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
@@ -416,25 +472,24 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
         async def swagger_ui():
             return get_swagger_ui_html(openapi_url="/openapi.json", title="genloop serve")
 
-    # ---- model repository extension (as Triton and MLServer have it) ----------------------------------
-    def known(name: str) -> str:
-        if name not in settings.models:
-            raise ApiError(404, f"unknown model {name!r}; this server serves {sorted(settings.models)}")
-        return name
+
+def _add_repository_routes(app: FastAPI, serving: _Serving, protected: list) -> None:
+    """The model repository extension, as Triton and MLServer have it."""
+    Name, _ = _path_types(serving.settings)
 
     @app.post("/v2/repository/index", response_model=list[RepositoryEntry], responses=ERRORS, dependencies=protected,
               tags=["repository"])
     async def repository_index():
         """Every model this server can serve, its version and state (READY or UNAVAILABLE, with why)."""
-        return JSONResponse(served_models.index())
+        return JSONResponse(serving.live.index())
 
     @app.post("/v2/repository/models/{name}/load", response_model=LoadResult, responses=ERRORS,
               dependencies=protected, tags=["repository"])
     async def repository_load(name: Name):
         """Serve the registry's champion now (the files: re-read them); the old version serves meanwhile."""
-        force = not source.registry or name not in served_models.slots
+        force = not serving.source.registry or name not in serving.live.slots
         try:
-            outcome = await served_models.load(known(name), force=force)
+            outcome = await serving.live.load(serving.known(name), force=force)
         except ServingError as exc:
             raise ApiError(400, str(exc)) from None
         return JSONResponse({"name": outcome.name, "version": outcome.version, "changed": outcome.changed,
@@ -442,7 +497,5 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
 
     @app.post("/v2/repository/models/{name}/unload", responses=ERRORS, dependencies=protected, tags=["repository"])
     async def repository_unload(name: Name):
-        await served_models.unload(known(name))
+        await serving.live.unload(serving.known(name))
         return JSONResponse({})
-
-    return app

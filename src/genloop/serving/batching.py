@@ -65,10 +65,6 @@ class DynamicBatcher:
         # One worker per model: onnxruntime already spreads one run over intra_op threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
 
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain(), name=f"batcher-{self.model.name}")

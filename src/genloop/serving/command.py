@@ -95,19 +95,10 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     Serving the registry's champions, the server follows the champion alias: a moved champion is
     loaded, warmed up and swapped in without failing a request (see --poll-seconds).
     """
-    import os
-    import signal
-
-    from pydantic import ValidationError
-
     from genloop.config import ConfigError
-    from genloop.serving.settings import ServeSettings, ServingError, default_model_paths
+    from genloop.serving.settings import default_model_paths
 
-    # click treats an empty environment variable as unset, which would silently serve without a token.
-    if (token is not None and not token.strip()) or (token is None and TOKEN_ENV in os.environ
-                                                      and not os.environ[TOKEN_ENV].strip()):
-        _fail(f"empty token: {TOKEN_ENV} (or --token) is set but empty; give a token, or unset {TOKEN_ENV} "
-              "to serve without one")
+    _check_token(token)
     by_path = bool(model_specs) or models_dir is not None
     if champions and by_path:
         raise click.UsageError("--champions serves the registry; leave out --models/--model (or use --files)")
@@ -117,38 +108,36 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
         _fail(str(exc))
     models = (_parse_models(model_specs) if model_specs
               else default_model_paths(models_dir or _default_models_dir(ctx), params.export))
-    served_names = list(params.export.served_files())
-    config = params.serve
-    versions: dict[str, str] = {}
+    options = dict(host=host, port=port, token=token, providers=device, max_body_bytes=max_body_bytes,
+                   public_metrics=public_metrics, poll_seconds=poll_seconds, intra_op_threads=threads,
+                   max_batch_rows=max_batch_rows, max_batch_delay_ms=max_batch_delay_ms,
+                   max_rows_per_request=max_rows_per_request)
+    _serve(params, root, models, False if by_path else champions, options, log_level)
+
+
+def _serve(params, root: Path, models: dict[str, Path], champions: bool | None, options: dict,
+           log_level: str) -> None:
+    """Serve ``models``, or the registry's champions (None: when the store has them), until stopped."""
+    import signal
+
+    from pydantic import ValidationError
+
+    from genloop.serving.settings import ServingError
+
     source = None  # the registry's champions: its download folder lives until the server stops
-    # SIGTERM before uvicorn takes over (e.g. during downloads) still runs the `finally` below.
+    # SIGTERM before uvicorn takes over (e.g. during downloads) still runs the `finally` below; SIGHUP
+    # (the terminal closed) stops the server as SIGTERM does, instead of killing it with the folder left.
     previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    previous_sighup = signal.signal(signal.SIGHUP, _sigterm_on_sighup)
     try:
-        if champions is None and not by_path:
+        if champions is None:
             from genloop.serving.registry import has_champions
 
-            champions = has_champions(params.mlflow, root, served_names)
+            champions = has_champions(params.mlflow, root, list(params.export.served_files()))
+        versions: dict[str, str] = {}
         if champions:
-            from genloop.serving.registry import ChampionSource
-
-            source = ChampionSource(params.mlflow, root, served_names)
-            found = source.champions()
-            models = {name: c.path for name, c in found.items()}
-            versions = {name: c.version for name, c in found.items()}
-            click.echo("serving the registry champions: "
-                       + ", ".join(f"{n} v{c.version}" for n, c in found.items()) + " (--files serves models/)")
-        settings = ServeSettings(
-            host=host, port=port, token=token, models=models, versions=versions, providers=device,
-            public_metrics=config.public_metrics if public_metrics is None else public_metrics,
-            poll_seconds=config.poll_seconds if poll_seconds is None else poll_seconds,
-            timeout_keep_alive=config.timeout_keep_alive, limit_concurrency=config.limit_concurrency,
-            h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
-            intra_op_threads=config.threads if threads is None else threads,
-            max_batch_rows=config.max_batch_rows if max_batch_rows is None else max_batch_rows,
-            max_batch_delay_ms=config.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms,
-            max_rows_per_request=config.max_rows_per_request if max_rows_per_request is None else max_rows_per_request,
-            max_body_bytes=max_body_bytes,
-        )
+            source, models, versions = _champions(params, root)
+        settings = _serve_settings(params.serve, models, versions, options)
         run_server(settings, log_level=log_level, echo=click.echo, source=source)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -159,10 +148,62 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
         if source is not None:
             source.close()
         signal.signal(signal.SIGTERM, previous_sigterm)
+        signal.signal(signal.SIGHUP, previous_sighup)
+
+
+def _check_token(token: str | None) -> None:
+    """click treats an empty environment variable as unset, which would silently serve without a token."""
+    import os
+
+    if (token is not None and not token.strip()) or (token is None and TOKEN_ENV in os.environ
+                                                      and not os.environ[TOKEN_ENV].strip()):
+        _fail(f"empty token: {TOKEN_ENV} (or --token) is set but empty; give a token, or unset {TOKEN_ENV} "
+              "to serve without one")
+
+
+def _champions(params, root: Path):
+    """(source, model files, versions) of the registry's champions, downloaded into a temporary folder
+    that lives until ``source.close()``."""
+    from genloop.serving.registry import ChampionSource
+
+    source = ChampionSource(params.mlflow, root, list(params.export.served_files()))
+    try:
+        found = source.champions()
+    except BaseException:
+        source.close()
+        raise
+    click.echo("serving the registry champions: "
+               + ", ".join(f"{n} v{c.version}" for n, c in found.items()) + " (--files serves models/)")
+    return source, {name: c.path for name, c in found.items()}, {name: c.version for name, c in found.items()}
+
+
+def _serve_settings(config, models: dict[str, Path], versions: dict[str, str], options: dict):
+    """ServeSettings from the command's options; an option left out (None) takes params' ``serve`` value."""
+    from genloop.serving.settings import ServeSettings
+
+    from_params = {"public_metrics", "poll_seconds", "intra_op_threads", "max_batch_rows", "max_batch_delay_ms",
+                   "max_rows_per_request"}
+    defaults = {key: getattr(config, "threads" if key == "intra_op_threads" else key) for key in from_params}
+    chosen = {key: defaults[key] if key in from_params and value is None else value for key, value in options.items()}
+    return ServeSettings(
+        models=models, versions=versions, timeout_keep_alive=config.timeout_keep_alive,
+        limit_concurrency=config.limit_concurrency, body_timeout=config.body_timeout,
+        max_connections_per_client=config.max_connections_per_client,
+        h11_max_incomplete_event_size=config.h11_max_incomplete_event_size, **chosen,
+    )
 
 
 def _exit_on_sigterm(signum, frame) -> None:
     sys.exit(128 + signum)
+
+
+def _sigterm_on_sighup(signum, frame) -> None:
+    """SIGTERM to this process: whoever handles SIGTERM now (uvicorn's graceful shutdown, or
+    _exit_on_sigterm before it runs) stops the server and the `finally` cleans up."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _fail(message: str) -> None:
@@ -191,10 +232,12 @@ def run_server(settings, log_level: str = "info", echo=print, source=None) -> No
 
 
 def uvicorn_options(settings) -> dict:
-    """How uvicorn guards its connections (params `serve:`): idle and half-sent ones are closed, their number capped."""
-    from genloop.serving.connections import IdleClosingH11Protocol
+    """How uvicorn guards its connections (params `serve:`): idle, half-sent and stalled ones are closed, their
+    number capped in all and per client."""
+    from genloop.serving.connections import guarded_protocol
 
-    return {"http": IdleClosingH11Protocol, "timeout_keep_alive": settings.timeout_keep_alive,
+    protocol = guarded_protocol(settings.body_timeout, settings.max_connections_per_client)
+    return {"http": protocol, "timeout_keep_alive": settings.timeout_keep_alive,
             "limit_concurrency": settings.limit_concurrency,
             "h11_max_incomplete_event_size": settings.h11_max_incomplete_event_size,
             "server_header": False, "timeout_graceful_shutdown": 10}

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from genloop.serving.batching import DynamicBatcher
 from genloop.serving.metrics import ServingMetrics
-from genloop.serving.sessions import ModelHolder, ServedModel
+from genloop.serving.sessions import KIND_KEY, ModelHolder, ServedModel
 from genloop.serving.settings import ServeSettings, ServingError
 
 log = logging.getLogger("genloop.serving")
@@ -47,6 +47,21 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Interface:
+    """What clients of a name rely on, kept while it is unloaded: a load must match it."""
+
+    version: str
+    kind: str | None
+    inputs: tuple
+    outputs: tuple
+    labels: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, model: ServedModel) -> "Interface":
+        return cls(model.version, model.kind, model.inputs, model.outputs, model.labels)
+
+
+@dataclass(frozen=True)
 class LoadOutcome:
     name: str
     version: str
@@ -61,6 +76,7 @@ class LiveModels:
         self.errors: dict[str, str] = {}  # name -> why its last load failed (cleared by a good one)
         self._failed_version: dict[str, str] = {}  # a version that failed is not retried by polling
         self._locks: dict[str, asyncio.Lock] = {}
+        self._interfaces: dict[str, Interface] = {}  # name -> the last version served, kept across an unload
         self._retiring: set[asyncio.Task] = set()
 
     # ---- serving ---------------------------------------------------------------------------
@@ -74,6 +90,7 @@ class LiveModels:
     def start(self) -> None:
         for model in self.holder.models.values():
             self.slots[model.name] = Slot(model, self._start_batcher(model))
+            self._interfaces[model.name] = Interface.of(model)
             self.metrics.set_served_version(model.name, model.version)
 
     async def stop(self) -> None:
@@ -96,6 +113,7 @@ class LiveModels:
     def _install(self, model: ServedModel) -> None:
         old = self.slots.get(model.name)
         self.slots = {**self.slots, model.name: Slot(model, self._start_batcher(model))}
+        self._interfaces[model.name] = Interface.of(model)
         self.holder.put(model)
         self.metrics.set_served_version(model.name, model.version)
         if old is not None:
@@ -135,8 +153,8 @@ class LiveModels:
                 path = await asyncio.to_thread(self.source.fetch, name, version)
                 model = await asyncio.to_thread(self.holder.build, name, path, version,
                                                 version if self.source.registry else None)
-                if current is not None:
-                    _check_same_interface(current.model, model)
+                if name in self._interfaces:  # served now, or before an unload
+                    _check_same_interface(self._interfaces[name], model, served=current is not None)
             except Exception as exc:  # anything: the old model must keep serving
                 reason = str(exc) if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
                 self.errors[name] = reason
@@ -190,16 +208,22 @@ class LiveModels:
         return entries
 
 
-def _check_same_interface(old: ServedModel, new: ServedModel) -> None:
-    """Clients built for the served model must keep working: same inputs and outputs, no class dropped."""
+def _check_same_interface(old: Interface, new: ServedModel, served: bool = True) -> None:
+    """Clients built for the served model must keep working: same kind of model, same inputs and outputs,
+    no class dropped; after an unload too, since the name still promises what it served."""
+    before = f"the served v{old.version}" if served else f"v{old.version}, served under this name before"
+    if old.kind is not None and new.kind is not None and old.kind != new.kind:
+        raise ServingError(
+            f"v{new.version} is a {new.kind} model (ONNX metadata {KIND_KEY}), unlike {before}, a {old.kind} model; "
+            "a name serves one kind of model: serve it under another name (restart the server)")
     if (old.inputs, old.outputs) != (new.inputs, new.outputs):
-        def shown(model: ServedModel) -> str:
-            return f"inputs {[s.metadata() for s in model.inputs]}, outputs {[s.metadata() for s in model.outputs]}"
+        def shown(inputs: tuple, outputs: tuple) -> str:
+            return f"inputs {[s.metadata() for s in inputs]}, outputs {[s.metadata() for s in outputs]}"
 
         raise ServingError(
-            f"v{new.version} has {shown(new)}, unlike the served v{old.version} ({shown(old)}); "
+            f"v{new.version} has {shown(new.inputs, new.outputs)}, unlike {before} ({shown(old.inputs, old.outputs)}); "
             "restart the server to serve a model with another interface")
     dropped = sorted(set(old.labels or ()) - set(new.labels or ()))
     if dropped:
-        raise ServingError(f"v{new.version} was not trained on label(s) {dropped} that the served v{old.version} "
+        raise ServingError(f"v{new.version} was not trained on label(s) {dropped} that {before} "
                            "accepts; restart the server to serve a model with fewer classes")

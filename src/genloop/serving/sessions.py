@@ -35,6 +35,8 @@ V2_TO_NUMPY = {
 # A class-conditional generator: an INT64 ``label`` input beside ``z``, its trained classes in the metadata.
 LABEL_INPUT = "label"
 LABELS_KEY, CONDITIONAL_KEY = "genloop.labels", "genloop.conditional"
+# What `genloop export` records as the kind of model in the file ("vae", "gan"); absent in hand-made files.
+KIND_KEY = "model_kind"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,14 @@ class TensorSpec:
 
 def _dims(shape) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def _cut(text: str, most: int = 60) -> str:
+    """``text`` quoted, cut short: metadata can be long."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + f"... ({len(text)} characters)"
 
 
 def trained_labels(path: Path, input_names: tuple[str, ...], props: dict[str, str]) -> tuple[int, ...] | None:
@@ -74,7 +84,12 @@ def trained_labels(path: Path, input_names: tuple[str, ...], props: dict[str, st
         labels = None
     if (not isinstance(labels, list) or not labels or len(set(labels)) != len(labels)
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
-        raise ServingError(f"{path}: metadata {LABELS_KEY}={raw!r} is not a JSON list of distinct integers")
+        raise ServingError(f"{path}: metadata {LABELS_KEY}={_cut(raw)} is not a JSON list of distinct integers")
+    outside = [v for v in labels if not INT64_MIN <= v <= INT64_MAX]
+    if outside:  # the label input is INT64: such a class could never be asked for
+        value = str(outside[0]) if len(str(outside[0])) <= 40 else str(outside[0])[:37] + "..."
+        raise ServingError(f"{path}: metadata {LABELS_KEY} holds {value}, outside the INT64 range "
+                           f"of the {LABEL_INPUT!r} input; re-export the model with `genloop export`")
     return tuple(sorted(labels))
 
 
@@ -127,7 +142,9 @@ class ServedModel:
                 raise ServingError(f"{path}: output {spec.name!r} has unsupported type {spec.datatype}")
         self.input_names = tuple(s.name for s in self.inputs)
         self.output_names = tuple(s.name for s in self.outputs)
-        self.labels = trained_labels(path, self.input_names, session.get_modelmeta().custom_metadata_map)
+        props = session.get_modelmeta().custom_metadata_map
+        self.labels = trained_labels(path, self.input_names, props)
+        self.kind = props.get(KIND_KEY) or None
         if not any(s.datatype == "FP32" for s in self.inputs):
             raise ServingError(f"{path}: no FP32 input; genloop serve needs a latent input (`z`)")
 

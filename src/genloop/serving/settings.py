@@ -45,6 +45,9 @@ class ServeSettings(BaseModel):
     timeout_keep_alive: float = Field(5.0, gt=0.0, description="seconds an idle connection (or unfinished headers) "
                                                               "stays open")
     limit_concurrency: int | None = Field(1000, ge=1, description="open connections + tasks before 503s")
+    body_timeout: float = Field(30.0, gt=0.0, description="seconds a request body may take to arrive after its head")
+    max_connections_per_client: int | None = Field(100, ge=1, description="open connections from one client "
+                                                                          "address before new ones get 503")
     h11_max_incomplete_event_size: int = Field(64 * 1024, ge=1024, description="largest request line + headers")
 
     @field_validator("models")

@@ -11,7 +11,7 @@ from genloop.io import dataremote, dvcio
 from genloop.io.atomic import atomic_dir
 from genloop.config import CollectConfig
 from genloop.io.datacommit import commit_data
-from genloop.io.datasets import DataSetError, content_hash, read_dataset  # re-exported
+from genloop.io.datasets import DataSetError, content_hash, read_dataset
 from genloop.errors import GenloopError, MissingInputError
 from genloop.paths import ProjectPaths
 from genloop.io.pixels import pixel_stats

@@ -30,14 +30,12 @@ from genloop.io import atomic, tracking
 from genloop.core import membership, privacy, quality, trust
 from genloop.io.checkpoints import load_classes, load_sampler, load_vae, read_checkpoint
 from genloop.core.label_fidelity import conditional_samples, draw_labels, label_fidelity, per_class_labels
-from genloop.config import EvaluateConfig, Params
+from genloop.config import MODELS, EvaluateConfig, Params
 from genloop.io.datasets import class_names, read_run_id
-from genloop.core.metric_names import (EVAL_METRICS, FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS,  # re-exported
-                                  MIA_METRICS, MODELS, RUN_METRICS, VAE_METRICS, VAE_MIA_METRICS, is_label_fidelity,
-                                  label_fidelity_metrics)
+from genloop.core.metric_names import (FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS, RUN_METRICS,
+                                       VAE_METRICS, VAE_MIA_METRICS, is_label_fidelity, label_fidelity_metrics)
 from genloop.core.models.classifier import embed
 from genloop.paths import ProjectPaths
-from genloop.evaluation.scoring import score_samples  # noqa: F401 - re-exported
 from genloop.evaluation.scoring import load_evaluation_data, score, with_floor
 from genloop.config import sampling_seed
 

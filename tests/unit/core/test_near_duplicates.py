@@ -9,7 +9,8 @@ import pandas as pd
 from genloop.core import near_duplicates
 from genloop.io.arrays import load_npz
 from genloop.stages.clean import clean, split_of
-from genloop.stages.collect import build_manifest, content_hash, write_dataset
+from genloop.io.datasets import content_hash
+from genloop.stages.collect import build_manifest, write_dataset
 from genloop.config import CleanConfig
 from genloop.core.near_duplicates import COLUMNS, find_near_duplicates, nearest_rms
 from genloop.paths import ProjectPaths

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from genloop.stages import clean as clean_module
-from genloop.stages.clean import DataValidationError, clean
+from genloop.io.validation import DataValidationError
+from genloop.stages.clean import clean
 from genloop.stages.collect import build_manifest, write_dataset
 from genloop.config import CleanConfig
 from genloop.paths import ProjectPaths

@@ -12,11 +12,13 @@ import pytest
 from PIL import Image
 
 from genloop.io import sources
-from genloop.stages.collect import DataSetError, collect, read_dataset
+from genloop.io.datasets import DataSetError, read_dataset
+from genloop.stages.collect import collect
 from genloop.config import CollectConfig
 from genloop.io.idx import parse_idx, write_idx
 from genloop.paths import ProjectPaths
-from genloop.io.sources import SourceError, load_source, parse_size
+from genloop.errors import SourceError
+from genloop.io.sources import load_source, parse_size
 
 MNIST_T10K = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist-t10k"
 OFFICIAL_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from genloop.io.arrays import load_npz
-from genloop.stages.clean import DataValidationError, clean, load_split, split_of
-from genloop.stages.collect import build_manifest, content_hash, write_dataset
+from genloop.io.datasets import content_hash, load_split
+from genloop.io.validation import DataValidationError
+from genloop.stages.clean import clean, split_of
+from genloop.stages.collect import build_manifest, write_dataset
 from genloop.config import CleanConfig, SplitConfig
 from genloop.paths import ProjectPaths
 from genloop.io.sources import SourceBatch

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from genloop.io import dvcio
-from genloop.stages.collect import MANIFEST_COLUMNS, collect, content_hash, read_dataset
+from genloop.io.datasets import content_hash, read_dataset
+from genloop.stages.collect import MANIFEST_COLUMNS, collect
 from genloop.config import CollectConfig
 from genloop.paths import ProjectPaths
-from genloop.io.sources import SourceError
+from genloop.errors import SourceError
 
 
 def test_collect_digits_writes_images_and_manifest(tmp_path):

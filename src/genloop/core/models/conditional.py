@@ -153,8 +153,3 @@ class WithDrawnLabels(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         pick = torch.randint(len(self.labels), (len(z),), generator=self.rng)
         return self.sampler(z, self.labels[pick].to(z.device))
-
-
-def is_conditional(sampler: nn.Module) -> bool:
-    """Whether ``sampler`` takes (z, label) rather than z alone."""
-    return isinstance(sampler, (ConditionalDecoder, ConditionalPriorDecoder, ConditionalGenerator))
