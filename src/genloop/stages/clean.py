@@ -17,11 +17,11 @@ import pandas as pd
 from genloop.io import atomic
 from genloop.io.arrays import save_npz
 from genloop.config import CleanConfig
-from genloop.io.datasets import content_hash, load_split, read_dataset  # load_split re-exported
+from genloop.io.datasets import content_hash, read_dataset
 from genloop.io.pixels import pixel_stats
 from genloop.core.near_duplicates import find_near_duplicates
 from genloop.paths import ProjectPaths
-from genloop.io.validation import DataValidationError, validate_table  # DataValidationError re-exported
+from genloop.io.validation import DataValidationError, validate_table
 
 SPLITS = ("train", "val", "test")
 

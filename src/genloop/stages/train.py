@@ -32,7 +32,7 @@ from genloop.core import divergence, privacy, trust
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
-from genloop.io.datasets import class_names, load_split, read_run_id, to_tensor  # read_run_id, to_tensor re-exported
+from genloop.io.datasets import class_names, load_split, to_tensor
 from genloop.config import GANConfig, Params, VAEConfig
 from genloop.errors import MissingInputError
 from genloop.io.imaging import labelled_rows_image, save_grid

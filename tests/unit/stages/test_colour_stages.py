@@ -14,7 +14,8 @@ from genloop.config import AugmentConfig, CleanConfig
 from genloop.io.datasets import content_hash
 from genloop.paths import ProjectPaths
 from genloop.stages.augment import augment, augment_images
-from genloop.stages.clean import DataValidationError, clean
+from genloop.io.validation import DataValidationError
+from genloop.stages.clean import clean
 from genloop.stages.collect import SourceBatch, build_manifest, write_dataset
 
 IDENTITY = dict(rotation_degrees=0.0, scale_min=1.0, scale_max=1.0, crop_min=1.0)
