@@ -42,11 +42,9 @@ def load(folder: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
 
 
 def views(args) -> list[dp_merf.View]:
-    out = [dp_merf.View(pool=1, bandwidth=args.bandwidth, features=args.features, weight=1.0)]
-    if args.low_features:
-        out.append(dp_merf.View(pool=args.low_pool, bandwidth=args.low_bandwidth, features=args.low_features,
-                                weight=args.low_weight))
-    return out
+    """--views "pool:bandwidth:features:weight,..." (e.g. "1:0.3:1500:1,2:0.3:1000:1")."""
+    return [dp_merf.View(int(p), float(b), int(f), float(w))
+            for p, b, f, w in (v.split(":") for v in args.views.split(","))]
 
 
 def train_arm(args, x, y, epsilon):
@@ -55,7 +53,9 @@ def train_arm(args, x, y, epsilon):
     released = dp_merf.release(features, x, y, 10, epsilon, DELTA, seed=args.seed + 1,
                                count_weight=args.count_weight)
     generator = dp_merf.MerfGenerator(args.latent, x.shape[1:], 10, args.hidden, args.channels)
-    dp_merf.train_generator(generator, features, released, args.steps, args.batch, args.lr, args.seed)
+    dp_merf.train_generator(generator, features, released, args.steps, args.batch, args.lr, args.seed,
+                            not args.biased, on_step=lambda i, loss: print(f"  step {i} loss {loss:.4f}", flush=True)
+                            if i % 100 == 0 else None)
     return generator, released, time.process_time() - start_cpu, time.perf_counter() - start_wall
 
 
@@ -77,12 +77,8 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/mnist-t10k")
     p.add_argument("--out", default="reports/private-mnist")
     p.add_argument("--eps", default="none,10,1")
-    p.add_argument("--features", type=int, default=2000)
-    p.add_argument("--bandwidth", type=float, default=0.3)
-    p.add_argument("--low-features", type=int, default=0)
-    p.add_argument("--low-pool", type=int, default=2)
-    p.add_argument("--low-bandwidth", type=float, default=0.3)
-    p.add_argument("--low-weight", type=float, default=1.0)
+    p.add_argument("--views", default="1:0.3:2000:1")
+    p.add_argument("--biased", action="store_true", help="the plain (biased) MMD estimate of the paper")
     p.add_argument("--count-weight", type=float, default=0.25)
     p.add_argument("--latent", type=int, default=16)
     p.add_argument("--hidden", type=int, default=256)

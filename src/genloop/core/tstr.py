@@ -48,7 +48,7 @@ def _check(images: torch.Tensor, labels: torch.Tensor, what: str) -> None:
 def tstr(synthetic: torch.Tensor, synthetic_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor,
          num_classes: int, epochs: int, seed: int, feature_dim: int = 64, arch: Arch = "cnn",
          real: torch.Tensor | None = None, real_labels: torch.Tensor | None = None,
-         real_classifier: DigitClassifier | None = None) -> TstrResult:
+         real_classifier: DigitClassifier | None = None, batch_size: int = 128) -> TstrResult:
     """TSTR accuracy of a labelled synthetic set on real ``test`` images, with the real-data floor.
 
     The floor comes from ``real_classifier`` when given (evaluate trains one already: reuse it),
@@ -57,12 +57,12 @@ def tstr(synthetic: torch.Tensor, synthetic_labels: torch.Tensor, test: torch.Te
     _check(synthetic, synthetic_labels, "synthetic")
     _check(test, test_labels, "test")
     model = train_classifier(synthetic.float(), synthetic_labels.long(), feature_dim, num_classes, epochs, seed,
-                             arch=arch)
+                             batch_size=batch_size, arch=arch)
     floor = None
     if real_classifier is None and real is not None:
         _check(real, real_labels, "real")
         real_classifier = train_classifier(real.float(), real_labels.long(), feature_dim, num_classes, epochs,
-                                           seed, arch=arch)
+                                           seed, batch_size=batch_size, arch=arch)
     if real_classifier is not None:
         floor = accuracy(real_classifier, test, test_labels)
     return TstrResult(accuracy(model, test, test_labels), floor)

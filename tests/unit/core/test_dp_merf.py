@@ -94,3 +94,19 @@ def test_draw_labels_follows_the_released_shares():
     labels = dp_merf.draw_labels(released, 4000, seed=0)
     shares = torch.bincount(labels, minlength=3).float() / 4000
     assert shares[0] == 0 and abs(float(shares[2]) - 0.75) < 0.03
+
+
+def test_unbiased_mmd_does_not_charge_a_small_batch_for_its_spread():
+    """Batches drawn from the class's own images: the unbiased loss averages near 0, the plain one
+    carries about (1 - ||E phi||²) / B more, the term that rewards samples for sitting together."""
+    fm = dp_merf.FeatureMap((1, 8, 8), [dp_merf.View(features=500)], seed=0)
+    pool = torch.rand(2000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = dp_merf.release(fm, pool, torch.zeros(2000, dtype=torch.long), 1, None, None, seed=0).class_means()
+    g = torch.Generator().manual_seed(1)
+    draws = [pool[torch.randint(0, 2000, (10,), generator=g)] for _ in range(40)]
+    labels = torch.zeros(10, dtype=torch.long)
+    unbiased = np.mean([float(dp_merf.mmd_loss(fm, x, labels, target)) for x in draws])
+    biased = np.mean([float(dp_merf.mmd_loss(fm, x, labels, target, unbiased=False)) for x in draws])
+    spread = (1 - float(target.pow(2).sum())) / 10
+    assert abs(unbiased) < 0.2 * spread
+    assert biased == pytest.approx(unbiased + spread, rel=0.2)
