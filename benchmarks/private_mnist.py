@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from genloop.core import dp_merf
-from genloop.core.models.classifier import embed, train_classifier
+from genloop.core.models.classifier import DigitClassifier, embed, train_classifier
 from genloop.core.quality import fid
 from genloop.core.tstr import accuracy, tstr
 from genloop.io.idx import find_idx_parts, read_idx_part
@@ -59,6 +59,18 @@ def train_arm(args, x, y, epsilon):
     return generator, released, time.process_time() - start_cpu, time.perf_counter() - start_wall
 
 
+def real_classifier(args, x, y, out: Path):
+    """The floor classifier (also the FID feature network), kept in <out> so reruns skip its training."""
+    path = out / f"real-classifier-e{args.tstr_epochs}-s{args.seed}.pt"
+    if path.exists():
+        model = DigitClassifier(28, 28, 64, 10)
+        model.load_state_dict(torch.load(path))
+        return model.eval()
+    model = train_classifier(x, y, 64, 10, args.tstr_epochs, args.seed)
+    torch.save(model.state_dict(), path)
+    return model
+
+
 def grid_png(images: torch.Tensor, rows: int, path: Path) -> None:
     from PIL import Image
 
@@ -88,20 +100,23 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tstr-epochs", type=int, default=15)
+    p.add_argument("--cache", default=None, help="folder for the real-data classifier (default: --out)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     x, y, xt, yt = load(Path(args.data))
-    real = train_classifier(x, y, 64, 10, args.tstr_epochs, args.seed)
+    arms = []
+    for eps_text in args.eps.split(","):  # the private part first, then the evaluation
+        eps = None if eps_text == "none" else float(eps_text)
+        arms.append((eps_text, eps, *train_arm(args, x, y, eps)))
+    real = real_classifier(args, x, y, Path(args.cache or out))
     test_feats, _ = embed(real, xt)
     rows = [{"method": "real data (floor)", "epsilon": None, "tstr": accuracy(real, xt, yt),
              "fid": fid(test_feats, embed(real, x)[0])}]
     print(rows[-1], flush=True)
-    for eps_text in args.eps.split(","):
-        eps = None if eps_text == "none" else float(eps_text)
-        generator, released, cpu, wall = train_arm(args, x, y, eps)
+    for eps_text, eps, generator, released, cpu, wall in arms:
         labels = dp_merf.draw_labels(released, len(x), seed=args.seed + 2)
         synth = dp_merf.sample(generator, labels, seed=args.seed + 3)
         result = tstr(synth, labels, xt, yt, 10, args.tstr_epochs, args.seed)

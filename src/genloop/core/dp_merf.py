@@ -289,7 +289,7 @@ def train_generator(generator: nn.Module, features: FeatureMap, released: Releas
         opt.step()
         sched.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, float(loss.detach()))
     return generator.eval()
 
 
