@@ -25,7 +25,7 @@ ifneq ($(PREFECT_API_URL),)
 export PREFECT_API_URL
 endif
 
-.PHONY: setup run test test-fast lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs docs emoji-font
+.PHONY: setup run test test-fast browser lint-imports repro ui prefect-up prefect-down services-up services-down services-status sweep clean-outputs help data-docs docs emoji-font
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,7 +41,14 @@ setup: $(STAMP)  ## create .venv and install genloop with its test tools (skippe
 run: $(STAMP)  ## run the whole loop (Prefect flow genloop-pipeline) on the bundled digits
 	$(BIN)/genloop run
 
-test: $(STAMP)  ## run the whole test suite (integration tests included: about 10+ minutes on 2 cores)
+browser:  ## install Debian's chromium and chromium-driver (the explorer's browser tests) when chromedriver is missing
+	@command -v chromedriver >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$sudo apt-get install -y chromium chromium-driver || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y chromium chromium-driver; }; }; } || \
+	  echo "note: chromium-driver not installed; the explorer's browser tests will skip"
+
+test: $(STAMP) browser  ## run the whole test suite (integration tests included: about 10+ minutes on 2 cores)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## the tests that start no server, Dask, DVC or browser and train nothing long (under 2 minutes)

@@ -71,12 +71,12 @@ class ThreadServer:
     """create_app(settings) under a real uvicorn server in a background thread, with the options `genloop serve`
     uses (connection guards included) unless not ``guarded``."""
 
-    def __init__(self, settings: ServeSettings, guarded: bool = True):
+    def __init__(self, settings: ServeSettings, guarded: bool = True, source=None):
         import uvicorn
 
         from genloop.serving.command import uvicorn_options
 
-        self.app = create_app(settings)
+        self.app = create_app(settings, source=source)
         self.sock = free_socket()
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

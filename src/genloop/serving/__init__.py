@@ -4,8 +4,8 @@ from genloop.serving.settings import ServeSettings, ServingError, default_model_
 __all__ = ["ServeSettings", "ServingError", "create_app", "default_model_paths"]
 
 
-def create_app(settings: ServeSettings, holder=None):
+def create_app(settings: ServeSettings, holder=None, source=None):
     """The FastAPI app (imported lazily: fastapi and onnxruntime load only when a server is built)."""
     from genloop.serving.app import create_app as build
 
-    return build(settings, holder)
+    return build(settings, holder, source)

@@ -4,7 +4,8 @@ Endpoints: ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/read
 ``/v2/models/{name}[/versions/{v}]`` (model metadata), ``.../ready``, ``POST .../infer`` (JSON
 or binary tensors, dynamically batched), ``GET /v2/models/{name}/generate`` (a PNG grid of samples;
 ``label`` picks the class of a conditional model)
-and ``GET /metrics`` (Prometheus). Every error is ``{"error": "..."}`` with a 4xx/5xx status, as
+and ``GET /metrics`` (Prometheus); ``/``, ``/docs`` and ``/explore`` are pages for people
+(genloop.serving.pages). Every error is ``{"error": "..."}`` with a 4xx/5xx status, as
 tritonclient and other V2 clients expect.
 """
 # No `from __future__ import annotations`: FastAPI must see the route signatures built in create_app.
@@ -19,7 +20,6 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from genloop.serving.batching import DynamicBatcher, QueueFull, ShuttingDown
 from genloop.serving.live import LiveModels, ModelSource, Slot
 from genloop.serving.metrics import MetricsMiddleware, ServingMetrics
+from genloop.serving.pages import add_page_routes
 from genloop.serving.sessions import LABEL_INPUT, ModelHolder, ServedModel
 from genloop.serving.protocol import (
     HEADER_LENGTH, ApiError, InferRequest, decompress, encode_infer_response, parse_infer_request,
@@ -290,21 +291,22 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, sourc
     serving = _Serving(settings, holder, metrics, LiveModels(settings, holder, metrics, source), source)
     token = settings.token_value()
     guard_docs = token is not None and not settings.public_metrics
-    app = FastAPI(
+    app = FastAPI(  # /docs is genloop.serving.pages' (its assets served locally, not from a CDN)
         title="genloop serve", version=_version(), lifespan=_lifespan(serving), redoc_url=None,
-        docs_url=None if guard_docs else "/docs", openapi_url=None if guard_docs else "/openapi.json",
+        docs_url=None, openapi_url=None if guard_docs else "/openapi.json",
         description="Open Inference Protocol (KServe V2) REST endpoints for the genloop ONNX generators.",
     )
     app.state.settings, app.state.holder, app.state.metrics, app.state.live = settings, holder, metrics, serving.live
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_error_handlers(app)
     protected = _token_dependencies(token)
-    guarded = protected if guard_docs else []  # /metrics, /docs and /openapi.json: unless --public-metrics
+    guarded = protected if guard_docs else []  # /, /metrics, /docs and /openapi.json: unless --public-metrics
     _add_server_routes(app, serving, protected)
     _add_model_routes(app, serving, protected)
     _add_inference_routes(app, serving, protected)
     _add_metrics_and_docs(app, serving, guarded, guard_docs)
     _add_repository_routes(app, serving, protected)
+    add_page_routes(app, serving, guarded, protected)
     return app
 
 
@@ -456,7 +458,7 @@ def _add_inference_routes(app: FastAPI, serving: _Serving, protected: list) -> N
 
 
 def _add_metrics_and_docs(app: FastAPI, serving: _Serving, guarded: list, guard_docs: bool) -> None:
-    """/metrics, and /docs and /openapi.json behind the token when ``guard_docs`` (FastAPI's own otherwise)."""
+    """/metrics, and /openapi.json behind the token when ``guard_docs`` (FastAPI's own otherwise)."""
 
     @app.get("/metrics", response_class=Response, tags=["metrics"], dependencies=guarded,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
@@ -467,10 +469,6 @@ def _add_metrics_and_docs(app: FastAPI, serving: _Serving, guarded: list, guard_
         @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
         async def openapi_schema():
             return JSONResponse(app.openapi())
-
-        @app.get("/docs", include_in_schema=False, dependencies=guarded)
-        async def swagger_ui():
-            return get_swagger_ui_html(openapi_url="/openapi.json", title="genloop serve")
 
 
 def _add_repository_routes(app: FastAPI, serving: _Serving, protected: list) -> None:

@@ -74,6 +74,12 @@ def _project(ctx: click.Context):
 @click.option("--max-rows-per-request", type=click.IntRange(min=1), default=None,
               help="Default: serve.max_rows_per_request (1024).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024, show_default=True)
+@click.option("--explain", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The latent atlas whose VAE dimensions and GAN directions /explore's sliders move. "
+                   "Default: ROOT/reports/explain.json (absent: the first latent dimensions).")
+@click.option("--explore-images", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Real images /explore offers the VAE encoder (an .npz with `images`). "
+                   "Default: ROOT/data/clean/test.npz.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 @click.pass_context
@@ -81,7 +87,7 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
                   host: str, port: int, token: str | None, public_metrics: bool | None, poll_seconds: float | None,
                   device: str, threads: int | None,
                   max_batch_rows: int | None, max_batch_delay_ms: float | None, max_rows_per_request: int | None,
-                  max_body_bytes: int, log_level: str) -> None:
+                  max_body_bytes: int, explain: Path | None, explore_images: Path | None, log_level: str) -> None:
     """Serve the ONNX generators (registry champions, or files) over the Open Inference Protocol (KServe V2 REST).
 
     \b
@@ -90,6 +96,7 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
                                           a conditional model also {"name": "label", "shape": [n], "datatype": "INT64", ...}
     GET  /v2/models/NAME/generate?n=16&seed=1   a PNG grid of samples (&label=7: of one class)
     GET  /metrics                         Prometheus metrics
+    GET  /, /explore, /docs               landing page, latent explorer, API docs (all offline)
     POST /v2/repository/index, /v2/repository/models/NAME/load|unload   live (re)loading
 
     Serving the registry's champions, the server follows the champion alias: a moved champion is
@@ -111,7 +118,9 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     options = dict(host=host, port=port, token=token, providers=device, max_body_bytes=max_body_bytes,
                    public_metrics=public_metrics, poll_seconds=poll_seconds, intra_op_threads=threads,
                    max_batch_rows=max_batch_rows, max_batch_delay_ms=max_batch_delay_ms,
-                   max_rows_per_request=max_rows_per_request)
+                   max_rows_per_request=max_rows_per_request,
+                   explain=explain or root / "reports" / "explain.json",
+                   explore_images=explore_images or root / "data" / "clean" / "test.npz")
     _serve(params, root, models, False if by_path else champions, options, log_level)
 
 

@@ -49,6 +49,10 @@ class ServeSettings(BaseModel):
     max_connections_per_client: int | None = Field(100, ge=1, description="open connections from one client "
                                                                           "address before new ones get 503")
     h11_max_incomplete_event_size: int = Field(64 * 1024, ge=1024, description="largest request line + headers")
+    explain: Path | None = Field(None, description="the latent atlas (reports/explain.json) whose axes /explore "
+                                                   "moves; None or absent: the first latent dimensions")
+    explore_images: Path | None = Field(None, description="real images /explore offers the encoder (a clean "
+                                                          "split's .npz, e.g. data/clean/test.npz)")
 
     @field_validator("models")
     @classmethod
