@@ -1,18 +1,17 @@
 """Where the latent atlas (``genloop.evaluation.atlas``) shows: ``reports/explain.html`` (offline, PNGs
-in ``reports/explain/``), ``reports/explain.json`` (the scores, a DVC metrics file), and each model's
+in ``reports/explain/``), ``reports/explain.json`` (the scores, a DVC metrics file) beside
+``reports/explain_detail.json`` (carriers, directions, gaps, what was skipped), and each model's
 MLflow training run (metrics ``mig``, ``dci_*``, ``active_units``, ``probe_accuracy`` and the page as
 artifacts under ``explain/``).
 
-``explain_trained`` is the evaluate stage's part (the models in outputs/train); ``explain_version``
-explains any registered version from its MLflow run's checkpoint (``genloop explain``), or, for a
-version whose run holds none, from its ONNX graph, saying what it could not compute.
+``explain_trained`` is the evaluate stage's part (the models in outputs/train);
+``genloop.evaluation.explain_version`` explains a registered version with the same page.
 """
 from __future__ import annotations
 
 import html
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +21,11 @@ import numpy as np
 
 from genloop.config import Params, sampling_seed
 from genloop.core.metric_names import MODELS
-from genloop.errors import GenloopError
-from genloop.evaluation.atlas import EXPLAIN_METRICS, Generator, ModelAtlas, build, from_checkpoint
+from genloop.evaluation.atlas import EXPLAIN_METRICS, ModelAtlas, build, from_checkpoint
 from genloop.io import atomic, tracking
 from genloop.paths import ProjectPaths
 
 TITLES = {"vae": "VAE", "gan": "GAN"}
-CHECKPOINT_ARTIFACT = "checkpoint/model.pt"  # where train logs model.pt on its run
-
-
-class ExplainError(GenloopError, ValueError):
-    """A version cannot be explained (no such version, nothing downloadable); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -55,15 +48,28 @@ def explain_trained(params: Params, paths: ProjectPaths, data: Any) -> ExplainRe
     return write(paths.reports, "explain", atlases, {"models": "outputs/train (this evaluation)"})
 
 
-def as_json(atlases: dict[str, ModelAtlas], meta: dict[str, str]) -> dict[str, Any]:
-    """reports/explain.json: per model its scores (numbers, what ``dvc metrics show`` lists), carriers,
-    directions, gaps and what was skipped."""
-    out: dict[str, Any] = {}
-    for kind, a in atlases.items():
-        out[kind] = {**{k: _finite(v) for k, v in a.scores.items()}, "seconds": round(a.seconds, 2),
-                     "carriers": a.carriers, "directions": a.directions, "skipped": a.skipped, "notes": a.notes,
-                     "gaps": a.gaps}
-    return {**out, "meta": meta}
+def as_json(atlases: dict[str, ModelAtlas]) -> dict[str, Any]:
+    """reports/explain.json: per model its scores only (numbers: what ``dvc metrics show`` lists)."""
+    return {kind: {**{k: _finite(v) for k, v in a.scores.items()}, "seconds": round(a.seconds, 2)}
+            for kind, a in atlases.items()}
+
+
+def as_detail(atlases: dict[str, ModelAtlas], meta: dict[str, str]) -> dict[str, Any]:
+    """reports/explain_detail.json: per model which axis or direction carries each factor, the directions,
+    every morphometric gap with its sentence, what was skipped and why."""
+    return _strict({**{kind: {"carriers": a.carriers, "directions": a.directions, "gaps": a.gaps,
+                              "skipped": a.skipped, "notes": a.notes} for kind, a in atlases.items()}, "meta": meta})
+
+
+def _strict(obj: Any) -> Any:
+    """The same structure with NaN and infinities as null (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return _finite(float(obj))
+    return obj
 
 
 def _finite(value: float) -> float | None:
@@ -80,9 +86,15 @@ def write(folder: Path, stem: str, atlases: dict[str, ModelAtlas], meta: dict[st
             for name, _, png in atlas.figures:
                 (tmp / name).write_bytes(png)
     json_file, html_file = folder / f"{stem}.json", folder / f"{stem}.html"
-    atomic.write_text(json_file, json.dumps(as_json(atlases, meta), indent=1, default=_jsonable) + "\n")
+    atomic.write_text(json_file, json.dumps(as_json(atlases), indent=1, allow_nan=False) + "\n")
+    atomic.write_text(detail_file(json_file), json.dumps(as_detail(atlases, meta), indent=1, default=_jsonable, allow_nan=False) + "\n")
     atomic.write_text(html_file, render(atlases, stem, meta))
     return ExplainReport(html_file, json_file, figures, atlases)
+
+
+def detail_file(json_file: Path) -> Path:
+    """explain.json's companion with everything that is not a score."""
+    return json_file.with_name(json_file.stem + "_detail.json")
 
 
 def _jsonable(value: Any) -> Any:
@@ -97,7 +109,7 @@ def log(report: ExplainReport, run_ids: dict[str, str]) -> None:
         if kind not in report.atlases:
             continue
         tracking.log_metrics(run_id, report.atlases[kind].metrics())
-        tracking.log_files(run_id, [report.html, report.json], artifact_path="explain")
+        tracking.log_files(run_id, [report.html, report.json, detail_file(report.json)], artifact_path="explain")
         tracking.log_folder(run_id, report.figures, artifact_path=f"explain/{report.figures.name}")
 
 
@@ -201,86 +213,3 @@ classifier's); the attribution rows show where samples come from: each beside it
 {''.join(_model_section(a, stem) for a in atlases.values())}
 </body></html>
 """
-
-
-# ---- a registered version -------------------------------------------------------------------------
-def version_of(client, name: str, version: str | None):
-    """The registered version (default: the champion, else the latest)."""
-    from genloop.io import promotion
-
-    if version is None:
-        champion = promotion.current_champion(client, name)
-        if champion is not None:
-            return champion
-        versions = client.search_model_versions(f"name='{name}'")
-        if not versions:
-            raise ExplainError(f"{name} has no registered version; run `genloop export` first")
-        version = str(max(int(v.version) for v in versions))
-    try:
-        return promotion._version(client, name, str(version))
-    except promotion.PromotionError as exc:
-        raise ExplainError(str(exc)) from None
-
-
-def explain_version(params: Params, paths: ProjectPaths, kind: str, version: str | None = None,
-                    log_to_mlflow: bool = True) -> ExplainReport:
-    """The atlas of a registered version of ``kind``'s model, from its run's checkpoint (or its ONNX graph
-    when the run has none), on today's evaluation data; written as reports/explain-<name>-v<N>.*."""
-    from genloop.evaluation.scoring import load_evaluation_data
-
-    name = params.export.model_name(kind)
-    client = tracking.registry_client(params.mlflow, paths)
-    mv = version_of(client, name, version)
-    run_id = mv.run_id or mv.tags.get("run_id")
-    data = load_evaluation_data(params, paths)
-    with tempfile.TemporaryDirectory(prefix="genloop-explain-") as tmp:
-        gen, source = _generator(kind, name, str(mv.version), run_id, Path(tmp))
-        atlas = build(gen, data, explain_images(params, len(data.held_out)), sampling_seed(params.seed),
-                      params.evaluate.batch_size)
-    if source != "checkpoint":
-        atlas.notes.append(f"explained from the version's ONNX graph: its run {run_id} holds no {CHECKPOINT_ARTIFACT}")
-    meta = {"model": f"{name} v{mv.version}", "run": str(run_id), "source": source}
-    report = write(paths.reports, f"explain-{name}-v{mv.version}", {kind: atlas}, meta)
-    if log_to_mlflow and run_id:
-        log(report, {kind: run_id})
-    return report
-
-
-def _generator(kind: str, name: str, version: str, run_id: str | None, tmp: Path) -> tuple[Generator, str]:
-    """The checkpoint logged on the version's run when there is one, else the version's ONNX graph."""
-    from genloop.io import promotion
-
-    if run_id:
-        try:
-            local = tracking.download_artifacts(f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}", tmp / "ckpt")
-            return from_checkpoint(kind, local), "checkpoint"
-        except tracking.registry_errors():
-            pass
-        except OSError:
-            pass
-    try:
-        onnx_file = promotion.download_onnx(f"models:/{name}/{version}", tmp / "onnx")
-    except promotion.PromotionError as exc:
-        raise ExplainError(f"{name} v{version}: neither a checkpoint nor an ONNX graph to explain ({exc})") from None
-    return from_onnx(kind, onnx_file), "onnx"
-
-
-def from_onnx(kind: str, onnx_file: Path) -> Generator:
-    """A Generator over an ONNX decoder/generator: samples and GANSpace on its images; no encoder."""
-    import torch
-
-    from genloop.io.onnx_runtime import open_session
-
-    session = open_session(onnx_file)
-    inputs = {i.name: i for i in session.get_inputs()}
-    latent_dim = int(inputs["z"].shape[1])
-    meta = session.get_modelmeta().custom_metadata_map
-    classes = json.loads(meta["genloop.labels"]) if "label" in inputs and "genloop.labels" in meta else None
-
-    def sampler(z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        feeds = {"z": z.detach().float().numpy()}
-        if "label" in inputs:
-            feeds["label"] = (label if label is not None else torch.full((len(z),), classes[0])).long().numpy()
-        return torch.from_numpy(session.run(None, feeds)[0])
-
-    return Generator(kind, sampler, latent_dim, classes)
