@@ -87,7 +87,8 @@ def write(folder: Path, stem: str, atlases: dict[str, ModelAtlas], meta: dict[st
                 (tmp / name).write_bytes(png)
     json_file, html_file = folder / f"{stem}.json", folder / f"{stem}.html"
     atomic.write_text(json_file, json.dumps(as_json(atlases), indent=1, allow_nan=False) + "\n")
-    atomic.write_text(detail_file(json_file), json.dumps(as_detail(atlases, meta), indent=1, default=_jsonable, allow_nan=False) + "\n")
+    detail = json.dumps(as_detail(atlases, meta), indent=1, default=_jsonable, allow_nan=False)
+    atomic.write_text(detail_file(json_file), detail + "\n")
     atomic.write_text(html_file, render(atlases, stem, meta))
     return ExplainReport(html_file, json_file, figures, atlases)
 
