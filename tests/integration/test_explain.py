@@ -78,6 +78,36 @@ def test_explain_names_the_versions_when_asked_for_a_missing_one(project):
     assert "error:" in result.output and "no version '9'" in result.output and "[1]" in result.output
 
 
+def test_export_ships_the_vae_encoder_matching_pytorch_at_odd_batch_sizes(project):
+    import numpy as np
+    import torch
+
+    from genloop.io.checkpoints import load_vae
+    from genloop.io.onnx_runtime import open_session
+
+    session = open_session(project.paths.models / "vae_encoder.onnx")
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["mean", "logvar"]
+    vae = load_vae(project.paths.train("vae") / "model.pt")
+    for n in (1, 64, 7):
+        images = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(n))
+        mean, logvar = session.run(None, {"image": images.numpy()})
+        with torch.no_grad():
+            expected = vae.encode(images)
+        np.testing.assert_allclose(mean, expected[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(logvar, expected[1].numpy(), atol=1e-4)
+
+
+def test_the_encoder_travels_with_its_decoders_registered_version_and_into_triton(project):
+    version = project.client().get_model_version("genloop-vae", "1")
+    assert version.tags["genloop.encoder"] == "encoder/vae_encoder.onnx"
+    assert float(version.tags["genloop.encoder_max_abs_diff"]) <= project.params.export.parity_tolerance
+    assert "vae_encoder.onnx" in artifacts(project, version.run_id, "encoder")
+    config = (project.paths.models / "triton" / "genloop-vae-encoder" / "config.pbtxt").read_text()
+    assert 'name: "image"' in config and 'name: "mean"' in config and 'name: "logvar"' in config
+    assert (project.paths.models / "triton" / "genloop-vae-encoder" / "1" / "model.onnx").is_file()
+
+
 def remove_checkpoint(project, kind: str) -> None:
     """As for a version registered before training logged its checkpoint."""
     run = project.client().get_run(read_run_id(project.paths, kind))
