@@ -203,16 +203,27 @@ def morphometric_gaps(real: dict[str, np.ndarray], real_labels: np.ndarray, gene
     return sorted(rows, key=lambda r: (r["label"] is not None, -np.nan_to_num(r["wasserstein_sd"])))
 
 
-def generated_samples(gen: Generator, data: Any, n: int, seed: int, batch_size: int
-                      ) -> tuple[torch.Tensor, np.ndarray]:
+@dataclass(frozen=True)
+class Drawn:
+    """Samples the atlas drew once and reuses: latents, images, labels and morphometrics."""
+
+    z: torch.Tensor
+    images: torch.Tensor
+    labels: np.ndarray
+    measures: dict[str, np.ndarray]
+
+
+def generated_samples(gen: Generator, data: Any, n: int, seed: int, batch_size: int) -> Drawn:
     """``n`` samples (z ~ N(0, I), seeded) and their labels: the requested ones for a conditional model
     (drawn like the training labels), the classifier's argmax otherwise."""
     z = torch.randn(n, gen.latent_dim, generator=torch.Generator().manual_seed(seed))
     if gen.classes is not None:
-        labels = draw_labels(np.asarray(data.reference_labels), n, seed)
-        return _run(gen.sampler, z, labels, batch_size), labels.numpy()
-    images = _run(gen.sampler, z, None, batch_size)
-    return images, embed(data.classifier, images, batch_size)[1].argmax(1).numpy()
+        requested = draw_labels(np.asarray(data.reference_labels), n, seed)
+        images, labels = _run(gen.sampler, z, requested, batch_size), requested.numpy()
+    else:
+        images = _run(gen.sampler, z, None, batch_size)
+        labels = embed(data.classifier, images, batch_size)[1].argmax(1).numpy()
+    return Drawn(z, images, labels, measure_images(images))
 
 
 def held_out(data: Any, n: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -221,18 +232,17 @@ def held_out(data: Any, n: int) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def shared_parts(gen: Generator, data: Any, atlas: ModelAtlas, images: int, seed: int, batch_size: int
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Gaps and attribution (both models); returns the real held-out measures and labels for reuse."""
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, Drawn]:
+    """Gaps and attribution (both models); returns the real held-out measures and labels, and the samples."""
     real, real_labels = held_out(data, images)
     real_measures = measure_images(real)
-    samples, sample_labels = generated_samples(gen, data, len(real), seed, batch_size)
-    atlas.gaps = morphometric_gaps(real_measures, real_labels, measure_images(samples), sample_labels,
-                                   data.class_names or {})
-    png, nearest = attribution(data, samples, batch_size)
+    drawn = generated_samples(gen, data, len(real), seed, batch_size)
+    atlas.gaps = morphometric_gaps(real_measures, real_labels, drawn.measures, drawn.labels, data.class_names or {})
+    png, nearest = attribution(data, drawn.images, batch_size)
     atlas.scores["attribution_nearest_distance_median"] = float(np.median(nearest))
     atlas.figures.append((f"{gen.kind}_attribution.png", f"{gen.kind.upper()}: samples (left) and their "
                           f"{ATTRIBUTION_K} nearest training images under the classifier's features", png))
-    return real_measures, real_labels
+    return real_measures, real_labels, drawn
 
 
 def build(gen: Generator, data: Any, images: int, seed: int, batch_size: int = 1024) -> ModelAtlas:
@@ -245,14 +255,14 @@ def build(gen: Generator, data: Any, images: int, seed: int, batch_size: int = 1
     if colour:
         atlas.notes.append("colour images: measured on their luminance; length and thickness (stroke measures) "
                            "are left out of the factor scores, being meaningless for filled shapes")
-    real_measures, real_labels = shared_parts(gen, data, atlas, images, seed, batch_size)
+    real_measures, real_labels, drawn = shared_parts(gen, data, atlas, images, seed, batch_size)
     if gen.vae is not None:
         vae_part(gen, data, atlas, real_measures, real_labels, names, seed, batch_size)
     elif gen.kind == "vae":
         atlas.skipped.append("no encoder: KL per dimension, active units, traversals of encoded images, MIG/DCI "
                              "of the latent means, the PCA map and the linear probe need the VAE's checkpoint")
     else:
-        gan_part(gen, data, atlas, names, images, seed, batch_size)
+        gan_part(gen, atlas, names, drawn, seed)
     atlas.seconds = time.perf_counter() - started
     return atlas
 
@@ -320,21 +330,14 @@ def direction_grid(decoder: Any, mu: np.ndarray, labels: np.ndarray, directions:
     return "vae_traversal_factors.png", caption, grid_png(np.concatenate(rows), row_labels)
 
 
-def gan_part(gen: Generator, data: Any, atlas: ModelAtlas, names: tuple[str, ...], images: int, seed: int,
-             batch_size: int) -> None:
+def gan_part(gen: Generator, atlas: ModelAtlas, names: tuple[str, ...], drawn: Drawn, seed: int) -> None:
     """GANSpace directions, their traversal grid and factor scores of the samples' coordinates on them."""
     label0 = None if gen.classes is None else torch.full((1,), gen.classes[0], dtype=torch.long)
     features = gen.features or (lambda z: _run(gen.sampler, z, None if label0 is None else label0.expand(len(z))))
     dirs = factors.ganspace_directions(features, gen.latent_dim, components=min(MAX_ROWS, gen.latent_dim),
-                                       samples=max(4 * gen.latent_dim, min(2048, 2 * images)), seed=seed)
-    z = torch.randn(images, gen.latent_dim, generator=torch.Generator().manual_seed(seed + 1))
-    labels = (None if gen.classes is None else
-              draw_labels(np.asarray(data.reference_labels), images, seed + 1))
-    samples = _run(gen.sampler, z, labels, batch_size)
-    sample_labels = (labels.numpy() if labels is not None
-                     else embed(data.classifier, samples, batch_size)[1].argmax(1).numpy())
-    coords = z.double().numpy() @ dirs.directions.T.astype(np.float64)
-    latent_scores(coords, factor_table(measure_images(samples), sample_labels, names), names, seed, atlas)
+                                       samples=max(4 * gen.latent_dim, min(2048, 2 * len(drawn.z))), seed=seed)
+    coords = drawn.z.double().numpy() @ dirs.directions.T.astype(np.float64)
+    latent_scores(coords, factor_table(drawn.measures, drawn.labels, names), names, seed, atlas)
     centre = np.zeros((1, gen.latent_dim), dtype=np.float32)
     grid = decode_grid(gen.sampler, traversal.traversal_latents(centre, dirs.directions, dirs.sd, STEPS, SPAN),
                        None if gen.classes is None else np.asarray(gen.classes[:1]))[0]
