@@ -163,3 +163,14 @@ def test_the_evaluation_report_links_the_atlas():
     page = render_html({}, [], {}, explain="explain.html")
     assert '<a href="explain.html">' in page
     assert "explain.html" not in render_html({}, [], {})
+
+
+def test_a_conditional_vae_is_encoded_and_traversed_with_each_images_label(digits):
+    hparams = {**VAE_HPARAMS, "conditional": True, "classes": list(range(10))}
+    torch.manual_seed(0)
+    vae = build_vae(hparams, (1, 8, 8)).eval()
+    result = atlas.build(atlas.Generator("vae", vae.decoder, 4, list(range(10)), vae=vae), digits, images=120, seed=0)
+    assert set(result.metrics()) == set(atlas.EXPLAIN_METRICS)
+    assert "vae_traversal_factors.png" in {name for name, _, _ in result.figures}
+    # the gaps' generated classes are the requested labels, drawn like the training labels
+    assert {g["label"] for g in result.gaps if g["label"] is not None} <= set(range(10))
