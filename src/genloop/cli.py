@@ -294,6 +294,28 @@ def evaluate(obj: Context, no_mlflow: bool) -> None:
         _record(obj, "evaluate", r)
 
 
+@main.command()
+@click.option("--version", "version", default=None, metavar="N",
+              help="Registered version to explain (default: the champion, else the latest).")
+@click.option("--model", type=click.Choice(["vae", "gan"]), default="vae", show_default=True)
+@click.option("--no-mlflow", is_flag=True, help="Only write the page; log nothing onto the version's run.")
+@click.pass_obj
+@_handled
+@_locked
+def explain(obj: Context, version: str | None, model: str, no_mlflow: bool) -> None:
+    """The latent atlas of a registered version: what its latent dimensions or directions do, measured
+    (MIG, DCI, traversals), real vs generated shapes, attribution; logged onto the version's run."""
+    from genloop.evaluation.explain_version import explain_version
+
+    report = explain_version(obj.params(), obj.paths, model, version, log_to_mlflow=not no_mlflow)
+    for kind, atlas in report.atlases.items():
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in atlas.metrics().items())
+        click.echo(f"{kind}: {scores or 'no scores'} ({atlas.seconds:.1f} s)")
+        for reason in atlas.skipped:
+            click.echo(f"  skipped: {reason}")
+    click.echo(f"written to {report.html} and {report.json}")
+
+
 @main.command(name="export")
 @click.option("--no-register", is_flag=True, help="Skip logging to MLflow and the Model Registry.")
 @click.pass_obj

@@ -289,6 +289,9 @@ class EvaluateConfig(Strict):
         2000, ge=0, description="membership audit: training and held-out images per side (seeded subsets); 0: no audit")
     audit_samples: int = Field(
         10000, ge=1, description="membership audit: generated samples (a seeded draw) the distance attack searches")
+    explain: bool = Field(True, description="write the latent atlas (reports/explain.html, explain.json) of both models")
+    explain_images: int = Field(
+        2000, ge=2, description="latent atlas: held-out images encoded and measured, and as many samples drawn")
     trust: TrustConfig = TrustConfig()
 
 

@@ -54,7 +54,7 @@ def test_flow_run_shows_the_stage_chain_artifacts_logs_and_parent_metrics(tmp_pa
     assert upstream == CHAIN
 
     by_key = {a.key: a for a in artifacts}
-    assert {"genloop-metrics", "genloop-promotion", "genloop-report", "genloop-mlflow-pipeline",
+    assert {"genloop-metrics", "genloop-promotion", "genloop-report", "genloop-latent-atlas", "genloop-mlflow-pipeline",
             "genloop-mlflow-vae", "genloop-mlflow-gan"} <= set(by_key)
     table = by_key["genloop-metrics"].data
     assert '"metric": "fid"' in table and '"real floor"' in table

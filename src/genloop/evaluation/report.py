@@ -279,9 +279,17 @@ def trust_box(report: dict[str, Any]) -> str:
             "<code>export.promotion.require_trusted_evaluation</code> is true.</p></div>")
 
 
+def _explain_link(explain: str | None) -> str:
+    if not explain:
+        return ""
+    return (f'<p><a href="{html.escape(explain)}">Latent atlas</a>: what each latent dimension (VAE) or direction '
+            "(GAN) does, measured; where samples come from; real vs generated shapes per class.</p>")
+
+
 def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: dict[str, str],
-                confidence: float = 0.9) -> str:
-    """The page: metrics first, then every figure; ``figures`` are (file name, caption) pairs."""
+                confidence: float = 0.9, explain: str | None = None) -> str:
+    """The page: metrics first, then every figure; ``figures`` are (file name, caption) pairs; ``explain``
+    the latent atlas's page beside it (genloop.evaluation.explain), linked at the top."""
     by_group: dict[str, list[str]] = {}
     for name, caption in figures:
         by_group.setdefault(name.split("_")[0].removesuffix(".png"), []).append(_img(name, caption))
@@ -294,6 +302,7 @@ def render_html(report: dict[str, Any], figures: list[tuple[str, str]], meta: di
 <h1>genloop evaluation: VAE vs GAN</h1>
 <ul class=small>{info}</ul>
 {trust_box(report)}
+{_explain_link(explain)}
 <h2>Metrics</h2>
 <p class=small>{report.get("samples_per_model", "?")} samples per model against the clean training split; the
 <em>real vs real</em> column scores the held-out real images (val + test) the same way, i.e. what a perfect
@@ -330,7 +339,8 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 
 def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], samples: dict[str, np.ndarray],
                  interpolations: dict[str, np.ndarray], real: np.ndarray,
-                 per_class: dict[str, tuple[list[int], np.ndarray]] | None = None) -> HtmlReport:
+                 per_class: dict[str, tuple[list[int], np.ndarray]] | None = None,
+                 explain: str | None = None) -> HtmlReport:
     """Write ``reports/figures/*.png`` and ``reports/index.html`` from evaluate's results.
 
     ``per_class``: for a conditional model, its classes and samples shaped (classes, per row, [C,] H, W),
@@ -376,5 +386,5 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
             "seed": str(params.seed)}
     index = paths.reports / "index.html"
     atomic.write_text(index, render_html(report, [(n, c) for n, c, _ in figures], meta,
-                                         config.recognisable_confidence))
+                                         config.recognisable_confidence, explain))
     return HtmlReport(index=index, figures=figures_dir, files=tuple(n for n, _, _ in figures))

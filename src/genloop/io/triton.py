@@ -118,3 +118,16 @@ def write_exported(params, paths, exported: dict) -> dict[str, Path]:
     parameters = {params.export.model_name(kind): {"genloop_registry_version": m.registered_version}
                   for kind, m in exported.items() if m.registered_version is not None}
     return write_repository(paths.models / "triton", models, config, parameters)
+
+
+ENCODER_SUFFIX = "-encoder"  # the VAE encoder's Triton model: "<the VAE's registered name>-encoder"
+
+
+def write_encoder(params, paths, encoder: Path, registered_version: str | None) -> Path | None:
+    """The VAE encoder (models/vae_encoder.onnx) as one more Triton model beside its decoder."""
+    config: TritonConfig = params.deploy.triton
+    if not config.write or not Path(encoder).exists():
+        return None
+    name = params.export.model_name("vae") + ENCODER_SUFFIX
+    parameters = {"genloop_registry_version": registered_version} if registered_version is not None else None
+    return write_model(paths.models / "triton", name, encoder, config, parameters)

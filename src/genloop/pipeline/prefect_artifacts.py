@@ -72,6 +72,11 @@ def publish(summary: dict[str, Any], metrics_file: Path, report_html: Path | Non
         keys.append(f"{key_prefix}-report")
         create_link_artifact(Path(report_html).resolve().as_uri(), link_text="evaluation report (reports/index.html)",
                              key=keys[-1], description="Samples, metrics and figures, readable offline")
+        atlas = Path(report_html).with_name("explain.html")  # written beside it while evaluate.explain is on
+        if atlas.exists():
+            keys.append(f"{key_prefix}-latent-atlas")
+            create_link_artifact(atlas.resolve().as_uri(), link_text="latent atlas (reports/explain.html)",
+                                 key=keys[-1], description="What each latent dimension or direction does, measured")
     if experiment_id:
         runs = {"pipeline (parent)": summary.get("parent_run_id"),
                 **{f"{kind} training": run_id for kind, run_id in summary.get("child_run_ids", {}).items()}}

@@ -162,6 +162,7 @@ def _audit_detail(data: EvaluationData, config: EvaluateConfig, curves: dict[str
 
 
 def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) -> EvaluateResult:
+    from genloop.evaluation import explain
     from genloop.evaluation import report as html_report
 
     started = time.perf_counter()
@@ -207,11 +208,15 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
                                               {**floor, **fidelity_floor}))
+    explained = explain.explain_trained(params, paths, data) if config.explain else None
     html = html_report.write_report(params, paths, detail, samples, walks,
-                                    data.held_out[:config.report_samples].numpy(), per_class=per_class)
+                                    data.held_out[:config.report_samples].numpy(), per_class=per_class,
+                                    explain=explained.html.name if explained else None)
 
     if log_to_mlflow:
         _log_to_mlflow(params, paths, metrics, html, doubts)
+        if explained is not None:
+            explain.log(explained, {kind: read_run_id(paths, kind) for kind in MODELS})
     return EvaluateResult(metrics=metrics, classifier_accuracy=data.classifier_accuracy, report=paths.metrics,
                           html=html.index, seconds=time.perf_counter() - started, detail=detail_file(paths))
 

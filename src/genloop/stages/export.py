@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genloop.io import atomic, promotion, tracking
+from genloop.io import atomic, encoder_onnx, promotion, tracking
 from genloop.core import privacy
 from genloop.io.checkpoints import checkpoint_shape, load_classes, load_sampler, read_checkpoint
 from genloop.config import ExportConfig, Params
@@ -347,14 +347,18 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
             promotion.check_one_interface(client, params.export.model_name(kind), kind, conditional,
                                           f"export.{kind}_model_name")
     staged: list[_Staged] = []
+    encoder = paths.models / encoder_onnx.ENCODER_FILE
     try:
         for kind in ONNX_FILES:
             staged.append(stage_model(kind, params, paths))
+        encoder_diffs = stage_encoder(params, paths, _staged_path(encoder))
         for item in staged:
             item.staged.replace(item.target)
+        _staged_path(encoder).replace(encoder)
     finally:  # covers a model that failed before it was staged, too
         for kind in ONNX_FILES:
             paths.onnx(kind).with_name(f".{paths.onnx(kind).name}.staged").unlink(missing_ok=True)
+        _staged_path(encoder).unlink(missing_ok=True)
 
     models: dict[str, ExportedModel] = {}
     for item in staged:
@@ -366,6 +370,8 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
             if new or not _gated(name, version):
                 decision = promote_if_better(item.kind, name, version, params, paths)
         models[item.kind] = ExportedModel(item.kind, item.target, item.diffs, name, version, decision, unchanged_as)
+        if register and item.kind == "vae":  # the encoder travels with its decoder's version
+            encoder_onnx.log_with_version(read_run_id(paths, "vae"), encoder, name, version, encoder_diffs)
         log.info("%s: %s", item.kind, models[item.kind].registration())
     atomic.write_json(paths.models / "export.json", {
         kind: {"path": str(m.path.relative_to(paths.root)), "max_abs_diff": {str(k): v for k, v in m.max_abs_diff.items()},
@@ -377,9 +383,26 @@ def export(params: Params, paths: ProjectPaths, register: bool | None = None) ->
     from genloop.io import deploy, triton
 
     triton.write_exported(params, paths, models)  # models/triton: the same graphs as a Triton model repository
+    triton.write_encoder(params, paths, encoder, models["vae"].registered_version)
     moved = [m.registered_name for m in models.values() if m.promotion is not None and m.promotion.promoted]
     deploy.notify_servers(params.deploy, moved)  # only servers in deploy.servers; failures are warnings
     return ExportResult(models)
+
+
+def _staged_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.staged")
+
+
+def stage_encoder(params: Params, paths: ProjectPaths, staged: Path) -> dict[int, float]:
+    """The VAE encoder (genloop.io.encoder_onnx) exported to ``staged``, parity-checked at the decoder's
+    batch sizes (and 7) against the same tolerance, with the decoder's lineage metadata."""
+    checkpoint = paths.train("vae") / "model.pt"
+    diffs = encoder_onnx.stage(checkpoint, staged, params.export.parity_batch_sizes, params.export.parity_tolerance,
+                               params.seed)
+    latent_dim = int(read_checkpoint(checkpoint)["hparams"]["latent_dim"])
+    write_metadata(staged, {**lineage_metadata("vae", latent_dim, params, paths),
+                            **encoder_onnx.conditioning(checkpoint)})
+    return diffs
 
 
 def promote_if_better(kind: str, name: str, version: str, params: Params, paths: ProjectPaths

@@ -165,3 +165,15 @@ def test_mutual_information_of_a_uniform_code_with_itself_is_its_entropy_and_zer
     assert mutual_information(a, a)[0, 0] == pytest.approx(math.log(4))
     noise = np.random.default_rng(0).integers(0, 4, (4000, 1))
     assert mutual_information(a, noise)[0, 0] < 0.01
+
+
+def test_ganspace_on_a_wide_feature_map_matches_the_exact_pca():
+    """The randomised SVD (feature maps wider than a few thousand) finds the same leading axes."""
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(600, 6, generator=gen) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    res = ganspace_directions(lambda z: torch.tanh(z @ weight.T / 4), latent_dim=6, components=3, samples=400)
+    z = torch.randn(400, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.tanh(z @ weight.T / 4).double()
+    s = np.linalg.svd((y - y.mean(0)).numpy(), compute_uv=False)
+    np.testing.assert_allclose(res.explained_variance_ratio, (s[:3] ** 2) / (s ** 2).sum(), rtol=1e-3)
+    assert abs(res.directions[0] @ np.eye(6)[0]) > 0.9
