@@ -117,6 +117,9 @@ class AugmentConfig(Strict):
     elastic_sigma: float = Field(4.0, gt=0.0, description="smoothness of the elastic field (Gaussian sd, pixels)")
     colour_jitter: float = Field(0.0, ge=0.0, le=1.0, description="0: off; s: brightness, contrast and (colour "
                                  "images) saturation each scaled by a random factor in [1 - s, 1 + s]")
+    fill: Literal["black", "white", "border"] = Field(
+        "black", description="what a warp shows where it reads outside the image: black (digits, MNIST), white "
+                             "(images on white, e.g. the emoji source), border (the nearest edge pixel)")
     preview_images: int = Field(32, ge=0, description="training images shown with their copies in preview.png")
     batch_size: int = Field(4096, ge=1)
 

@@ -117,13 +117,23 @@ def class_distribution_png(shares: dict[str, dict[str, float]], names: dict[str,
     ax = fig.add_subplot()
     for i, name in enumerate(sets):
         ax.bar(x + (i - (len(sets) - 1) / 2) * width, [shares[name][c] for c in classes], width, label=labels[name])
-    ax.set_xticks(x, [class_label.get(c, c) for c in classes])
+    ticks = [class_label.get(c, c) for c in classes]
+    ax.set_xticks(x, ticks, **tick_style(ticks))
     ax.set_xlabel("class (classifier's argmax for samples)")
     ax.set_ylabel("share")
     ax.set_title("Class distribution", fontsize=10)
     ax.legend(fontsize=8, ncols=2)
     ax.grid(axis="y", alpha=0.3)
+    if tick_style(ticks):
+        fig.set_size_inches(7, 4.2)
+        fig.subplots_adjust(bottom=0.35)
     return _png(fig)
+
+
+def tick_style(names: list[str]) -> dict[str, Any]:
+    """Class names that would overlap side by side (``faces``, ``transport-map``) are set at an angle;
+    short ones (the digits' 0-9) stay as they were."""
+    return {"rotation": 40, "ha": "right", "fontsize": 8} if max(map(len, names), default=0) > 3 else {}
 
 
 def roc_png(membership: dict[str, Any]) -> bytes:

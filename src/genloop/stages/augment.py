@@ -112,10 +112,17 @@ def sampling_grid(t: Transforms, shape: tuple[int, int]) -> torch.Tensor:
     return grid
 
 
-def apply_transforms(images: torch.Tensor, t: Transforms) -> torch.Tensor:
-    """Warp a float batch (N, C, H, W) in [0, 1] with one ``grid_sample`` call (one grid for all channels)."""
+def apply_transforms(images: torch.Tensor, t: Transforms, fill: str = "black") -> torch.Tensor:
+    """Warp a float batch (N, C, H, W) in [0, 1] with one ``grid_sample`` call (one grid for all channels).
+
+    Where the warp reads outside the image it shows ``fill``: black (zeros, what the digits always had),
+    white (the warp of the inverted image, inverted back: images on a white background get no dark
+    wedges at their corners) or border (the nearest edge pixel)."""
     grid = sampling_grid(t, (images.shape[2], images.shape[3]))
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if fill == "white":
+        return 1.0 - F.grid_sample(1.0 - images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mode = "border" if fill == "border" else "zeros"
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=mode, align_corners=False)
 
 
 def colour_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -138,7 +145,7 @@ def random_transform(images: torch.Tensor, config: AugmentConfig, generator: tor
     """Rotate, scale, crop, translate and optionally elastically warp and colour-jitter a float batch
     (N, C, H, W)."""
     t = draw_transforms(images.shape[0], (images.shape[2], images.shape[3]), config, generator)
-    warped = apply_transforms(images, t)
+    warped = apply_transforms(images, t, config.fill)
     return colour_jitter(warped, config.colour_jitter, generator) if config.colour_jitter > 0 else warped
 
 

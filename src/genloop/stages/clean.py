@@ -134,6 +134,20 @@ def near_duplicates(config: CleanConfig, paths: ProjectPaths, images: np.ndarray
     return near, {s: int((near["split"] == s).sum()) for s in SPLITS if s != "train"}
 
 
+def quarantine_failure(config: CleanConfig, share: float, by_reason: Counter, labels: pd.Series) -> str:
+    """The too-many-quarantined failure with its reasons, and the setting to change when labels outside
+    ``clean.labels`` are the cause (a source with more than the default 10 classes, e.g. emoji's 12)."""
+    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(by_reason.items()))
+    text = (f"{share:.1%} of rows quarantined ({reasons}), above clean.max_quarantine_share="
+            f"{config.max_quarantine_share:.1%}")
+    outside = sorted(set(int(v) for v in labels.unique()) - set(config.labels))
+    if by_reason.get("label_out_of_set"):
+        shown = ", ".join(map(str, outside[:20])) + (", ..." if len(outside) > 20 else "")
+        text += (f"; labels {shown} are not in clean.labels ({', '.join(map(str, config.labels))}): "
+                 f"list every class label of the data there if they are meant")
+    return text
+
+
 def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     """Validate data/, quarantine bad rows and write the splits, which keep the images' layout ((N, H, W)
     grey or (N, H, W, 3) colour)."""
@@ -152,8 +166,7 @@ def clean(config: CleanConfig, paths: ProjectPaths) -> CleanResult:
     share = len(quarantined_ids) / max(len(table), 1)
     failures = list(outcome.dataset_failures)
     if share > config.max_quarantine_share:
-        failures.append(f"{share:.1%} of rows quarantined, above clean.max_quarantine_share="
-                        f"{config.max_quarantine_share:.1%}")
+        failures.append(quarantine_failure(config, share, by_reason, table["label"]))
 
     keep = ~table["id"].isin(quarantined_ids)
     table["split"] = [split_of(h, config.split.val, config.split.test) for h in table["content_hash"]]

@@ -88,3 +88,15 @@ def test_report_draws_colour_samples_and_names_classes(colour_project):
     assert Image.open(html.figures / "samples_real.png").mode == "RGB"
     assert Image.open(html.figures / "samples_vae_per_class.png").mode == "RGB"
     assert "one digit" not in html.index.read_text()
+
+
+def test_long_class_names_are_angled_and_digit_labels_keep_their_figure():
+    """Named classes (the emoji groups) overlapped on the class chart; the digits' chart stays as it was."""
+    from genloop.evaluation.report import class_distribution_png, tick_style
+
+    assert tick_style([str(d) for d in range(10)]) == {}
+    assert tick_style(["faces", "transport-map"])["rotation"] > 0
+    shares = {"real_train": {"0": 0.5, "1": 0.5}, "vae": {"0": 0.4, "1": 0.6}}
+    named = Image.open(io.BytesIO(class_distribution_png(shares, {"0": "activities-places", "1": "faces"})))
+    plain = Image.open(io.BytesIO(class_distribution_png(shares)))
+    assert named.size[1] > plain.size[1]  # taller: room for the angled names

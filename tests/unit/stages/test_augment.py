@@ -209,3 +209,29 @@ def test_gaussian_matrix_blurs_like_a_zero_padded_convolution():
     by_conv = torch.nn.functional.conv2d(signal, kernel.view(1, 1, 1, -1), padding=(0, radius))
     by_matrix = signal @ gaussian_matrix(12, sigma).T
     torch.testing.assert_close(by_matrix, by_conv)
+
+
+ROTATE = AugmentConfig(copies=1, rotation_degrees=45.0, scale_min=1.0, scale_max=1.0, crop_min=1.0)
+
+
+def test_fill_white_keeps_a_white_background_white_where_black_darkens_the_corners():
+    """Images on white (the emoji source) rotated with the default black fill get dark corners, which
+    a GAN trained on the copies learns; fill white leaves a white image white."""
+    white = np.full((4, 16, 16, 3), 255, dtype=np.uint8)
+    black_filled = augment_images(white, ROTATE, seed=0)
+    white_filled = augment_images(white, ROTATE.model_copy(update={"fill": "white"}), seed=0)
+    assert black_filled.min() < 128  # dark wedges where the rotation reads outside the image
+    assert white_filled.min() == 255
+
+
+def test_fill_border_repeats_the_edge_colour():
+    flat = np.full((4, 16, 16, 3), (200, 40, 90), dtype=np.uint8)
+    out = augment_images(flat, ROTATE.model_copy(update={"fill": "border"}), seed=0)
+    assert np.abs(out.astype(int) - flat.astype(int)).max() <= 1
+
+
+def test_black_fill_is_the_default_and_unchanged():
+    images = digit_like(12)
+    assert AugmentConfig().fill == "black"
+    explicit = augment_images(images, AugmentConfig(fill="black"), seed=3)
+    np.testing.assert_array_equal(augment_images(images, AugmentConfig(), seed=3), explicit)

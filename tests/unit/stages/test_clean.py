@@ -152,6 +152,20 @@ def test_quarantine_share_above_limit_raises(tmp_path):
     assert result.quarantined == 20
 
 
+def test_quarantine_failure_names_reasons_and_labels_outside_clean_labels(tmp_path):
+    """A source with 12 classes under the default clean.labels (0-9): the error says why and what to set."""
+    paths = ProjectPaths.at(tmp_path)
+    images, labels = random_data(240)
+    labels = np.arange(240, dtype=np.int64) % 12
+    write(paths, images, labels)
+
+    with pytest.raises(DataValidationError) as info:
+        clean(CleanConfig(), paths)
+    message = str(info.value)
+    assert "(label_out_of_set 40)" in message
+    assert "labels 10, 11 are not in clean.labels (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in message
+
+
 def test_split_of_is_deterministic():
     h = content_hash(np.full((8, 8), 7, dtype=np.uint8))
     assert len({split_of(h, 0.15, 0.15) for _ in range(5)}) == 1
