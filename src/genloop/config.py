@@ -323,6 +323,9 @@ class EvaluateConfig(Strict):
         2000, ge=0, description="membership audit: training and held-out images per side (seeded subsets); 0: no audit")
     audit_samples: int = Field(
         10000, ge=1, description="membership audit: generated samples (a seeded draw) the distance attack searches")
+    tstr_images: int = Field(
+        10000, ge=0, description="TSTR (conditional models): labelled samples the classifier trains on, as many as "
+                                 "the training split holds up to this; 0: no TSTR")
     trust: TrustConfig = TrustConfig()
 
 

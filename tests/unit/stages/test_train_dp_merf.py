@@ -11,13 +11,17 @@ DP_MERF = {"train.gan.method": "dp_merf", "train.gan.conditional": True, "train.
            "train.gan.dp_merf.epsilon": 5.0}
 
 
-def test_dp_merf_trains_a_conditional_generator_and_records_its_budget(genloop_tiny_project):
+@pytest.fixture(scope="module")
+def project(genloop_tiny_project):
+    return genloop_tiny_project("dp-merf", DP_MERF, train=("vae", "gan"))
+
+
+def test_dp_merf_trains_a_conditional_generator_and_records_its_budget(project):
     import torch
 
     from genloop.io.checkpoints import load_sampler, read_checkpoint
     from genloop.stages.export import privacy_tags
 
-    project = genloop_tiny_project("dp-merf", DP_MERF, train=("gan",))
     result = project.results["gan"]
     checkpoint = read_checkpoint(result.checkpoint)
     record = checkpoint["privacy"]
@@ -31,6 +35,21 @@ def test_dp_merf_trains_a_conditional_generator_and_records_its_budget(genloop_t
     sampler, latent_dim = load_sampler(result.checkpoint)
     out = sampler(torch.randn(4, latent_dim), torch.tensor([0, 1, 2, 3]))
     assert out.shape[0] == 4 and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_evaluate_scores_tstr_for_the_conditional_model_only(project):
+    import json
+
+    from genloop.stages.evaluate import evaluate
+
+    result = evaluate(project.params, project.paths)
+    metrics = json.loads(project.paths.metrics.read_text())
+    assert 0.0 <= metrics["gan"]["tstr_accuracy"] <= 1.0 and 0.5 < metrics["gan"]["tstr_real_accuracy"] <= 1.0
+    assert "tstr_accuracy" not in metrics["vae"]  # not conditional
+    assert metrics["gan"]["epsilon"] == 5.0
+    run = project.client().get_run(project.results["gan"].run_id)
+    assert run.data.metrics["tstr_accuracy"] == metrics["gan"]["tstr_accuracy"]
+    assert "Train on synthetic, test on real" in result.html.read_text()
 
 
 def test_a_dp_merf_training_with_delta_above_one_over_n_fails_and_saves_no_model(genloop_tiny_project):
