@@ -74,3 +74,35 @@ def test_dp_merf_settings_are_checked_naming_the_field(tmp_path, override, field
 
 def test_the_default_gan_method_is_adversarial():
     assert Params().train.gan.method == "adversarial"
+
+
+def test_synthesize_writes_a_labelled_set_that_collect_reads_back(project, tmp_path):
+    import numpy as np
+
+    from genloop.config import CollectConfig
+    from genloop.core.promotion import PromotionError
+    from genloop.paths import ProjectPaths
+    from genloop.stages.collect import collect
+    from genloop.stages.evaluate import evaluate
+    from genloop.stages.export import export
+    from genloop.stages.synthesize import synthesize
+
+    if not project.paths.metrics.exists():
+        evaluate(project.params, project.paths)
+    export(project.params, project.paths)
+    result = synthesize(project.params, project.paths, 1, 30)
+    manifest = result.manifest
+    assert (manifest["model"], manifest["version"], manifest["epsilon"], manifest["delta"]) == \
+        (project.params.export.gan_model_name, 1, 5.0, 1e-5)
+    assert result.folder == project.paths.root / "synthetic" / "genloop-gan-v1"
+    other = ProjectPaths.at(tmp_path)
+    collect(CollectConfig(source=f"npz:{result.data}"), other, version_with_dvc=False)
+    written = np.load(result.data)
+    assert np.array_equal(np.load(other.images), written["images"])
+    import pandas as pd
+
+    assert np.array_equal(pd.read_csv(other.manifest)["label"].to_numpy(), written["labels"])
+    with pytest.raises(PromotionError, match="no 'label' input"):
+        synthesize(project.params, project.paths, 1, 5, model=project.params.export.vae_model_name)
+    with pytest.raises(PromotionError, match="no version"):
+        synthesize(project.params, project.paths, 9, 5)
