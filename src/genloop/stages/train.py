@@ -585,7 +585,7 @@ def _run_epochs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, plan: l
     epochs = len(plan)
     bar = tqdm(range(start + 1, epochs + 1), initial=start, total=epochs, desc=f"train {kind}",
                unit="epoch", disable=None)
-    progress = ProgressLog(kind, epochs, cfg.images, enabled=bar.disable)
+    progress = ProgressLog(kind, epochs, sum(plan), enabled=bar.disable)
     for epoch in bar:
         started = time.perf_counter()
         metrics = trainer.run_epoch(plan[epoch - 1])
