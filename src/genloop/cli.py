@@ -369,6 +369,29 @@ def rollback(obj: Context, name: str) -> None:
 
 
 @main.command()
+@click.option("--version", "version", type=click.IntRange(min=1), required=True, help="Registered version to sample.")
+@click.option("--images", type=click.IntRange(min=1), required=True, help="Labelled images to write.")
+@click.option("--model", default=None, help="Registered model name (default: export.gan_model_name).")
+@click.option("--seed", type=int, default=None, help="Sampling seed (default: the project seed).")
+@click.pass_obj
+@_handled
+@_locked
+def synthesize(obj: Context, version: int, images: int, model: str | None, seed: int | None) -> None:
+    """Write a labelled synthetic data set from a registered class-conditional model version.
+
+    synthetic/<name>-v<N>/data.npz (readable by `genloop collect --source npz:PATH`) and manifest.json
+    (model, version, ε, δ, seed). The set carries the model's privacy budget, no more and no less.
+    """
+    from genloop.stages.synthesize import synthesize as run_synthesize
+
+    r = run_synthesize(obj.params(), obj.paths, version, images, model, seed)
+    m = r.manifest
+    budget = (f"ε = {m['epsilon']:.3g} at δ = {m['delta']:.3g}" if m["delta"] is not None and m["epsilon"] != float("inf")
+              else "not private (ε = inf): it may reveal its training images")
+    click.echo(f"{m['model']} v{m['version']}: {m['images']} labelled images in {r.data}; {budget}")
+
+
+@main.command()
 @click.option("--source", default=None, help="Override collect.source for this run.")
 @click.option("--force", "--no-cache", "force", is_flag=True,
               help="Run every stage, even those whose params, inputs and code are unchanged since their last run.")

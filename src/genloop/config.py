@@ -199,7 +199,28 @@ class VAEConfig(Strict):
                            "its ONNX graph take (z, label); a fitted prior is one Gaussian over all classes")
 
 
+class DPMerfConfig(Strict):
+    """DP-MERF (genloop.core.dp_merf): the per-class mean embedding of random Fourier features of the training
+    images is released once with the analytic Gaussian mechanism at (epsilon, delta); the generator then
+    trains on that release alone, which spends no further privacy however long it trains. Defaults: the
+    configuration measured on MNIST t10k (benchmarks/private_mnist.py, BENCHMARKS.md)."""
+
+    epsilon: float = Field(10.0, gt=0.0, description="ε of the one release (the whole training's budget)")
+    delta: float = Field(1e-5, gt=0.0, le=MAX_DELTA, description="δ of the (ε, δ) guarantee, at most 1e-2 here and "
+                                                                 "1 / training images at training time")
+    count_weight: float = Field(0.25, gt=0.0, description="weight of the class-count entries in the released vector "
+                                                          "(small: less of the noise budget spent on counts)")
+    bandwidth: float = Field(0.3, gt=0.0, description="Gaussian kernel bandwidth as a per-pixel RMS distance")
+    features: int = Field(2000, ge=1, description="random frequencies (the embedding has 2x as many entries per class)")
+    steps: int = Field(1000, ge=1, description="generator optimizer steps against the release (free of privacy cost)")
+    batch_size: int = Field(250, ge=2, description="generated images per step, every class equally")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate, cosine-decayed over the steps")
+
+
 class GANConfig(Strict):
+    method: Literal["adversarial", "dp_merf"] = Field(
+        "adversarial", description="adversarial: the GAN game (optionally DP-SGD, privacy); dp_merf: the generator "
+                                   "trained against one private release of the data's mean embedding (dp_merf)")
     images: int = Field(400_000, ge=1, description=IMAGES_BUDGET + "; 400k: digits FID 1.09x the real floor")
     augmented: bool = Field(True, description="train on augment's copies too (MNIST FID 140 -> 125 with them)")
     batch_size: int = Field(64, ge=2, description="64 trains steadier than 128 on the 8x8 digits")
@@ -223,10 +244,23 @@ class GANConfig(Strict):
         if self.privacy.enabled and self.spectral_norm:
             raise ValueError("privacy.enabled does not combine with spectral_norm (Opacus has no per-sample "
                              "gradients for parametrized layers); set spectral_norm: false")
+        if self.method == "dp_merf":
+            self._check_dp_merf()
         return self
+
+    def _check_dp_merf(self) -> None:
+        if not self.conditional:
+            raise ValueError("method: dp_merf needs conditional: true (it releases one mean embedding per class)")
+        if self.augmented:
+            raise ValueError("method: dp_merf needs augmented: false (augment's copies of an image would each enter "
+                             "the release, multiplying its sensitivity beyond what the noise covers)")
+        if self.privacy.enabled:
+            raise ValueError("method: dp_merf brings its own privacy (dp_merf.epsilon, dp_merf.delta); "
+                             "set privacy.enabled: false")
     conditional: bool = Field(
         False, description="class-conditional GAN (z times a label embedding, projection discriminator); the "
                            "generator and its ONNX graph take (z, label)")
+    dp_merf: DPMerfConfig = Field(DPMerfConfig(), description="method: dp_merf's settings")
 
 
 def usable_cores() -> int:
@@ -295,6 +329,9 @@ class EvaluateConfig(Strict):
     explain: bool = Field(True, description="write the latent atlas (reports/explain.html, explain.json) of both models")
     explain_images: int = Field(
         2000, ge=2, description="latent atlas: held-out images encoded and measured, and as many samples drawn")
+    tstr_images: int = Field(
+        10000, ge=0, description="TSTR (conditional models): labelled samples the classifier trains on, as many as "
+                                 "the training split holds up to this; 0: no TSTR")
     trust: TrustConfig = TrustConfig()
 
 

@@ -30,6 +30,10 @@ VAE_MIA_METRICS = ("mia_elbo_auc", "mia_elbo_tpr_at_1fpr")
 # the classifier puts in k, and one flat key per trained class (label_fidelity_3); higher is better, the
 # floor is the classifier's (per-class) accuracy on held-out real images.
 LABEL_FIDELITY = "label_fidelity"
+# Conditional models only (genloop.core.tstr): train on synthetic, test on real. The evaluation classifier's
+# architecture trained on labelled samples, its accuracy on the held-out real images, beside the same
+# classifier trained on the real training split (the floor); higher is better.
+TSTR_METRICS = ("tstr_accuracy", "tstr_real_accuracy")
 
 
 def label_fidelity_metrics(per_class: dict[int, float], mean: float) -> dict[str, float]:

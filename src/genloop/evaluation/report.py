@@ -254,6 +254,20 @@ def _fidelity_table(report: dict[str, Any]) -> str:
             f"<table>{head}<th>real (classifier accuracy)</th></tr>" + "".join(rows) + "</table>")
 
 
+def _tstr_table(report: dict[str, Any]) -> str:
+    """TSTR of the conditional models beside its floor: the same classifier trained on the real training split."""
+    kinds = [k for k in MODELS if "tstr_accuracy" in report.get(k, {})]
+    if not kinds:
+        return ""
+    rows = "".join(f"<tr><th>{TITLES[k]}</th><td>{_fmt(report[k]['tstr_accuracy'])}</td>"
+                   f"<td class=floor>{_fmt(report[k].get('tstr_real_accuracy'))}</td></tr>" for k in kinds)
+    return ("<h2>Train on synthetic, test on real (conditional models)</h2><p class=small>Accuracy on the held-out "
+            "real images of the evaluation classifier's architecture trained on labelled samples (as many as the "
+            "training split holds, labels drawn as its labels), beside the same classifier trained on the real "
+            "training split: how much of the real data's use a synthetic release keeps.</p>"
+            "<table><tr><th>model</th><th>TSTR accuracy</th><th>trained on real</th></tr>" + rows + "</table>")
+
+
 def _likelihood_images(report: dict[str, Any]) -> str:
     test, iwae = report.get("test_images", "?"), report.get("iwae_test_images")
     return f"{test} test images" + (f"; IWAE on a seeded {iwae}" if iwae is not None and iwae != test else "")
@@ -329,6 +343,7 @@ features; for KID and the k-NN metrics each vector is rescaled to L2 norm &radic
 <h2>Privacy</h2>
 {_privacy_list(report)}
 {_fidelity_table(report)}
+{_tstr_table(report)}
 <h2>VAE likelihood ({_likelihood_images(report)})</h2>
 {_vae_table(report)}
 <h2>Privacy audit</h2>

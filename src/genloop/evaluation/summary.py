@@ -10,7 +10,7 @@ from genloop.paths import ProjectPaths
 SHOWN = ("recognisable_share", "fid", "fid_alt", "kid_mean", "is_mean", "precision", "recall", "density",
          "coverage", "class_tvd", "nn_train_distance_ratio",
          # shown for the models that have them: conditional, audited, privately trained
-         "label_fidelity", "mia_distance_auc", "mia_elbo_auc", "epsilon",
+         "label_fidelity", "tstr_accuracy", "tstr_real_accuracy", "mia_distance_auc", "mia_elbo_auc", "epsilon",
          "evaluation_trusted")  # 1 or 0 (genloop.core.trust); the reasons follow the table
 
 

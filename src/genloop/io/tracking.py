@@ -498,7 +498,8 @@ def log_privacy(run_id: str, summary: dict[str, Any]) -> None:
 
     params = {"delta": summary["delta"], **{f"dp_{k}": summary[k] for k in
                                              ("noise_multiplier", "max_grad_norm", "sample_rate", "steps",
-                                              "accountant", "sampling") if k in summary}}
+                                              "accountant", "sampling", "method", "mechanism", "sensitivity",
+                                              "releases", "count_weight", "adjacency") if k in summary}}
     MlflowClient().log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
                              tags=[RunTag(EPSILON_TAG, repr(float(summary["epsilon"]))),
                                    RunTag(DELTA_TAG, repr(float(summary["delta"])))])

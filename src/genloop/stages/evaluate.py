@@ -33,8 +33,10 @@ from genloop.core.label_fidelity import conditional_samples, draw_labels, label_
 from genloop.config import MODELS, EvaluateConfig, Params
 from genloop.io.datasets import class_names, read_run_id
 from genloop.core.metric_names import (FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS, RUN_METRICS,
-                                       VAE_METRICS, VAE_MIA_METRICS, is_label_fidelity, label_fidelity_metrics)
+                                       TSTR_METRICS, VAE_METRICS, VAE_MIA_METRICS, is_label_fidelity,
+                                       label_fidelity_metrics)
 from genloop.core.models.classifier import embed
+from genloop.core.tstr import tstr
 from genloop.paths import ProjectPaths
 from genloop.evaluation.scoring import load_evaluation_data, score, with_floor
 from genloop.config import sampling_seed
@@ -84,6 +86,23 @@ def fidelity(data: EvaluationData, checkpoint: Path, config: EvaluateConfig, see
     scores = label_fidelity_metrics(*label_fidelity(logits.argmax(1), labels, classes))
     floor = label_fidelity_metrics(*label_fidelity(data.held_out_predicted, data.held_out_labels, classes))
     return scores, floor, images.numpy().reshape(len(classes), per_class, *images.shape[1:])
+
+
+def tstr_scores(data: EvaluationData, checkpoint: Path, config: EvaluateConfig, seed: int) -> dict[str, float]:
+    """Train on synthetic, test on real (genloop.core.tstr): the evaluation classifier's architecture trained on
+    min(training images, ``tstr_images``) samples, labels drawn as the training split's, tested on the held-out
+    images; the floor is the evaluation classifier itself (trained on the real training split)."""
+    n = min(len(data.reference), config.tstr_images)
+    if n == 0 or data.held_out_labels is None:
+        return {}
+    sampler, latent_dim = load_sampler(checkpoint)
+    labels = draw_labels(data.reference_labels, n, seed)
+    with torch.no_grad():
+        images = conditional_samples(sampler, labels, latent_dim, seed, config.batch_size).clamp(0, 1)
+    result = tstr(images, labels, data.held_out, torch.as_tensor(data.held_out_labels, dtype=torch.long),
+                  data.num_classes, config.classifier_epochs, seed, config.feature_dim, data.classifier.arch,
+                  real_classifier=data.classifier)
+    return result.as_metrics()
 
 
 @torch.no_grad()
@@ -191,6 +210,7 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
             fidelity_scores, fidelity_floor, by_class = fidelity(data, checkpoint, config, sampling_seed(params.seed))
             metrics[kind].update({**fidelity_scores, **{k + FLOOR_SUFFIX: v for k, v in fidelity_floor.items()}})
             per_class[kind] = (classes, by_class[:, :max(1, config.report_samples // len(classes))])
+            metrics[kind].update(tstr_scores(data, checkpoint, config, sampling_seed(params.seed)))
         if kind == "vae":
             metrics[kind].update(vae_likelihood(checkpoint, data.test, config, params.seed, data.test_labels))
         # non-members: val + test (val only monitors training, it never picks weights)
@@ -268,7 +288,7 @@ def headline(metrics: dict[str, dict[str, float]], floor: dict[str, float]) -> d
     Small enough for ``dvc metrics show``/``diff`` to read at a glance; promotion reads
     ``[vae|gan][fid]`` from it.
     """
-    keep = {*HEADLINE_METRICS, *VAE_METRICS, *MIA_METRICS, *VAE_MIA_METRICS, privacy.EPSILON, privacy.DELTA,
+    keep = {*HEADLINE_METRICS, *VAE_METRICS, *MIA_METRICS, *VAE_MIA_METRICS, *TSTR_METRICS, privacy.EPSILON, privacy.DELTA,
             trust.TRUSTED}
     report = {kind: {k: v for k, v in scores.items() if k in keep or is_label_fidelity(k)}
               for kind, scores in metrics.items()}

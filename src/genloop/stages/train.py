@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from genloop.io import atomic, tracking
-from genloop.core import divergence, privacy, trust
+from genloop.core import divergence, dp_merf, privacy, trust
 from genloop.io.arrays import load_npz
 from genloop.io.checkpoints import (build_gan, build_vae, load_training_state, restore_training_state,
                                  save_checkpoint, save_training_state)
 from genloop.io.datasets import class_names, load_split, to_tensor
-from genloop.config import GANConfig, Params, VAEConfig
+from genloop.config import ConfigError, DPMerfConfig, GANConfig, Params, VAEConfig
 from genloop.errors import MissingInputError
 from genloop.io.imaging import labelled_rows_image, save_grid
 from genloop.core.label_fidelity import per_class_labels, trained_classes
@@ -75,7 +75,7 @@ class Trainer:
     sampler: nn.Module
     sampler_name: str | None
     run_epoch: Callable[..., dict[str, float]]  # run_epoch(images=None): one pass, or its first `images` images
-    privacy: privacy.PrivateTraining | None = None  # DP-SGD (train.<model>.privacy.enabled): its spent ε
+    privacy: privacy.PrivateTraining | "MerfTraining" | None = None  # DP-SGD or DP-MERF: .summary() is the spent ε
 
 
 def select_device(name: str) -> torch.device:
@@ -434,7 +434,67 @@ def fit_gan(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch
                    sampler=saved[sampler_name], sampler_name=sampler_name, run_epoch=epochs, privacy=dp)
 
 
+@dataclass
+class MerfTraining:
+    """A DP-MERF training as one "epoch" (see ``fit_dp_merf``): the one private release, then the
+    generator's steps against it. ``summary()`` is the release's privacy record once it has run."""
+    cfg: DPMerfConfig
+    gen: nn.Module
+    data: torch.Tensor
+    labels: torch.Tensor
+    seed: int
+    released: dp_merf.Release | None = None
+
+    def __call__(self, images: int | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        n = len(self.data)
+        if cfg.delta > 1.0 / n:  # a larger δ lets a mechanism publish one training image outright
+            raise ConfigError(f"train.gan.dp_merf.delta {cfg.delta:g} exceeds 1 / training images (1/{n}); "
+                              f"set it to {1 / n:.2g} or less (1e-5 is usual)")
+        features = dp_merf.FeatureMap(tuple(self.data.shape[1:]),
+                                      [dp_merf.View(1, cfg.bandwidth, cfg.features)], seed=self.seed)
+        self.released = dp_merf.release(features, self.data.cpu(), self.labels.cpu(), self.gen.num_classes,
+                                        cfg.epsilon, cfg.delta, seed=self.seed + 1, count_weight=cfg.count_weight)
+        losses: list[float] = []
+        dp_merf.train_generator(self.gen, features, self.released, cfg.steps, cfg.batch_size, cfg.lr, self.seed,
+                                on_step=lambda step, loss: losses.append(loss))
+        tail = losses[-max(1, len(losses) // 20):]  # the last 5% of steps: the loss the generator ends at
+        return {"mmd_loss": float(np.mean(tail)), "epsilon": float(cfg.epsilon)}
+
+    def summary(self) -> dict[str, Any]:
+        if self.released is None:
+            raise RuntimeError("DP-MERF has not released anything yet")
+        return self.released.summary()
+
+
+def fit_dp_merf(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: torch.device,
+                generator: torch.Generator, compile: bool = False, labels: Labels | None = None) -> Trainer:
+    """The conditional GAN's generator trained by DP-MERF (genloop.core.dp_merf) instead of the GAN game:
+    the training images are touched once, by one (ε, δ) release of their per-class random-feature mean
+    embedding; the generator is then fitted to it (post-processing: no further privacy cost). The
+    generator is the project's own, so checkpoints, export, serving and the gate treat it as any
+    conditional GAN; no discriminator is trained. On CPU (the release and the feature map are small)."""
+    if labels is None:
+        raise ConfigError("train.gan.method: dp_merf needs train.gan.conditional: true and labelled training images")
+    gen, _ = build_gan({**cfg.model_dump(), **labels.hparams()}, tuple(data.shape[1:]))
+    gen.apply(init_weights)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    epochs = MerfTraining(cfg.dp_merf, gen, data, labels.train, seed)
+    return Trainer(state={"generator": gen}, optimizers={}, saved={"generator": gen}, sampler=gen,
+                   sampler_name="generator", run_epoch=epochs, privacy=epochs)
+
+
 FITTERS: dict[str, Callable[..., Trainer]] = {"vae": fit_vae, "gan": fit_gan}
+
+
+def fitter(kind: str, cfg: VAEConfig | GANConfig) -> Callable[..., Trainer]:
+    """The training ``kind``'s config asks for: DP-MERF for a GAN with ``method: dp_merf``."""
+    return fit_dp_merf if getattr(cfg, "method", "adversarial") == "dp_merf" else FITTERS[kind]
+
+
+def training_plan(cfg: VAEConfig | GANConfig, n: int) -> list[int]:
+    """Images per epoch: the images budget's epochs, or one step holding the whole of a DP-MERF training."""
+    return [n] if getattr(cfg, "method", "adversarial") == "dp_merf" else epoch_plan(cfg.images, n)
 
 
 def training_fingerprint(kind: str, cfg: VAEConfig | GANConfig, seed: int, device: torch.device,
@@ -513,7 +573,7 @@ def _open_run(kind: str, cfg: VAEConfig | GANConfig, params: Params, paths: Proj
     history, start = [dict(row) for row in saved["history"]], int(saved["epoch"])
     run_id = _resume_run(experiment_id, str(saved["run_id"]), start, kind, parent_run_id, paths, logged_params)
     log.warning("%s: resuming from epoch %d of %d (%s), MLflow run %s", kind, start,
-                len(epoch_plan(cfg.images, len(inputs.data))), paths.training_state(kind), run_id)
+                len(training_plan(cfg, len(inputs.data))), paths.training_state(kind), run_id)
     return run_id, parent_run_id, history, start
 
 
@@ -525,7 +585,7 @@ def _run_epochs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, plan: l
     epochs = len(plan)
     bar = tqdm(range(start + 1, epochs + 1), initial=start, total=epochs, desc=f"train {kind}",
                unit="epoch", disable=None)
-    progress = ProgressLog(kind, epochs, cfg.images, enabled=bar.disable)
+    progress = ProgressLog(kind, epochs, sum(plan), enabled=bar.disable)
     for epoch in bar:
         started = time.perf_counter()
         metrics = trainer.run_epoch(plan[epoch - 1])
@@ -567,7 +627,7 @@ def _save_outputs(kind: str, cfg: VAEConfig | GANConfig, trainer: Trainer, input
     spent = {"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}
     save_checkpoint(out_dir / "model.pt", kind, {**cfg.model_dump(), **(labels.hparams() if labels else {})},
                     inputs.shape, trainer.saved,
-                    extra={"epochs": len(epoch_plan(cfg.images, len(inputs.data))), "images": cfg.images,
+                    extra={"epochs": len(training_plan(cfg, len(inputs.data))), "images": cfg.images,
                            "run_id": run_id, **spent},
                     sampler=trainer.sampler_name)
     if spent:
@@ -600,9 +660,9 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     device = select_device(params.train.device)
     inputs = load_training_inputs(cfg, paths)
     batch_rng = torch.Generator().manual_seed(params.seed)
-    trainer = FITTERS[kind](cfg, inputs.data, inputs.val, device, batch_rng, params.train.compile,
-                            **({"labels": inputs.labels} if inputs.labels else {}))
-    plan = epoch_plan(cfg.images, len(inputs.data))
+    trainer = fitter(kind, cfg)(cfg, inputs.data, inputs.val, device, batch_rng, params.train.compile,
+                                **({"labels": inputs.labels} if inputs.labels else {}))
+    plan = training_plan(cfg, len(inputs.data))
     state_file = paths.training_state(kind)
     fingerprint = training_fingerprint(kind, cfg, params.seed, device,
                                        [paths.augment / "train.npz", paths.clean / "val.npz"])
@@ -610,7 +670,7 @@ def train_model(kind: str, params: Params, paths: ProjectPaths, parent_run_id: s
     if saved is not None:
         restore_training_state(saved, trainer.state, trainer.optimizers, batch_rng)
     run_id, parent_run_id, history, start = _open_run(kind, cfg, params, paths, parent_run_id, device, inputs, saved)
-    warn_if_overlong(kind, cfg.images, len(inputs.data), params.train.warn_epochs, run_id)
+    warn_if_overlong(kind, sum(plan), len(inputs.data), params.train.warn_epochs, run_id)
     out_dir = paths.train(kind)
     with tracking.finished_or_failed(run_id):
         if saved is not None:  # epochs finished before the stop but not yet logged (or a new run)
