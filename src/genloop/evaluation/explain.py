@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from genloop.config import Params, sampling_seed
-from genloop.core.metric_names import MODELS
+from genloop.config import MODELS, Params, sampling_seed
 from genloop.evaluation.atlas import EXPLAIN_METRICS, ModelAtlas, build, from_checkpoint
 from genloop.io import atomic, tracking
 from genloop.paths import ProjectPaths
