@@ -3,6 +3,7 @@ the collected ``data/`` and its DVC version (``data.dvc``) stay byte for byte as
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -139,7 +141,8 @@ def corrupt_png(tmp: Path) -> tuple[str, str]:
 def mixed_sizes(tmp: Path) -> tuple[str, str]:
     png(tmp / "imgs" / "0" / "a.png", (8, 8))
     png(tmp / "imgs" / "1" / "b.png", (8, 10))
-    return f"folder:{tmp / 'imgs'}", r"imgs/0/a.png is 8x8 but .*imgs/1/b.png is 8x10 \(HxW\); pass --resize"
+    return f"folder:{tmp / 'imgs'}", (r"imgs mixes sizes \(HxW\) 8x10 1, 8x8 1; nothing is converted silently: "
+                                      r"choose with -S collect.size=SIDE .* or --resize HxW")
 
 
 def huge_png_bytes(width: int, height: int) -> bytes:
@@ -184,7 +187,9 @@ def npz_labels_wrong_length(tmp: Path) -> tuple[str, str]:
 
 
 def npz_wrong_ndim(tmp: Path) -> tuple[str, str]:
-    return npz_with(tmp, images=np.zeros((3, 8, 8, 3), np.uint8)), r"bad.npz: array 'images' has shape \(3, 8, 8, 3\)"
+    """(N, H, W, 3) is colour now; four channels (RGBA) are not."""
+    spec = npz_with(tmp, images=np.zeros((3, 8, 8, 4), np.uint8))
+    return spec, r"bad.npz: array 'images' has shape \(3, 8, 8, 4\); expected \(N, H, W\) grey or \(N, H, W, 3\) colour"
 
 
 def names_nothing(tmp: Path) -> tuple[str, str]:
@@ -215,7 +220,7 @@ def test_bad_input_fails_clearly_and_leaves_data_and_dvc_version_alone(project, 
 def test_append_of_another_image_size_fails_and_leaves_data_alone(project, tmp_path):
     paths, before = project
     np.savez(tmp_path / "big.npz", images=np.zeros((2, 28, 28), np.uint8))
-    with pytest.raises(ValueError, match=r"cannot append 28x28 images .* holds 8x8 images"):
+    with pytest.raises(ValueError, match=r"cannot append 28x28 grey images .* holds 8x8 grey images; pass --resize 8x8 or"):
         collect(CollectConfig(source=f"npz:{tmp_path / 'big.npz'}"), paths, version_with_dvc=True, mode="append")
     assert_unchanged(paths, before)
 
@@ -229,7 +234,10 @@ def test_mixed_sizes_succeed_with_resize_as_a_new_dvc_version(tmp_path):
 
     assert (result.rows, result.added, result.batch, result.image_shape) == (1799, 2, 1, (8, 8))
     assert result.dvc_hash == dvcio.read_dvc_hash(paths.data_dvc) != before.dvc_hash
-    assert paths.manifest.read_bytes().startswith(before.manifest)  # the old rows are untouched
+    old, now = pd.read_csv(io.BytesIO(before.manifest)), pd.read_csv(paths.manifest)
+    pd.testing.assert_frame_equal(now.loc[: len(old) - 1, list(old.columns)], old)  # the old rows are untouched
+    new_rows = now.loc[len(old):, ["channels", "orig_mode", "orig_height", "orig_width"]]
+    assert new_rows.values.tolist() == [[1, "L", 8, 8], [1, "L", 8, 10]]  # each new row records what it was
 
 
 def test_cli_reports_bad_source_in_one_line_without_traceback(tmp_path):

@@ -13,6 +13,8 @@ except for what records a particular run, which must still agree once that recor
 - ``reports/data_docs/``: Great Expectations names and stamps pages with the validation time and
   gives page elements random ids;
   ``reports/index.html``: the time the report was written;
+- ``reports/explain*``: the latent atlas records when it was written and how long each model took
+  (``seconds``, ``(1.2 s)``); every score must be identical;
 - ``outputs/.stamps/``: the stage-skipping stamps (genloop.pipeline.caching) both routes leave, holding
   the stage's result (run ids) and times.
 
@@ -49,6 +51,7 @@ GE_TIME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
 VOLATILE = [  # wall-clock times and the random element ids Great Expectations puts in its pages
     GE_TIME, re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(Z| UTC)"), re.compile(r"'_run_time_sort': [\d.]+"),
     re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    re.compile(r"\(\d+\.\d s\)</h2>"),  # the latent atlas's time per model (reports/explain.html)
 ]
 MUST_BE_BYTE_IDENTICAL = ("data/images.npy", "data/manifest.csv", "outputs/clean/train.npz",
                           "outputs/augment/train.npz", "reports/validation.json", "reports/metrics.json")
@@ -95,6 +98,15 @@ def same_run_record(a: Path, b: Path) -> bool:
     return {k: v for k, v in x.items() if k not in RUN_KEYS} == {k: v for k, v in y.items() if k not in RUN_KEYS}
 
 
+def same_scores_but_seconds(a: Path, b: Path) -> bool:
+    """reports/explain.json: per model the atlas's scores and the seconds it took, which may differ."""
+    def scores(path):
+        return {kind: {k: v for k, v in values.items() if k != "seconds"}
+                for kind, values in json.loads(path.read_text()).items()}
+
+    return bool(scores(a)) and scores(a) == scores(b)
+
+
 def same_text_but_volatile(a: Path, b: Path) -> bool:
     return volatile_free(a) == volatile_free(b)
 
@@ -125,6 +137,9 @@ RUN_SPECIFIC = {  # pattern -> how two runs' files must still agree
     "outputs/train/*/history.csv": same_history,
     "reports/data_docs/*.html": same_text_but_volatile,
     "reports/index.html": same_text_but_volatile,
+    "reports/explain.html": same_text_but_volatile,
+    "reports/explain_detail.json": same_text_but_volatile,
+    "reports/explain.json": same_scores_but_seconds,
 }
 
 

@@ -65,10 +65,12 @@ def test_collecting_the_embedded_source_again_keeps_the_committed_hash(genloop_r
     assert (genloop_reproduced.root / "data.dvc").read_text() == (REPO_ROOT / "data.dvc").read_text()
 
 
-def test_metrics_show_lists_both_reports_as_flat_numbers(genloop_reproduced):
+def test_metrics_show_lists_the_reports_and_the_atlas_as_flat_numbers(genloop_reproduced):
     shown = json.loads(dvc(genloop_reproduced.root, "metrics", "show", "--json"))
     reports = shown[""]["data"]
-    assert set(reports) == {"reports/metrics.json", "reports/validation.json"}
+    assert set(reports) == {"reports/metrics.json", "reports/validation.json", "reports/explain.json"}
+    explain = reports["reports/explain.json"]["data"]
+    assert 0 <= explain["vae"]["mig"] <= 1 and explain["vae"]["active_units"] <= explain["vae"]["latent_dim"]
     validation = reports["reports/validation.json"]["data"]
     assert validation["passed"] == validation["checked"] > 0
     metrics = reports["reports/metrics.json"]["data"]
