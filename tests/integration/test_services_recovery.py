@@ -8,12 +8,15 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from genloop.io.lock import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -23,6 +26,16 @@ GENLOOP = str(Path(sys.executable).with_name("genloop"))
 def genloop(hub: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([GENLOOP, "--root", str(hub), "services", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def all_stopped(pids, timeout: float = 30.0) -> bool:
+    """Every pid has exited (a zombie left to an init that does not reap counts as exited), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(int(pid)) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def finished(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
@@ -69,7 +82,7 @@ def test_services_survive_two_ups_at_once_a_damaged_state_and_a_lost_state_and_p
         code, text = finished(genloop(hub, "down"))
         assert code == 0 and "stopped: mlflow, prefect, postgres" in text, text
         assert services._found_servers(layout) == {} and not services._postgres_running(bin_dir, layout)
-        assert not any(Path(f"/proc/{pid}").exists() for pid in first.values())
+        assert all_stopped(first.values())
 
         # up again: the kept password still opens the cluster.
         code, text = finished(genloop(hub, "up"))
@@ -84,7 +97,7 @@ def test_services_survive_two_ups_at_once_a_damaged_state_and_a_lost_state_and_p
         assert code == 0 and "setting a new database password" in text, text
         third = serving(hub)
         assert not set(third.values()) & set(second.values())
-        assert not any(Path(f"/proc/{pid}").exists() for pid in second.values())
+        assert all_stopped(second.values())
         import psycopg
 
         port = json.loads(layout.state.read_text())["ports"]["postgres"]
