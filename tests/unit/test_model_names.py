@@ -30,14 +30,3 @@ def test_switch_off_keeps_what_the_user_set_and_quiets_the_rest():
     env = quiet_env({"DO_NOT_TRACK": "false", "PATH": "/bin"})
     assert env["DO_NOT_TRACK"] == "false" and env["PATH"] == "/bin"
     assert {k: env[k] for k in QUIET_ENV if k != "DO_NOT_TRACK"} == {k: v for k, v in QUIET_ENV.items() if k != "DO_NOT_TRACK"}
-
-
-def test_serve_serves_the_vae_encoder_beside_its_decoder_when_export_wrote_one(tmp_path):
-    from genloop.config import ExportConfig
-    from genloop.paths import ENCODER_FILE
-    from genloop.serving.settings import default_model_paths
-
-    export = ExportConfig()
-    assert f"{export.vae_model_name}-encoder" not in default_model_paths(tmp_path, export)
-    (tmp_path / ENCODER_FILE).write_bytes(b"onnx")
-    assert default_model_paths(tmp_path, export)[f"{export.vae_model_name}-encoder"] == tmp_path / ENCODER_FILE

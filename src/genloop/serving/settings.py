@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from genloop.config import ExportConfig
-from genloop.paths import ENCODER_FILE
 
 
 class ServingError(RuntimeError):
@@ -16,14 +15,8 @@ class ServingError(RuntimeError):
 
 def default_model_paths(models_dir: str | Path = "models", export: ExportConfig | None = None) -> dict[str, Path]:
     """The names ``export`` registers (``export.vae_model_name``, ``export.gan_model_name``), served from
-    the files ``genloop export`` writes into ``models_dir``, and the VAE's encoder as ``<vae name>-encoder``
-    when export wrote one (the explorer encodes real images with it)."""
-    export = export or ExportConfig()
-    paths = {name: Path(models_dir) / file for name, file in export.served_files().items()}
-    encoder = Path(models_dir) / ENCODER_FILE
-    if encoder.is_file():
-        paths[f"{export.vae_model_name}-encoder"] = encoder
-    return paths
+    the files ``genloop export`` writes into ``models_dir``."""
+    return {name: Path(models_dir) / file for name, file in (export or ExportConfig()).served_files().items()}
 
 
 class ServeSettings(BaseModel):
