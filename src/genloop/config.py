@@ -17,6 +17,7 @@ from genloop.errors import GenloopError, display_path
 
 # The two generator kinds genloop trains, in the order every table, loop and report lists them.
 MODELS = ("vae", "gan")
+MODEL_TITLES = {"vae": "VAE", "gan": "GAN"}  # how tables, pages and messages name each kind
 
 
 def _refuses_bool(annotation: Any) -> bool:

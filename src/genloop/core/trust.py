@@ -14,12 +14,11 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from genloop.config import TrustConfig
+from genloop.config import TrustConfig, MODEL_TITLES
 
 TRUSTED = "evaluation_trusted"  # per-model metric: 1 when no reason below applies, 0 otherwise
 REASONS_TAG = "evaluation_untrusted_reasons"  # MLflow run tag: the reasons, one per line ("none" when trusted)
 BUDGET_TAG = "genloop.budget_warning"  # MLflow run tag of a training warned about its epochs
-TITLES = {"vae": "VAE", "gan": "GAN"}
 
 
 def chance(labels: Sequence[int]) -> float:
@@ -70,7 +69,7 @@ def model_doubts(kind: str, fid: float | None, fid_floor: float | None, config: 
     if fid is None or fid_floor is None or not (math.isfinite(fid) and math.isfinite(fid_floor)):
         return []
     if fid < fid_floor * config.floor_ratio:
-        return [f"the {TITLES.get(kind, kind)}'s FID {fid:.3g} is below the real-vs-real floor {fid_floor:.3g} "
+        return [f"the {MODEL_TITLES.get(kind, kind)}'s FID {fid:.3g} is below the real-vs-real floor {fid_floor:.3g} "
                 f"(held-out real images; flagged under {config.floor_ratio:g}x it): no generator should look more "
                 "like the training images than held-out real ones do, so it copies them or the classifier's "
                 "features cannot tell images apart"]

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from genloop.config import Params, sampling_seed
+from genloop.config import Params, sampling_seed, MODEL_TITLES
 from genloop.config import MODELS
 from genloop.evaluation.atlas import EXPLAIN_METRICS, ModelAtlas, build, from_checkpoint
 from genloop.io import atomic, tracking
 from genloop.paths import ProjectPaths
 
-TITLES = {"vae": "VAE", "gan": "GAN"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ def _scores_table(atlases: dict[str, ModelAtlas]) -> str:
              if any(k in a.scores for a in atlases.values())]
     rows = "".join(f"<tr><th>{k}</th>" + "".join(f"<td>{_fmt(atlases[m].scores.get(k))}</td>" for m in kinds)
                    + f"<td class=l>{html.escape(READING.get(k, ''))}</td></tr>" for k in names)
-    head = "<tr><th>score</th>" + "".join(f"<th>{TITLES.get(k, k)}</th>" for k in kinds) + "<th>reading</th></tr>"
+    head = "<tr><th>score</th>" + "".join(f"<th>{MODEL_TITLES.get(k, k)}</th>" for k in kinds) + "<th>reading</th></tr>"
     return f"<table>{head}{rows}</table>"
 
 
@@ -186,7 +185,7 @@ def _model_section(atlas: ModelAtlas, stem: str) -> str:
                       f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, caption, _ in shown)
     notes = "".join(f"<li class=small>{html.escape(n)}</li>" for n in atlas.notes)
     skipped = "".join(f"<li class='small skip'>skipped: {html.escape(s)}</li>" for s in atlas.skipped)
-    return (f"<h2>{TITLES.get(atlas.kind, atlas.kind)} ({atlas.seconds:.1f} s)</h2><ul>{notes}{skipped}</ul>"
+    return (f"<h2>{MODEL_TITLES.get(atlas.kind, atlas.kind)} ({atlas.seconds:.1f} s)</h2><ul>{notes}{skipped}</ul>"
             f"<h3>Which {'dimension' if atlas.kind == 'vae' else 'direction'} carries which factor</h3>"
             f"{_carriers_table(atlas)}{figures}<h3>Morphometric gaps: real held-out vs generated</h3>"
             f"{_gaps_table(atlas)}")

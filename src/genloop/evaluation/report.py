@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 
 from genloop.io import atomic
-from genloop.config import Params
+from genloop.config import Params, MODEL_TITLES
 from genloop.io.imaging import grid_image, labelled_rows_image
 from genloop.config import MODELS
 from genloop.core.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, LABEL_FIDELITY
 from genloop.paths import ProjectPaths
 
-TITLES = {"vae": "VAE", "gan": "GAN"}
 LOSS_COLUMNS = {"vae": ("train_loss", "val_loss"), "gan": ("d_loss", "g_loss")}
 LOSS_TITLES = {"vae": "VAE loss (negative ELBO per image, nats)", "gan": "GAN losses"}
 # How to read each metric in the table: which way is better, or what real data scores.
@@ -148,7 +147,7 @@ def roc_png(membership: dict[str, Any]) -> bytes:
         ax.plot(fpr[keep], fpr[keep], color="grey", lw=0.8, ls="--", label="chance (no leak)")
         for kind, attacks in membership.get("tpr", {}).items():
             for attack, tpr in attacks.items():
-                ax.step(fpr[keep], np.asarray(tpr)[keep], where="post", label=f"{TITLES.get(kind, kind)}, {attack}")
+                ax.step(fpr[keep], np.asarray(tpr)[keep], where="post", label=f"{MODEL_TITLES.get(kind, kind)}, {attack}")
         ax.set_xlabel("false-positive rate (held-out called member)")
         ax.set_ylabel("true-positive rate (training image found)")
         if log:
@@ -176,7 +175,7 @@ def _privacy_section(report: dict[str, Any]) -> str:
             rows.append(f"<tr><th>{attack}: ROC AUC</th>{auc}<td class=note>{html.escape(reading)}</td></tr>")
             rows.append(f"<tr><th>{attack}: TPR at 1% FPR</th>{tpr}<td class=note>"
                         "training images found while calling 1% of held-out ones members</td></tr>")
-    head = "<tr><th>attack</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in MODELS) + "<th>reading</th></tr>"
+    head = "<tr><th>attack</th>" + "".join(f"<th>{MODEL_TITLES[k]}</th>" for k in MODELS) + "<th>reading</th></tr>"
     n = membership.get("images_per_side", "?")
     return (f"""<p class=small>How well an attacker tells the {n} training images (clean training split) from
 {n} held-out ones ({html.escape(str(membership.get("non_members", "held-out")))}), seeded subsets of equal size.
@@ -204,7 +203,7 @@ def _metrics_table(report: dict[str, Any], confidence: float) -> str:
         note = READING.get(name, "").format(confidence=f"{confidence:g}")
         rows.append(f"<tr><th>{name}</th>{cells}<td class=floor>{_fmt(floor)}</td>"
                     f"<td class=note>{html.escape(note)}</td></tr>")
-    head = "<tr><th>metric</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in MODELS)
+    head = "<tr><th>metric</th>" + "".join(f"<th>{MODEL_TITLES[k]}</th>" for k in MODELS)
     return (f"<table>{head}<th>real vs real</th><th>reading</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -224,7 +223,7 @@ def privacy_line(scores: dict[str, Any]) -> str:
 
 
 def _privacy_list(report: dict[str, Any]) -> str:
-    items = "".join(f"<li>{TITLES[k]}: {html.escape(privacy_line(report.get(k, {})))}</li>" for k in MODELS)
+    items = "".join(f"<li>{MODEL_TITLES[k]}: {html.escape(privacy_line(report.get(k, {})))}</li>" for k in MODELS)
     return (f"<ul class=privacy>{items}</ul><p class=small>Differential privacy of the training (DP-SGD, "
             "train.&lt;model&gt;.privacy): a model with ε at δ changes the probability of any output by at most a "
             "factor e<sup>ε</sup> (plus δ) whether or not one training image was in its data; smaller is more "
@@ -248,7 +247,7 @@ def _fidelity_table(report: dict[str, Any]) -> str:
         label = key.split("_")[-1]
         name = "mean over classes" if key == LABEL_FIDELITY else f"class {names.get(label, label)}"
         rows.append(f"<tr><th>{html.escape(name)}</th>{cells}<td class=floor>{_fmt(floor)}</td></tr>")
-    head = "<tr><th>label fidelity</th>" + "".join(f"<th>{TITLES[k]}</th>" for k in kinds)
+    head = "<tr><th>label fidelity</th>" + "".join(f"<th>{MODEL_TITLES[k]}</th>" for k in kinds)
     return (f"<h2>Label fidelity (conditional models)</h2><p class=small>Share of the samples generated for class "
             f"k that the classifier puts in k; the floor is its accuracy on held-out real images of class k.</p>"
             f"<table>{head}<th>real (classifier accuracy)</th></tr>" + "".join(rows) + "</table>")
@@ -259,7 +258,7 @@ def _tstr_table(report: dict[str, Any]) -> str:
     kinds = [k for k in MODELS if "tstr_accuracy" in report.get(k, {})]
     if not kinds:
         return ""
-    rows = "".join(f"<tr><th>{TITLES[k]}</th><td>{_fmt(report[k]['tstr_accuracy'])}</td>"
+    rows = "".join(f"<tr><th>{MODEL_TITLES[k]}</th><td>{_fmt(report[k]['tstr_accuracy'])}</td>"
                    f"<td class=floor>{_fmt(report[k].get('tstr_real_accuracy'))}</td></tr>" for k in kinds)
     return ("<h2>Train on synthetic, test on real (conditional models)</h2><p class=small>Accuracy on the held-out "
             "real images of the evaluation classifier's architecture trained on labelled samples (as many as the "
@@ -296,7 +295,7 @@ def trust_box(report: dict[str, Any]) -> str:
     reasons = list(dict.fromkeys(r for kind in MODELS for r in doubts.get(kind, [])))
     if not reasons:
         return ""
-    models = ", ".join(TITLES[k] for k in MODELS if doubts.get(k))
+    models = ", ".join(MODEL_TITLES[k] for k in MODELS if doubts.get(k))
     items = "".join(f"<li>{html.escape(r)}</li>" for r in reasons)
     return (f'<div class=warning role=alert><h2>This evaluation cannot be trusted ({models})</h2><ul>{items}</ul>'
             "<p class=small>The promotion gate refuses such models while "
@@ -377,15 +376,15 @@ def write_report(params: Params, paths: ProjectPaths, report: dict[str, Any], sa
     figures: list[tuple[str, str, bytes]] = [("samples_real.png", "Real held-out images", grid_image(real))]
     for kind in MODELS:
         if kind in samples:
-            figures.append((f"samples_{kind}.png", f"{TITLES[kind]} samples", grid_image(samples[kind])))
+            figures.append((f"samples_{kind}.png", f"{MODEL_TITLES[kind]} samples", grid_image(samples[kind])))
     names = report.get("class_names") or {}
     for kind, (classes, rows) in (per_class or {}).items():
-        figures.append((f"samples_{kind}_per_class.png", f"{TITLES[kind]} samples, one row per class (label at left)",
+        figures.append((f"samples_{kind}_per_class.png", f"{MODEL_TITLES[kind]} samples, one row per class (label at left)",
                         labelled_rows_image(np.asarray(rows).reshape(-1, *np.asarray(rows).shape[2:]),
                                             [names.get(str(c), str(c)) for c in classes])))
     for kind in MODELS:
         if kind in interpolations:
-            figures.append((f"interpolation_{kind}.png", f"{TITLES[kind]} latent interpolations",
+            figures.append((f"interpolation_{kind}.png", f"{MODEL_TITLES[kind]} latent interpolations",
                             grid_image(interpolations[kind], ncols=config.interpolation_steps)))
     if "class_shares" in report:
         figures.append(("classes.png", "Class distribution of samples vs real",
