@@ -22,6 +22,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def _genloop_logger_restored():
+    """Each test leaves the ``genloop`` logger as it found it: a flow run in-process or
+    ``route_genloop_logs`` attaches Prefect's handlers, and a later test's caplog would see every
+    record twice."""
+    import logging
+
+    logger = logging.getLogger("genloop")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genloop-prefect-")
     # Team mode's servers (make services-up exports these) are no place for test runs.
