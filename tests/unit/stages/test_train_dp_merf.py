@@ -106,3 +106,55 @@ def test_synthesize_writes_a_labelled_set_that_collect_reads_back(project, tmp_p
         synthesize(project.params, project.paths, 1, 5, model=project.params.export.vae_model_name)
     with pytest.raises(PromotionError, match="no version"):
         synthesize(project.params, project.paths, 9, 5)
+
+
+def test_synthesize_logs_the_release_under_the_versions_mlflow_run(project):
+    """Params ε, δ, seed and the files as artifacts, in a run nested under the version's training run."""
+    from genloop.stages.synthesize import synthesize
+
+    result = synthesize(project.params, project.paths, 1, 20, seed=3, version_with_dvc=False)
+    client = project.client()
+    release = client.get_run(result.run_id)
+    version_run = result.manifest["run_id"]
+    assert release.data.tags["mlflow.parentRunId"] == version_run
+    assert {k: release.data.params[k] for k in ("epsilon", "delta", "seed", "images")} == \
+        {"epsilon": "5.0", "delta": "1e-05", "seed": "3", "images": "20"}
+    assert release.data.params["dvc_md5"] == "untracked" and result.dvc_hash is None
+    assert {a.path for a in client.list_artifacts(result.run_id, "synthetic")} == \
+        {"synthetic/data.npz", "synthetic/manifest.json"}
+    assert client.get_run(version_run).data.tags["genloop.synthetic.genloop-gan-v1-seed3-n20"] == result.run_id
+
+
+def test_synthesize_in_a_dvc_project_versions_the_release_like_the_data(project):
+    import shutil
+
+    import yaml
+
+    from genloop.io.dvcio import run_dvc
+    from genloop.stages.synthesize import synthesize
+
+    run_dvc(["init", "--no-scm", "--quiet"], cwd=project.root)
+    try:
+        result = synthesize(project.params, project.paths, 1, 10, seed=4)
+        dvc_file = project.root / "synthetic" / "genloop-gan-v1.dvc"
+        assert yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] == result.dvc_hash
+        assert project.client().get_run(result.run_id).data.params["dvc_md5"] == result.dvc_hash
+        assert run_dvc(["status", "--quiet"], cwd=project.root, check=False).returncode == 0
+    finally:
+        shutil.rmtree(project.root / ".dvc")
+        (project.root / "synthetic" / "genloop-gan-v1.dvc").unlink(missing_ok=True)
+
+
+def test_the_synthesize_flow_releases_a_version_and_refuses_a_missing_one(project, prefect_harness):
+    from conftest import GENLOOP_TINY_OVERRIDES
+    from flows.synthesize import synthesize_flow
+
+    overrides = {**GENLOOP_TINY_OVERRIDES, **project.overrides,
+                 "mlflow.tracking_uri": project.params.mlflow.tracking_uri,
+                 "mlflow.artifact_root": project.params.mlflow.artifact_root}
+    out = synthesize_flow(version=1, images=12, project_root=str(project.root), overrides=overrides, seed=5)
+    assert (out["images"], out["seed"], out["epsilon"]) == (12, 5, 5.0)
+    assert project.client().get_run(out["run_id"]).data.params["seed"] == "5"
+    state = synthesize_flow(version=9, images=12, project_root=str(project.root), overrides=overrides,
+                            return_state=True)
+    assert state.is_failed() and "no version" in str(state.message) + repr(state.result(raise_on_failure=False))
