@@ -158,3 +158,35 @@ def test_the_synthesize_flow_releases_a_version_and_refuses_a_missing_one(projec
     state = synthesize_flow(version=9, images=12, project_root=str(project.root), overrides=overrides,
                             return_state=True)
     assert state.is_failed() and "no version" in str(state.message) + repr(state.result(raise_on_failure=False))
+
+
+def test_the_merf_generator_trains_reloads_and_exports_to_onnx_with_parity(genloop_tiny_project, tmp_path):
+    import torch
+
+    from genloop.core.dp_merf import MerfGenerator
+    from genloop.io.checkpoints import load_sampler
+    from genloop.stages.export import export_onnx, parity
+
+    project = genloop_tiny_project("dp-merf-small", {**DP_MERF, "train.gan.dp_merf.generator": "merf",
+                                                     "train.gan.dp_merf.hidden": 32, "train.gan.channels": 8},
+                                   train=("gan",))
+    sampler, latent_dim = load_sampler(project.results["gan"].checkpoint)
+    assert isinstance(sampler, MerfGenerator) and latent_dim == project.params.train.gan.latent_dim
+    export_onnx(sampler, latent_dim, tmp_path / "g.onnx", conditional=True)
+    diffs = parity(sampler, latent_dim, tmp_path / "g.onnx", [1, 16], seed=0, classes=list(range(10)))
+    assert max(diffs.values()) < 1e-4
+    images = sampler(torch.randn(10, latent_dim), torch.arange(10))
+    assert images.shape == (10, 1, 8, 8) and float(images.std()) > 0
+
+
+def test_the_merf_generator_refuses_sides_that_are_not_multiples_of_four():
+    import torch
+
+    from genloop.config import GANConfig
+    from genloop.stages.train import Labels, fit_dp_merf
+
+    cfg = GANConfig(method="dp_merf", conditional=True, augmented=False, dp_merf={"generator": "merf"})
+    labels = Labels.of(torch.arange(20) % 10, torch.arange(4))
+    with pytest.raises(ConfigError, match="dp_merf.generator: merf needs image sides"):
+        fit_dp_merf(cfg, torch.zeros(20, 1, 30, 30), torch.zeros(4, 1, 30, 30), torch.device("cpu"),
+                    torch.Generator(), labels=labels)
