@@ -380,7 +380,8 @@ def synthesize(obj: Context, version: int, images: int, model: str | None, seed:
     """Write a labelled synthetic data set from a registered class-conditional model version.
 
     synthetic/<name>-v<N>/data.npz (readable by `genloop collect --source npz:PATH`) and manifest.json
-    (model, version, ε, δ, seed). The set carries the model's privacy budget, no more and no less.
+    (model, version, ε, δ, seed), versioned with `dvc add` in a DVC project and logged as a run nested
+    under the version's MLflow run. The set carries the model's privacy budget, no more and no less.
     """
     from genloop.stages.synthesize import synthesize as run_synthesize
 
