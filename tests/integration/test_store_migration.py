@@ -124,8 +124,9 @@ def _fill_store(c, root: Path, experiment: str) -> dict:
 def migrate(root: Path, target: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # Run from beside the project, never from this checkout: nothing a migration writes may land in it.
     return subprocess.run([GENLOOP, "--root", str(root), "migrate-store", "--to", target], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          cwd=root.parent, capture_output=True, text=True, timeout=600)
 
 
 def all_runs(c, experiment: str) -> dict:
@@ -254,3 +255,18 @@ def test_a_migration_killed_mid_run_and_mid_model_resumes_from_its_tags(tmp_path
     assert len(dst.search_model_versions(f"name='{ids['model']}'")) == 2
     again = migrate(root, target)
     assert again.returncode == 0 and "copied 0 experiment(s), 0 run(s)" in again.stdout, again.stdout
+
+
+def test_a_sqlite_target_keeps_its_artifacts_beside_its_database_not_in_the_working_folder(tmp_path):
+    root = tmp_path / "source-project"
+    build_store(root)
+    target_dir = tmp_path / "team"
+    target_dir.mkdir()
+    done = migrate(root, f"sqlite:///{target_dir}/mlflow.db")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "mlruns").exists(), "artifacts went to ./mlruns of the folder the command ran in"
+    dst = client(f"sqlite:///{target_dir}/mlflow.db")
+    for name in ("genloop", "genloop-sweep"):
+        assert dst.get_experiment_by_name(name).artifact_location == (target_dir / "artifacts").as_uri()
+    vae = all_runs(dst, "genloop")["vae"].info.run_id
+    assert download(dst, vae, "history.csv", tmp_path / "a") == "vae history"

@@ -225,7 +225,7 @@ def _copy_experiment(src, dst, exp, there, source_uri: str, report: MigrationRep
     origin = _origin(source_uri, exp.experiment_id)
     tags = {k: v for k, v in exp.tags.items() if k != DONE_TAG}
     if there is None:
-        experiment_id = dst.create_experiment(exp.name, tags={**tags, SOURCE_TAG: origin})
+        experiment_id = _create_experiment(dst, exp.name, tags={**tags, SOURCE_TAG: origin})
     else:
         experiment_id = there.experiment_id
         for key, value in {**tags, SOURCE_TAG: origin}.items():
@@ -309,7 +309,18 @@ def _quoted(name: str) -> str:
 def _holding_experiment(dst) -> str:
     name = "genloop-migrated-model-files"
     exp = dst.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else dst.create_experiment(name)
+    return exp.experiment_id if exp is not None else _create_experiment(dst, name)
+
+
+def _create_experiment(dst, name: str, tags: dict[str, str] | None = None) -> str:
+    """A new experiment on the target. A server keeps artifacts where it chooses; a SQLite file keeps them in
+    ``artifacts/`` beside it (as genloop's own store does), not in MLflow's default ``./mlruns`` of whatever
+    folder the command ran in."""
+    uri = dst.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return dst.create_experiment(name, artifact_location=location, tags=tags)
 
 
 def migrate_store(source_uri: str, target_uri: str, progress: Callable[[str], None] | None = None) -> MigrationReport:
