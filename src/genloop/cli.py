@@ -17,19 +17,46 @@ CLI_LOG_HANDLER = "genloop-cli"
 
 def _parse_overrides(values: tuple[str, ...], option: str = "--set",
                      form: str = "KEY=VALUE, e.g. -S train.vae.images=50000") -> dict[str, Any]:
+    """KEY=VALUE items as {key: YAML value}. A key given twice (in two items, or twice in one value's
+    mapping) is refused naming it: silently keeping the last would run with a setting the user did not see."""
     import yaml
+
+    from genloop.config import yaml_load
 
     overrides: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(f"{item!r}: expected {form}", param_hint=option)
+        if key in overrides:
+            raise click.BadParameter(f"{key} is given twice ({key}={raw} after {key}={overrides[key]!r}); "
+                                     "give each key once", param_hint=option)
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
+            overrides[key] = yaml_load(raw)
         except yaml.YAMLError as exc:
             raise click.BadParameter(f"{item!r}: the value is not valid YAML ({exc.problem or exc})",
                                      param_hint=option) from None
+    _refuse_overlaps(overrides, option)
     return overrides
+
+
+def _leaf_paths(key: str, value: Any) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaf_paths(f"{key}.{k}", v)]
+    return [key]
+
+
+def _refuse_overlaps(overrides: dict[str, Any], option: str) -> None:
+    """``-S train.vae.lr=1 -S 'train.vae={lr: 2}'`` sets one setting twice under two spellings: refuse it too."""
+    seen: dict[str, str] = {}
+    for key, value in overrides.items():
+        for leaf in _leaf_paths(key, value):
+            clash = next((s for s in seen if s == leaf or s.startswith(leaf + ".") or leaf.startswith(s + ".")), None)
+            if clash is not None:
+                raise click.BadParameter(f"{leaf} is given twice (in {seen[clash]} and in {key}); give each key once",
+                                         param_hint=option)
+            seen[leaf] = key
 
 
 class Context:
