@@ -433,7 +433,9 @@ def run(obj: Context, source: str | None, force: bool) -> None:
     from flows.pipeline import pipeline as flow
     from genloop.evaluation.summary import run_summary
     from genloop.io.tracking import tracking_uri
+    from genloop.pipeline.prefect_artifacts import quiet_user_error_tracebacks
 
+    quiet_user_error_tracebacks()
     result = flow(params=obj.params(), paths=obj.paths, overrides=obj.overrides or None, source=source, force=force)
     click.echo(run_summary(result, obj.paths, tracking_uri(obj.params().mlflow, obj.paths.root)))
 
@@ -482,7 +484,10 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
     Needs the prepared data of a `genloop run`; trials train in their own folders under outputs/sweeps/.
     """
     import flows.sweep as module
+    from genloop.pipeline.prefect_artifacts import quiet_user_error_tracebacks
     from genloop.pipeline.trials import resolve_config
+
+    quiet_user_error_tracebacks()
 
     space = _parse_overrides(space_items, "--space", "KEY=VALUES, e.g. --space train.vae.beta=[0.5,1.0] or "
                                                      "--space 'train.vae.lr={low: 1e-4, high: 1e-2, log: true}'") \
