@@ -416,6 +416,8 @@ def synthesize(obj: Context, version: int, images: int, model: str | None, seed:
     budget = (f"ε = {m['epsilon']:.3g} at δ = {m['delta']:.3g}" if m["delta"] is not None and m["epsilon"] != float("inf")
               else "not private (ε = inf): it may reveal its training images")
     click.echo(f"{m['model']} v{m['version']}: {m['images']} labelled images in {r.data}; {budget}")
+    versioned = f"DVC md5 {r.dvc_hash} ({r.folder.name}.dvc)" if r.dvc_hash else "not versioned (no DVC project)"
+    click.echo(f"{versioned}; MLflow run {r.run_id}, nested under the version's run")
 
 
 @main.command()

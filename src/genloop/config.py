@@ -234,6 +234,10 @@ class DPMerfConfig(Strict):
     steps: int = Field(1000, ge=1, description="generator optimizer steps against the release (free of privacy cost)")
     batch_size: int = Field(250, ge=2, description="generated images per step, every class equally")
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate, cosine-decayed over the steps")
+    generator: Literal["dcgan", "merf"] = Field(
+        "dcgan", description="dcgan: the conditional GAN's generator (channels, latent_dim); merf: DP-MERF's "
+                             "smaller one (two linear layers, two upsampling convolutions; sides multiples of 4)")
+    hidden: int = Field(256, ge=1, description="generator: merf only, width of its first linear layer")
 
 
 class GANConfig(Strict):
