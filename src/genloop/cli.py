@@ -510,20 +510,24 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
               help="Target tracking store or server, e.g. http://mlflow:5000 or postgresql://user@host/mlflow.")
 @click.option("--from", "source", default="sqlite:///mlflow/mlflow.db", show_default=True, metavar="URI",
               help="Source store (a relative sqlite path is relative to --root).")
+@click.option("--update-aliases", is_flag=True,
+              help="For registered models copied earlier: copy versions registered since and move the aliases "
+                   "(champion, ...) to where the source has them now.")
 @click.pass_obj
 @_handled
-def migrate_store(obj: Context, target: str, source: str) -> None:
+def migrate_store(obj: Context, target: str, source: str, update_aliases: bool) -> None:
     """Copy the MLflow store to another store or server: experiments, runs (params, metric histories,
     tags with parent links remapped, status, times, artifacts) and registered models (versions, tags,
-    aliases). Safe to run again: what an earlier run copied in full is skipped; a same-named experiment
-    or model of other origin on the target stops it before anything is written."""
+    aliases). Safe to run again: what an earlier run copied in full is skipped (--update-aliases still
+    brings its models' new versions and aliases); a same-named experiment or model of other origin on the
+    target stops it before anything is written."""
     import os
 
     from genloop.io.store_migration import migrate_store as run, resolve_store_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run otherwise
     report = run(resolve_store_uri(source, obj.paths.root), resolve_store_uri(target, obj.paths.root),
-                 progress=lambda message: click.echo(f"copying {message}", err=True))
+                 progress=lambda message: click.echo(f"copying {message}", err=True), update_aliases=update_aliases)
     click.echo(report.summary())
 
 

@@ -468,7 +468,7 @@ def unreachable_tracking_server(exc: BaseException) -> str | None:
     while exc is not None and seen < 8:
         text = str(exc)
         found = re.search(r"API request to (https?://[^/\s]+)", text)
-        if found and re.search(r"too many 50[03] error responses|status code 50[03]", text):
+        if found and re.search(r"too many 503 error responses|status code 503", text):
             return _database_down(found.group(1))
         if found and any(word in text for word in UNREACHABLE_WORDS):
             return (f"the MLflow tracking server {found.group(1)} stopped answering, so this command failed; "
