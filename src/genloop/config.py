@@ -323,6 +323,9 @@ class TrustConfig(Strict):
 
 class EvaluateConfig(Strict):
     classifier_epochs: int = Field(15, ge=1)
+    classifier_augment: bool = Field(
+        False, description="train the evaluation's feature networks on mirrored and shifted batches: small colour "
+                           "sets (icons, emoji) need it; digits are not mirror-symmetric")
     feature_dim: int = Field(64, ge=2)
     kid_subset_size: int = Field(500, ge=2, description="images per KID subset (at most the sample count); 100 left a subset spread ~60% of the mean")
     kid_subsets: int = Field(50, ge=1)

@@ -85,13 +85,13 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
     reused = True
     for name, arch, seed in (("classifier", "cnn", params.seed), ("alt", "mlp", params.seed + ALT_SEED_OFFSET)):
         settings = {"feature_dim": config.feature_dim, "epochs": config.classifier_epochs, "seed": seed,
-                    "num_classes": num_classes, "arch": arch}
+                    "num_classes": num_classes, "arch": arch, "augment": config.classifier_augment}
         key = classifier_key(reference, labels, settings)
         network = load_classifier(file, key, name)
         if network is None:
             reused = False
             network = train_classifier(reference, labels, config.feature_dim, num_classes,
-                                       config.classifier_epochs, seed, arch=arch)
+                                       config.classifier_epochs, seed, arch=arch, augment=config.classifier_augment)
         networks[name] = (network, key)
     if not reused:
         save_classifiers(file, networks)
