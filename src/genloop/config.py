@@ -327,6 +327,9 @@ class TrustConfig(Strict):
 
 class EvaluateConfig(Strict):
     classifier_epochs: int = Field(15, ge=1)
+    classifier_augment: bool = Field(
+        False, description="train the evaluation's feature networks on mirrored and shifted batches: small colour "
+                           "sets (icons, emoji) need it; digits are not mirror-symmetric")
     feature_dim: int = Field(64, ge=2)
     kid_subset_size: int = Field(500, ge=2, description="images per KID subset (at most the sample count); 100 left a subset spread ~60% of the mean")
     kid_subsets: int = Field(50, ge=1)
@@ -341,7 +344,8 @@ class EvaluateConfig(Strict):
     iwae_images: int = Field(500, ge=1, description="test images (a seeded subset) the IWAE NLL is averaged over")
     recognisable_confidence: float = Field(
         0.9, gt=0.0, le=1.0, description="a sample is recognisable when the classifier gives one class at least this probability")
-    batch_size: int = Field(1024, ge=1, description="rows per forward pass (images x IWAE samples included)")
+    batch_size: int = Field(1024, ge=1, description="rows per forward pass (images x IWAE samples included) of "
+                                                    "28x28 grey images; larger images pass proportionally fewer")
     report_samples: int = Field(64, ge=1, description="samples per model in the report's grids")
     interpolation_rows: int = Field(6, ge=1, description="latent interpolations per model in the report")
     interpolation_steps: int = Field(10, ge=2, description="images per interpolation, both ends included")

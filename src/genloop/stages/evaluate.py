@@ -38,7 +38,7 @@ from genloop.core.metric_names import (FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE
 from genloop.core.models.classifier import embed
 from genloop.core.tstr import tstr
 from genloop.paths import ProjectPaths
-from genloop.evaluation.scoring import load_evaluation_data, score, with_floor
+from genloop.evaluation.scoring import load_evaluation_data, scaled_to_images, score, with_floor
 from genloop.config import sampling_seed
 
 log = logging.getLogger(__name__)
@@ -193,13 +193,12 @@ def _audit_detail(data: EvaluationData, config: EvaluateConfig, curves: dict[str
 
 
 def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) -> EvaluateResult:
-    from genloop.evaluation import explain
-    from genloop.evaluation import report as html_report
+    from genloop.evaluation import explain, report as html_report
 
     started = time.perf_counter()
-    config = params.evaluate
     torch.set_num_threads(params.train.torch_threads())
     data = load_evaluation_data(params, paths)
+    config = scaled_to_images(params.evaluate, data.image_shape)  # rows per pass: fewer for large images
 
     floor, held_out_shares = score(data, data.held_out, config, params.seed)
     metrics: dict[str, dict[str, float]] = {}
@@ -241,7 +240,8 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
                                               {**floor, **fidelity_floor}))
-    explained = explain.explain_trained(params, paths, data) if config.explain else None
+    explained = (explain.explain_trained(params.model_copy(update={"evaluate": config}), paths, data)
+                 if config.explain else None)
     html = html_report.write_report(params, paths, detail, samples, walks,
                                     data.held_out[:config.report_samples].numpy(), per_class=per_class,
                                     explain=explained.html.name if explained else None)

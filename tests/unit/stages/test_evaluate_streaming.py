@@ -21,3 +21,11 @@ def test_samples_are_drawn_in_blocks_and_do_not_depend_on_the_block_size(tmp_pat
         whole = sample(tmp_path / name, 50, seed=3, batch_size=1024)
         torch.testing.assert_close(torch.cat(blocks), whole, rtol=1e-5, atol=1e-6)
         assert float(whole.min()) >= 0.0 and float(whole.max()) <= 1.0
+
+
+def test_rows_per_pass_shrink_with_the_image_so_a_pass_holds_about_as_many_pixels():
+    from genloop.evaluation.scoring import pass_rows
+
+    assert pass_rows(1024, (1, 8, 8)) == pass_rows(1024, (1, 28, 28)) == 1024  # digits and MNIST as before
+    assert pass_rows(1024, (3, 32, 32)) == 261 and pass_rows(1024, (3, 64, 64)) == 65
+    assert pass_rows(1024, (3, 512, 512)) == 16 and pass_rows(8, (3, 64, 64)) == 8  # a floor, never above the setting
