@@ -23,6 +23,7 @@ the factor scores there (see ``genloop.core.morphometrics``), and the atlas says
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from genloop.core import factors, morphometrics, traversal
+from genloop.core.dp_merf import MerfGenerator
 from genloop.core.label_fidelity import draw_labels
 from genloop.core.models.classifier import embed, normalise_features
 from genloop.io.imaging import channels_last, labelled_rows_image
@@ -376,4 +378,13 @@ def from_checkpoint(kind: str, checkpoint: Path) -> Generator:
     if kind == "vae":
         return Generator(kind, sampler, latent_dim, classes, vae=load_vae(checkpoint))
     inner = getattr(sampler, "generator", sampler)  # a conditional generator wraps the unconditional one
-    return Generator(kind, sampler, latent_dim, classes, features=lambda z: inner.fc(z))
+    return Generator(kind, sampler, latent_dim, classes, features=first_layer(inner))
+
+
+def first_layer(generator: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z -> the generator's first layers' output, whose principal components are the GANSpace directions.
+    DP-MERF's generator reads [z, onehot(label)] there: every class weighted equally stands in for the label."""
+    if isinstance(generator, MerfGenerator):
+        neutral = generator.eye.mean(0, keepdim=True)
+        return lambda z: generator.fc(torch.cat([z, neutral.expand(len(z), -1)], dim=1))
+    return lambda z: generator.fc(z)

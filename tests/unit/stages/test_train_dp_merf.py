@@ -177,6 +177,9 @@ def test_the_merf_generator_trains_reloads_and_exports_to_onnx_with_parity(genlo
     assert max(diffs.values()) < 1e-4
     images = sampler(torch.randn(10, latent_dim), torch.arange(10))
     assert images.shape == (10, 1, 8, 8) and float(images.std()) > 0
+    from genloop.evaluation.atlas import from_checkpoint  # the latent atlas reads its first layers too
+
+    assert from_checkpoint("gan", project.results["gan"].checkpoint).features(torch.randn(3, latent_dim)).shape[0] == 3
 
 
 def test_the_merf_generator_refuses_sides_that_are_not_multiples_of_four():
