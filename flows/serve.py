@@ -7,6 +7,7 @@ stops when the process stops, which pauses the deployments until the next start.
 - genloop-sweep/local     a hyperparameter sweep on Dask (params.yaml `sweep`)
 - genloop-loop/local      one tick of the scheduled loop, on demand
 - genloop-loop/scheduled  the same on params.yaml `schedule.cron`; only when it is set
+- genloop-synthesize/local  a labelled synthetic data set from a registered model version (-p version=N -p images=M)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from prefect.types.entrypoint import EntrypointType  # noqa: E402
 
 from flows.pipeline import loop, pipeline  # noqa: E402
 from flows.sweep import sweep  # noqa: E402
+from flows.synthesize import synthesize_flow  # noqa: E402
 
 # Entrypoints by module name (flows.pipeline.pipeline), not by file: the runner and the sweep's Dask
 # workers import the flows as the installed package ``flows``.
@@ -49,6 +51,11 @@ def deployments(root: Path) -> list:
             name="local", parameters=where, tags=["genloop"], **BY_MODULE,
             description="One tick of the scheduled loop: collect, stop if the data did not change, "
                         "else retrain, evaluate, export (promotion through export's gate)",
+        ),
+        synthesize_flow.to_deployment(
+            name="local", parameters=where, tags=["genloop"], **BY_MODULE,
+            description="A labelled synthetic data set from a registered class-conditional model version: "
+                        "-p version=N -p images=M (DVC-versioned, logged under the version's MLflow run)",
         ),
     ]
     if schedule.cron:

@@ -58,6 +58,12 @@ class EvaluationData:
 ALT_SEED_OFFSET = 1000
 
 
+def class_count(*label_sets: np.ndarray) -> int:
+    """The classifier's outputs: one per label up to the largest the clean splits hold (what clean kept),
+    not what clean.labels lists, which may be all."""
+    return max((int(a.max()) for a in label_sets if len(a)), default=-1) + 1
+
+
 def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
     """Read the clean splits, load (or train and save) the classifier, precompute the reference side."""
     config = params.evaluate
@@ -72,7 +78,7 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
                          f"(got {len(reference)}, {len(held_out)}, {len(test)}); "
                          "lower clean.split or collect more data")
 
-    num_classes = max(params.clean.labels) + 1
+    num_classes = class_count(train_labels, held_out_labels.numpy())
     labels = torch.from_numpy(train_labels.astype(np.int64))
     file = paths.classifier
     networks: dict[str, tuple[DigitClassifier, str]] = {}

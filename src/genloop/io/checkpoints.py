@@ -11,6 +11,7 @@ from torch import nn
 
 from genloop.io.atomic import save_torch
 from genloop.config import MODELS
+from genloop.core.dp_merf import MerfGenerator
 from genloop.core.models.conditional import (ConditionalConvVAE, ConditionalGenerator, ConditionalMLPVAE,
                                         ConditionalPriorDecoder, ConditionalVAE, ProjectionDiscriminator)
 from genloop.core.models.classifier import DigitClassifier
@@ -86,6 +87,10 @@ def build_gan(hparams: dict[str, Any], shape: tuple[int, ...]) -> tuple[Generato
     sn = bool(hparams.get("spectral_norm", False))
     if hparams.get("conditional", False):
         k = num_classes(hparams)
+        merf = hparams.get("dp_merf") or {}
+        if hparams.get("method") == "dp_merf" and merf.get("generator") == "merf":  # trained without a discriminator
+            return (MerfGenerator(hparams["latent_dim"], (c, h, w), k, merf.get("hidden", 256), hparams["channels"]),
+                    ProjectionDiscriminator(hparams["channels"], h, w, k, sn, c))
         return (ConditionalGenerator(hparams["latent_dim"], hparams["channels"], h, w, k, c),
                 ProjectionDiscriminator(hparams["channels"], h, w, k, sn, c))
     return (Generator(hparams["latent_dim"], hparams["channels"], h, w, c),

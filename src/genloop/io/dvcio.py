@@ -54,6 +54,13 @@ def read_dvc_hash(dvc_file: Path) -> str:
         raise DvcError(f"{dvc_file}: no outs[0].md5 entry; is it a DVC file?") from None
 
 
+def dvc_add(root: Path, target: Path) -> str:
+    """``dvc add`` a folder of the project (writes ``<target>.dvc`` beside it, and its .gitignore entry in
+    a git project) and return the md5 DVC recorded, so a written data set is versioned as ``data/`` is."""
+    run_dvc(["add", "--quiet", str(target.relative_to(root))], cwd=root)
+    return read_dvc_hash(target.with_name(target.name + ".dvc"))
+
+
 def locked_stages(root: Path) -> set[str]:
     """The stages dvc.lock holds an entry for (none when there is no dvc.lock)."""
     try:

@@ -509,6 +509,22 @@ VERSION_TAG_KEYS = ("run_id", "model_kind", "latent_dim", "dvc_data_hash", "git_
                     "parity_passed", "onnx_max_abs_diff", EPSILON_TAG, DELTA_TAG, IMAGE_SHAPE_TAG)
 
 
+def log_release(version_run_id: str, release: str, files: Iterable[Path], params: dict[str, Any],
+                paths: ProjectPaths) -> str:
+    """A synthetic data set made from a model version, as a run nested under the version's training run:
+    its ``params`` (ε, δ, seed, images) and ``files`` (data and manifest) as artifacts; the version's run
+    gets a ``genloop.synthetic.<release>`` tag naming it. Nested, not logged into the version's run,
+    because MLflow params are write-once and each release has its own seed and size."""
+    from mlflow import MlflowClient
+
+    experiment_id = MlflowClient().get_run(version_run_id).info.experiment_id
+    with child_run(experiment_id, version_run_id, f"synthesize {release}", paths, params,
+                   {"genloop.release": "synthetic data set"}) as run_id:
+        log_files(run_id, files, artifact_path="synthetic")
+    set_tags(version_run_id, {f"genloop.synthetic.{release}": run_id})
+    return run_id
+
+
 def version_tags(tags: dict[str, str], keep_metrics: Iterable[str]) -> dict[str, str]:
     """The few tags a registry version needs (lineage, parity, the promotion metric and the headline
     metrics): the full params go to ``params.json`` and all metrics onto the LoggedModel instead."""

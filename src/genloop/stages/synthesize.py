@@ -3,7 +3,9 @@
 ``genloop synthesize --version N --images M`` runs version N's ONNX graph (the exact artifact that was
 registered, gated and served) on seeded z and labels, and writes ``synthetic/<name>-v<N>/data.npz``
 (``images`` uint8 (M, H, W) or (M, H, W, 3), ``labels`` (M,)), the layout ``genloop collect --source
-npz:PATH`` reads, beside ``manifest.json`` (model, version, ε, δ, seed, counts). The labels are drawn
+npz:PATH`` reads, beside ``manifest.json`` (model, version, ε, δ, seed, counts); versions the folder with
+DVC (``dvc add``, as collect versions ``data/``) in a DVC project, and logs the release (params and
+files) as a run nested under the version's MLflow run. The labels are drawn
 uniformly over the model's trained classes: the real class shares are data, and a private model's
 release must not lean on them. Sampling is post-processing, so the set carries the model's (ε, δ).
 """
@@ -18,7 +20,7 @@ import numpy as np
 
 from genloop.config import Params
 from genloop.core.promotion import EPSILON_TAG, PromotionError
-from genloop.io import atomic, promotion, tracking
+from genloop.io import atomic, dvcio, promotion, tracking
 from genloop.io.arrays import save_npz
 from genloop.io.onnx_runtime import open_session
 from genloop.paths import ProjectPaths
@@ -32,6 +34,8 @@ class SynthesizeResult:
     folder: Path
     data: Path  # data.npz
     manifest: dict
+    dvc_hash: str | None = None  # the md5 of the folder's .dvc file; None outside a DVC project
+    run_id: str | None = None  # the MLflow run of the release, nested under the version's run
 
 
 def _draw(session, classes: list[int], n: int, seed: int, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +56,9 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def synthesize(params: Params, paths: ProjectPaths, version: int, images: int, model: str | None = None,
-               seed: int | None = None) -> SynthesizeResult:
-    """Write ``images`` labelled samples of registered ``model`` (default: export.gan_model_name) ``version``."""
+               seed: int | None = None, version_with_dvc: bool | None = None) -> SynthesizeResult:
+    """Write ``images`` labelled samples of registered ``model`` (default: export.gan_model_name) ``version``;
+    ``version_with_dvc`` (default: when the project is a DVC repository) runs ``dvc add`` on the folder."""
     if images < 1:
         raise PromotionError(f"--images must be at least 1 (got {images})")
     name, seed = model or params.export.gan_model_name, params.seed if seed is None else seed
@@ -74,4 +79,12 @@ def synthesize(params: Params, paths: ProjectPaths, version: int, images: int, m
     with atomic.atomic_dir(folder) as tmp_folder:
         save_npz(tmp_folder / "data.npz", images=to_uint8(pixels), labels=labels)
         atomic.write_json(tmp_folder / "manifest.json", manifest)
-    return SynthesizeResult(folder, folder / "data.npz", manifest)
+    if dvcio.is_dvc_repo(paths.root) if version_with_dvc is None else version_with_dvc:
+        dvc_hash = dvcio.dvc_add(paths.root, folder)
+    else:
+        dvc_hash = None
+    run_id = tracking.log_release(found.run_id, f"{name}-v{version}-seed{seed}-n{images}",
+                                  [folder / "data.npz", folder / "manifest.json"],
+                                  {**{k: manifest[k] for k in ("model", "version", "epsilon", "delta", "seed", "images")},
+                                   "dvc_md5": dvc_hash or "untracked"}, paths)
+    return SynthesizeResult(folder, folder / "data.npz", manifest, dvc_hash, run_id)

@@ -476,8 +476,12 @@ def fit_dp_merf(cfg: GANConfig, data: torch.Tensor, val: torch.Tensor, device: t
     conditional GAN; no discriminator is trained. On CPU (the release and the feature map are small)."""
     if labels is None:
         raise ConfigError("train.gan.method: dp_merf needs train.gan.conditional: true and labelled training images")
+    if cfg.dp_merf.generator == "merf" and (data.shape[-1] % 4 or data.shape[-2] % 4):
+        raise ConfigError(f"train.gan.dp_merf.generator: merf needs image sides that are multiples of 4 (got "
+                          f"{data.shape[-2]}x{data.shape[-1]}); use generator: dcgan")
     gen, _ = build_gan({**cfg.model_dump(), **labels.hparams()}, tuple(data.shape[1:]))
-    gen.apply(init_weights)
+    if cfg.dp_merf.generator == "dcgan":  # the DCGAN's N(0, 0.02) init; merf keeps torch's defaults
+        gen.apply(init_weights)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     epochs = MerfTraining(cfg.dp_merf, gen, data, labels.train, seed)
     return Trainer(state={"generator": gen}, optimizers={}, saved={"generator": gen}, sampler=gen,
