@@ -14,6 +14,8 @@ OUT/results.json and each arm's 64-sample grid (OUT/grids/).
     # a 2-core machine: one arm at a time on both cores
     python benchmarks/quality_vs_reference.py --budgets 60 --out OUT
     python benchmarks/quality_vs_reference.py --tiny --out OUT        # 3 s arms on 500 images
+    # another genloop setting: a params file (e.g. recipes/mnist.yaml) and/or dotted overrides
+    python benchmarks/quality_vs_reference.py --params recipes/mnist.yaml -S train.vae.beta=4.0 --arms vae_examples genloop_vae
 
 Needs torch, numpy, scipy, scikit-learn, torchmetrics, pandas, pyyaml, pydantic and prdc (and
 Pillow for the grid PNGs; without it the grids are saved as .npy); nothing of MLflow, Prefect, DVC
