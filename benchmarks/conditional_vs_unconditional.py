@@ -36,6 +36,7 @@ import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every 
 import torch
 
 from genloop.config import load_params
+from genloop.evaluation.scoring import class_count
 from genloop.io.datasets import to_tensor
 from genloop.io.idx import read_idx_folder
 from genloop.core.label_fidelity import (conditional_samples, draw_labels, label_fidelity, per_class_labels,
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     ev = params.evaluate
     classifier = train_classifier(to_tensor(train), torch.from_numpy(train_labels), ev.feature_dim,
-                                  max(params.clean.labels) + 1, ev.classifier_epochs, seed, arch="cnn")
+                                  class_count(train_labels, held_labels), ev.classifier_epochs, seed, arch="cnn")
     classifier_s = time.perf_counter() - started
     print(f"classifier trained ({classifier_s:.0f} s)", file=sys.stderr)
     reference, _ = embed(classifier, to_tensor(train), ev.batch_size)

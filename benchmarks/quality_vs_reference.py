@@ -14,6 +14,8 @@ OUT/results.json and each arm's 64-sample grid (OUT/grids/).
     # a 2-core machine: one arm at a time on both cores
     python benchmarks/quality_vs_reference.py --budgets 60 --out OUT
     python benchmarks/quality_vs_reference.py --tiny --out OUT        # 3 s arms on 500 images
+    # another genloop setting: a params file (e.g. recipes/mnist.yaml) and/or dotted overrides
+    python benchmarks/quality_vs_reference.py --params recipes/mnist.yaml -S train.vae.beta=4.0 --arms vae_examples genloop_vae
 
 Needs torch, numpy, scipy, scikit-learn, torchmetrics, pandas, pyyaml, pydantic and prdc (and
 Pillow for the grid PNGs; without it the grids are saved as .npy); nothing of MLflow, Prefect, DVC
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 import genloop  # noqa: F401 - before torch: sets OpenMP's wait policy as every genloop process has it
 import torch
+import yaml
 
 import reference_models as ref
 from genloop.io.arrays import save_npz
@@ -79,6 +82,7 @@ class Settings:
     out: str
     samples: int
     augment: bool
+    stop_at_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,14 @@ def load_benchmark_params(settings: Settings) -> Params:
 # ---- the arms ------------------------------------------------------------------------------------
 
 def train_genloop(kind: str, params: Params, train: np.ndarray, val: np.ndarray, device: torch.device,
-                  seed: int, budget_s: float, augment: bool) -> ArmModel:
+                  seed: int, budget_s: float, augment: bool, stop_at_images: bool = False) -> ArmModel:
     """The one adapter to genloop's training API: fit_gan / fit_vae with the shipped config, epochs
     until the budget is spent, then the sampler as ``train_model`` prepares it.
 
     Time is checked between epochs: another epoch starts only if it is expected to end less than
     half an epoch after the budget, so the overrun is at most half an epoch (reported as train s).
+    With ``stop_at_images`` the training also ends at the config's ``images`` bound, as the loop's
+    own training does (whichever comes first).
     """
     from genloop.stages.augment import augment_images
     from genloop.core.models.gan import recalibrate_batch_norm
@@ -171,6 +177,8 @@ def train_genloop(kind: str, params: Params, train: np.ndarray, val: np.ndarray,
     while True:
         elapsed = time.perf_counter() - started
         if elapsed >= budget_s or (epochs and elapsed + 0.5 * last_epoch_s >= budget_s):
+            break
+        if stop_at_images and epochs * len(images) >= cfg.images:
             break
         epoch_started = time.perf_counter()
         trainer.run_epoch()
@@ -215,7 +223,7 @@ def train_arm(job: Job, params: Params, split: Split, settings: Settings) -> Arm
         return train_reference("vae", split.train, device, job.seed, job.budget_s)
     kind = "gan" if job.arm == "genloop_gan" else "vae"
     return train_genloop(kind, params, split.train, split.held_out[:half], device, job.seed, job.budget_s,
-                         settings.augment)
+                         settings.augment, settings.stop_at_images)
 
 
 def draw_samples(model: ArmModel, n: int, seed: int, batch_size: int = 1000) -> torch.Tensor:
@@ -440,9 +448,11 @@ def report(results: list[dict[str, Any]], floor: dict[str, float], meta: dict[st
         f"(held-out accuracy {floor.get('classifier_accuracy', float('nan')):.4f}); test neg-ELBO on all "
         "held-out images (one seeded z per image, BCE-sum + KL)",
         f"- real-vs-real floor (held-out real images scored like samples): {floor_cells}",
-        f"- genloop arms: params.yaml as shipped: gan batch {gan.batch_size}, latent {gan.latent_dim}, "
+        f"- genloop arms: params.yaml{' with ' + json.dumps(meta['overrides']) if meta['overrides'] else ' as shipped'}"
+        f"{', stopped at their images bound' if meta['stop_at_images'] else ''}: gan batch {gan.batch_size}, latent {gan.latent_dim}, "
         f"channels {gan.channels}, loss {gan.loss}, EMA {gan.ema_decay}, lr {gan.lr_g}/{gan.lr_d}; vae {vae.arch}, "
-        f"batch {vae.batch_size}, latent {vae.latent_dim}, lr {vae.lr}; augmentation "
+        f"batch {vae.batch_size}, latent {vae.latent_dim}, beta {vae.beta}, prior {vae.prior}, images {vae.images:,}, "
+        f"lr {vae.lr}; augmentation "
         f"{augmentation}; "
         "time checked between epochs (overrun at most half an epoch, see train s)",
         "- references (benchmarks/reference_models.py): DCGAN nz 100, ngf/ndf 64, BCE, Adam 2e-4 (0.5, 0.999), "
@@ -483,6 +493,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--no-augment", action="store_true", help="genloop arms without the augment stage")
     parser.add_argument("--tiny", action="store_true", help="3 s arms on 400 + 100 images: checks the script runs")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="params override for the genloop arms, dotted key and YAML value (repeatable)")
+    parser.add_argument("--stop-at-images", action="store_true",
+                        help="genloop arms also stop at their train.<model>.images bound, as the loop does")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -493,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         args.train_images, args.held_out_images = TINY["train_images"], TINY["held_out_images"]
         args.budgets = args.budgets or TINY["budgets"]
         overrides = dict(TINY["overrides"])
+    overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
     budgets = args.budgets or [120.0, 300.0, 600.0]
     params = load_params(args.params, overrides)
     seeds = args.seeds or [params.seed]
@@ -501,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(data=str(Path(args.data).resolve()), train_images=args.train_images,
                         held_out_images=args.held_out_images, params=str(Path(args.params).resolve()),
                         overrides=overrides, device=args.device, out=str(args.out.resolve()),
-                        samples=args.samples or args.held_out_images, augment=not args.no_augment)
+                        samples=args.samples or args.held_out_images, augment=not args.no_augment,
+                        stop_at_images=args.stop_at_images)
     usable = len(os.sched_getaffinity(0))
     threads = args.threads or usable
     started, load_start = datetime.datetime.now(datetime.timezone.utc), os.getloadavg()
@@ -526,6 +542,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_end": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
         "mode": mode, "device": args.device, "data": args.data, "train_images": args.train_images,
         "held_out_images": args.held_out_images, "samples": settings.samples, "augment": settings.augment,
+        "overrides": overrides, "stop_at_images": args.stop_at_images,
     }
     text = report(results, floor, meta, params, budgets)
     out = Path(settings.out)

@@ -12,10 +12,13 @@ Arms:
 - ``passive`` (genloop's default now): genloop is imported first and sets OMP_WAIT_POLICY=PASSIVE.
 Both with ``--threads`` torch intra-op threads each (0: genloop's default, ``TrainConfig.torch_threads``).
 
-Every figure is reported as a ratio to the first scenario of the session (one ``spin`` training alone
-with the first ``--threads``: with 0, one thread per core, what genloop did before), beside the fair
-share (1/n of it). The arms run side by side for each number of trainings, ``--rounds`` times, since
-the load of other processes on a shared machine changes from minute to minute.
+Every figure is reported as a ratio to a quiet baseline measured in the same session: one ``passive``
+training alone with the first ``--threads``, run before the table and again after it (the faster of the
+two is the baseline; both are printed with the load average). Before each baseline run the script waits
+up to ``--quiet-wait`` seconds for the 1-minute load average to fall under ``--quiet-load``, and says
+whether it did, so a baseline taken on a busy machine is marked as such. Each row shows its ratio beside
+the fair share (1/n of the baseline). The arms run side by side for each number of trainings,
+``--rounds`` times, since the load of other processes on a shared machine changes from minute to minute.
 
     .venv/bin/python benchmarks/train_contention.py --data ../shared/data/mnist-t10k
     .venv/bin/python benchmarks/train_contention.py --threads 1 2 --trainings 1 2 3 --seconds 15
@@ -106,6 +109,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window of each scenario")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole table (load on a shared machine varies)")
     parser.add_argument("--steps-per-call", type=int, default=5)
+    parser.add_argument("--quiet-load", type=float, default=1.5,
+                        help="the baseline waits for the 1-minute load average to fall under this")
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="longest wait for it, seconds")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arm", choices=ARMS, default="passive", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -114,23 +120,41 @@ def main() -> None:
         return
     print(f"{len(os.sched_getaffinity(0))} usable cores, load average {os.getloadavg()[0]:.2f} at the start; "
           f"{args.seconds:g} s window; data {args.data or 'synthetic'}")
-    print("| arm | threads each | trainings | images/s each | ratio to the first run, each (fair share) "
+    before = quiet_baseline(args, "before")
+    rows = [(arm, threads, n, scenario(arm, threads, n, args), os.getloadavg()[0])
+            for _ in range(args.rounds)
+            for n in args.trainings  # the arms side by side, so a change in outside load hits both alike
+            for threads in args.threads for arm in args.arms]
+    after = quiet_baseline(args, "after")
+    baseline = max(before["images_per_s"], after["images_per_s"])
+    print(f"\nbaseline: one passive training alone, {args.threads[0]} threads: {baseline:,.0f} images/s "
+          f"(the faster of before and after)\n")
+    print("| arm | threads each | trainings | images/s each | ratio to the baseline, each (fair share) "
           "| CPU s per wall s each | load average after |")
     print("| --- | ---: | ---: | --- | --- | --- | ---: |")
-    baseline = None
-    for _ in range(args.rounds):
-        for n in args.trainings:  # the arms side by side, so a change in outside load hits both alike
-            for threads in args.threads:
-                for arm in args.arms:
-                    runs = scenario(arm, threads, n, args)
-                    rates = [r["images_per_s"] for r in runs]
-                    baseline = baseline or rates[0]
-                    each = " / ".join(f"{x:,.0f}" for x in rates)
-                    ratios = " / ".join(f"{x / baseline:.2f}" for x in rates)
-                    cpu = " / ".join(f"{r['cpu_per_wall']:.2f}" for r in runs)
-                    print(f"| {arm} | {runs[0]['threads']} | {n} | {each} | {ratios} ({1 / n:.2f}) | {cpu} | "
-                          f"{os.getloadavg()[0]:.1f} |", flush=True)
+    for label, run in (("before", before), ("after", after)):
+        print(f"| baseline ({label}; load {run['load_before']:.1f} before, quiet: {run['quiet']}) | "
+              f"{run['threads']} | 1 | {run['images_per_s']:,.0f} | {run['images_per_s'] / baseline:.2f} (1.00) | "
+              f"{run['cpu_per_wall']:.2f} | {run['load_after']:.1f} |")
+    for arm, threads, n, runs, load in rows:
+        each = " / ".join(f"{r['images_per_s']:,.0f}" for r in runs)
+        ratios = " / ".join(f"{r['images_per_s'] / baseline:.2f}" for r in runs)
+        cpu = " / ".join(f"{r['cpu_per_wall']:.2f}" for r in runs)
+        print(f"| {arm} | {runs[0]['threads']} | {n} | {each} | {ratios} ({1 / n:.2f}) | {cpu} | {load:.1f} |")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+def quiet_baseline(args: argparse.Namespace, label: str) -> dict:
+    """One passive training alone, after waiting (up to ``--quiet-wait`` s) for the load to settle."""
+    deadline = time.monotonic() + args.quiet_wait
+    while os.getloadavg()[0] >= args.quiet_load and time.monotonic() < deadline:
+        time.sleep(5)
+    load_before = os.getloadavg()[0]
+    run = scenario("passive", args.threads[0], 1, args)[0]
+    print(f"baseline {label}: {run['images_per_s']:,.0f} images/s, load average {load_before:.2f} before",
+          flush=True)
+    return {**run, "load_before": load_before, "load_after": os.getloadavg()[0],
+            "quiet": "yes" if load_before < args.quiet_load else f"no (>= {args.quiet_load:g})"}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch
 from servers import CHANNELS, GAN, LATENT, SIDE, VAE
 
 ENCODER = "genloop-vae-encoder"
+MNIST_VAE = "mnist-sized-vae"  # a decoder of MNIST's size, for the explorer's latency at 28x28
 REAL_IMAGES = 5
 ATLAS_VAE = [{"dimension": 2, "kl_nats": 1.2}, {"dimension": 0, "kl_nats": 0.4}, {"dimension": 3, "kl_nats": 0.002},
              {"dimension": 1, "kl_nats": 0.001}]  # dimensions 3 and 1: inactive (KL <= 0.01 nats)
@@ -46,6 +47,20 @@ def make_models(folder: Path) -> dict[str, Path]:
     export_encoder(vae, folder / "vae_encoder.onnx")
     export_onnx(Generator(LATENT, CHANNELS, SIDE, SIDE).eval(), LATENT, folder / "gan_generator.onnx")
     return {VAE: folder / "vae_decoder.onnx", ENCODER: folder / "vae_encoder.onnx", GAN: folder / "gan_generator.onnx"}
+
+
+def make_mnist_sized_decoder(folder: Path) -> Path:
+    """The decoder the shipped ``train.vae`` builds for 28x28 grey images (weights untrained: a forward
+    pass costs what a trained one's does), exported as the loop exports it."""
+    from genloop.config import VAEConfig
+    from genloop.io.checkpoints import build_vae
+    from genloop.stages.export import export_onnx
+
+    torch.manual_seed(0)
+    cfg = VAEConfig()
+    vae = build_vae(cfg.model_dump(), (1, 28, 28)).eval()
+    export_onnx(vae.decoder, cfg.latent_dim, folder / "vae_decoder_28x28.onnx")
+    return folder / "vae_decoder_28x28.onnx"
 
 
 def write_images(target: Path) -> Path:

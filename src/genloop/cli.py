@@ -17,19 +17,46 @@ CLI_LOG_HANDLER = "genloop-cli"
 
 def _parse_overrides(values: tuple[str, ...], option: str = "--set",
                      form: str = "KEY=VALUE, e.g. -S train.vae.images=50000") -> dict[str, Any]:
+    """KEY=VALUE items as {key: YAML value}. A key given twice (in two items, or twice in one value's
+    mapping) is refused naming it: silently keeping the last would run with a setting the user did not see."""
     import yaml
+
+    from genloop.config import yaml_load
 
     overrides: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(f"{item!r}: expected {form}", param_hint=option)
+        if key in overrides:
+            raise click.BadParameter(f"{key} is given twice ({key}={raw} after {key}={overrides[key]!r}); "
+                                     "give each key once", param_hint=option)
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
+            overrides[key] = yaml_load(raw)
         except yaml.YAMLError as exc:
             raise click.BadParameter(f"{item!r}: the value is not valid YAML ({exc.problem or exc})",
                                      param_hint=option) from None
+    _refuse_overlaps(overrides, option)
     return overrides
+
+
+def _leaf_paths(key: str, value: Any) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaf_paths(f"{key}.{k}", v)]
+    return [key]
+
+
+def _refuse_overlaps(overrides: dict[str, Any], option: str) -> None:
+    """``-S train.vae.lr=1 -S 'train.vae={lr: 2}'`` sets one setting twice under two spellings: refuse it too."""
+    seen: dict[str, str] = {}
+    for key, value in overrides.items():
+        for leaf in _leaf_paths(key, value):
+            clash = next((s for s in seen if s == leaf or s.startswith(leaf + ".") or leaf.startswith(s + ".")), None)
+            if clash is not None:
+                raise click.BadParameter(f"{leaf} is given twice (in {seen[clash]} and in {key}); give each key once",
+                                         param_hint=option)
+            seen[leaf] = key
 
 
 class Context:
@@ -409,7 +436,9 @@ def run(obj: Context, source: str | None, force: bool) -> None:
     from flows.pipeline import pipeline as flow
     from genloop.evaluation.summary import run_summary
     from genloop.io.tracking import tracking_uri
+    from genloop.pipeline.prefect_artifacts import quiet_user_error_tracebacks
 
+    quiet_user_error_tracebacks()
     result = flow(params=obj.params(), paths=obj.paths, overrides=obj.overrides or None, source=source, force=force)
     click.echo(run_summary(result, obj.paths, tracking_uri(obj.params().mlflow, obj.paths.root)))
 
@@ -458,7 +487,10 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
     Needs the prepared data of a `genloop run`; trials train in their own folders under outputs/sweeps/.
     """
     import flows.sweep as module
+    from genloop.pipeline.prefect_artifacts import quiet_user_error_tracebacks
     from genloop.pipeline.trials import resolve_config
+
+    quiet_user_error_tracebacks()
 
     space = _parse_overrides(space_items, "--space", "KEY=VALUES, e.g. --space train.vae.beta=[0.5,1.0] or "
                                                      "--space 'train.vae.lr={low: 1e-4, high: 1e-2, log: true}'") \
@@ -479,20 +511,24 @@ def sweep(obj: Context, method: str | None, n_trials: int | None, space_items: t
               help="Target tracking store or server, e.g. http://mlflow:5000 or postgresql://user@host/mlflow.")
 @click.option("--from", "source", default="sqlite:///mlflow/mlflow.db", show_default=True, metavar="URI",
               help="Source store (a relative sqlite path is relative to --root).")
+@click.option("--update-aliases", is_flag=True,
+              help="For registered models copied earlier: copy versions registered since and move the aliases "
+                   "(champion, ...) to where the source has them now.")
 @click.pass_obj
 @_handled
-def migrate_store(obj: Context, target: str, source: str) -> None:
+def migrate_store(obj: Context, target: str, source: str, update_aliases: bool) -> None:
     """Copy the MLflow store to another store or server: experiments, runs (params, metric histories,
     tags with parent links remapped, status, times, artifacts) and registered models (versions, tags,
-    aliases). Safe to run again: what an earlier run copied in full is skipped; a same-named experiment
-    or model of other origin on the target stops it before anything is written."""
+    aliases). Safe to run again: what an earlier run copied in full is skipped (--update-aliases still
+    brings its models' new versions and aliases); a same-named experiment or model of other origin on the
+    target stops it before anything is written."""
     import os
 
     from genloop.io.store_migration import migrate_store as run, resolve_store_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run otherwise
     report = run(resolve_store_uri(source, obj.paths.root), resolve_store_uri(target, obj.paths.root),
-                 progress=lambda message: click.echo(f"copying {message}", err=True))
+                 progress=lambda message: click.echo(f"copying {message}", err=True), update_aliases=update_aliases)
     click.echo(report.summary())
 
 

@@ -20,6 +20,10 @@ MODELS = ("vae", "gan")
 MODEL_TITLES = {"vae": "VAE", "gan": "GAN"}  # how tables, pages and messages name each kind
 
 
+def _word_literal(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is Literal and all(isinstance(v, str) for v in typing.get_args(annotation))
+
+
 def _refuses_bool(annotation: Any) -> bool:
     """A number field (int, float, optional or in a list) that must not take ``true``/``false``, which pydantic
     would read as 1/0; fields that admit bool or anything (``Any``) keep their meaning."""
@@ -27,7 +31,8 @@ def _refuses_bool(annotation: Any) -> bool:
         return False
     if annotation in (int, float):
         return True
-    args = [a for a in typing.get_args(annotation) if isinstance(a, type) or typing.get_args(a) or a is Any]
+    args = [a for a in typing.get_args(annotation) if (isinstance(a, type) or typing.get_args(a) or a is Any)
+            and not _word_literal(a)]  # a word choice beside numbers ("all" | list[int]) leaves them numbers
     return bool(args) and typing.get_origin(annotation) is not Literal and \
         all(a is type(None) or _refuses_bool(a) for a in args) and any(a is not type(None) for a in args)
 
@@ -93,7 +98,9 @@ class SplitConfig(Strict):
 class CleanConfig(Strict):
     min_rows: int = Field(100, ge=1)
     max_rows: int = Field(5_000_000, ge=1)
-    labels: list[int] = Field(default_factory=lambda: list(range(10)))
+    labels: Literal["all"] | list[int] = Field(
+        "all", description="class labels an image may carry: all (every label found, 0 or above; -1, no label, "
+                           "is quarantined) or a list, e.g. [0, 1, 2] (list -1 to keep unlabelled images)")
     pixel_min: int = 0
     pixel_max: int = 255
     min_pixel_std: float = Field(1.0, ge=0.0, description="below this an image counts as blank")
@@ -104,6 +111,17 @@ class CleanConfig(Strict):
                     "as a near-duplicate of its nearest training image",
     )
     split: SplitConfig = SplitConfig()
+
+    @field_validator("labels")
+    @classmethod
+    def _some_labels(cls, value: Literal["all"] | list[int]) -> Literal["all"] | list[int]:
+        if value == []:
+            raise ValueError("an empty list lets no image through; use all for every class label found")
+        return value
+
+    def allows(self, label: int) -> bool:
+        """Whether an image with this label passes (all: every class label, i.e. 0 or above)."""
+        return label >= 0 if self.labels == "all" else label in self.labels
 
 
 class AugmentConfig(Strict):
@@ -309,6 +327,9 @@ class TrustConfig(Strict):
 
 class EvaluateConfig(Strict):
     classifier_epochs: int = Field(15, ge=1)
+    classifier_augment: bool = Field(
+        False, description="train the evaluation's feature networks on mirrored and shifted batches: small colour "
+                           "sets (icons, emoji) need it; digits are not mirror-symmetric")
     feature_dim: int = Field(64, ge=2)
     kid_subset_size: int = Field(500, ge=2, description="images per KID subset (at most the sample count); 100 left a subset spread ~60% of the mean")
     kid_subsets: int = Field(50, ge=1)
@@ -323,7 +344,8 @@ class EvaluateConfig(Strict):
     iwae_images: int = Field(500, ge=1, description="test images (a seeded subset) the IWAE NLL is averaged over")
     recognisable_confidence: float = Field(
         0.9, gt=0.0, le=1.0, description="a sample is recognisable when the classifier gives one class at least this probability")
-    batch_size: int = Field(1024, ge=1, description="rows per forward pass (images x IWAE samples included)")
+    batch_size: int = Field(1024, ge=1, description="rows per forward pass (images x IWAE samples included) of "
+                                                    "28x28 grey images; larger images pass proportionally fewer")
     report_samples: int = Field(64, ge=1, description="samples per model in the report's grids")
     interpolation_rows: int = Field(6, ge=1, description="latent interpolations per model in the report")
     interpolation_steps: int = Field(10, ge=2, description="images per interpolation, both ends included")
@@ -514,7 +536,7 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _conditional_needs_labels(self) -> "Params":
-        unknown = sorted(label for label in self.clean.labels if label < 0)
+        unknown = [] if self.clean.labels == "all" else sorted(label for label in self.clean.labels if label < 0)
         for kind in MODELS:
             if getattr(self.train, kind).conditional and unknown:
                 raise ValueError(f"train.{kind}.conditional needs labelled images, but clean.labels lets through "

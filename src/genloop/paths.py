@@ -10,6 +10,7 @@ from pathlib import Path
 
 # The ONNX file each model kind is exported to (models/), and so served from.
 ONNX_FILES = {"vae": "vae_decoder.onnx", "gan": "gan_generator.onnx"}
+ENCODER_FILE = "vae_encoder.onnx"  # the VAE's encoder, exported beside its decoder (genloop.io.encoder_onnx)
 
 
 @dataclass(frozen=True)

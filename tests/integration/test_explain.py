@@ -129,3 +129,28 @@ def test_a_gan_version_without_its_checkpoint_gets_ganspace_directions_from_its_
     assert result.exit_code == 0, result.output
     assert "gan: mig" in result.output
     assert (project.root / "reports" / "explain-genloop-gan-v1" / "gan_traversal_directions.png").is_file()
+
+
+def test_serving_the_champions_serves_the_encoder_its_vae_champion_carries(project):
+    from genloop.io.onnx_runtime import open_session
+    from genloop.serving.registry import ChampionSource
+    from genloop.serving.settings import CompanionGone, encoder_name
+
+    export, client = project.params.export, project.client()
+    name = encoder_name(export)
+    source = ChampionSource(project.params.mlflow, project.root, list(export.served_files()),
+                            encoders={name: export.vae_model_name})
+    try:
+        found = source.champions()
+        assert found[name].version == found[export.vae_model_name].version
+        assert [o.name for o in open_session(found[name].path).get_outputs()] == ["mean", "logvar"]
+        version = found[name].version
+        client.delete_model_version_tag(export.vae_model_name, version, "genloop.encoder")
+        try:  # a champion exported without an encoder: none served, and a served one is dropped (CompanionGone)
+            assert name not in source.champions()
+            with pytest.raises(CompanionGone):
+                source.fetch(name, version)
+        finally:
+            client.set_model_version_tag(export.vae_model_name, version, "genloop.encoder", "encoder/vae_encoder.onnx")
+    finally:
+        source.close()

@@ -121,11 +121,12 @@ def _fill_store(c, root: Path, experiment: str) -> dict:
     return {"parent": parent, "children": children, "model": name}
 
 
-def migrate(root: Path, target: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+def migrate(root: Path, target: str, *options: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([GENLOOP, "--root", str(root), "migrate-store", "--to", target], env=env,
-                          capture_output=True, text=True, timeout=600)
+    # Run from beside the project, never from this checkout: nothing a migration writes may land in it.
+    return subprocess.run([GENLOOP, "--root", str(root), "migrate-store", "--to", target, *options], env=env,
+                          cwd=root.parent, capture_output=True, text=True, timeout=600)
 
 
 def all_runs(c, experiment: str) -> dict:
@@ -254,3 +255,56 @@ def test_a_migration_killed_mid_run_and_mid_model_resumes_from_its_tags(tmp_path
     assert len(dst.search_model_versions(f"name='{ids['model']}'")) == 2
     again = migrate(root, target)
     assert again.returncode == 0 and "copied 0 experiment(s), 0 run(s)" in again.stdout, again.stdout
+
+
+def test_a_sqlite_target_keeps_its_artifacts_beside_its_database_not_in_the_working_folder(tmp_path):
+    root = tmp_path / "source-project"
+    build_store(root)
+    target_dir = tmp_path / "team"
+    target_dir.mkdir()
+    done = migrate(root, f"sqlite:///{target_dir}/mlflow.db")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "mlruns").exists(), "artifacts went to ./mlruns of the folder the command ran in"
+    dst = client(f"sqlite:///{target_dir}/mlflow.db")
+    for name in ("genloop", "genloop-sweep"):
+        assert dst.get_experiment_by_name(name).artifact_location == (target_dir / "artifacts").as_uri()
+    vae = all_runs(dst, "genloop")["vae"].info.run_id
+    assert download(dst, vae, "history.csv", tmp_path / "a") == "vae history"
+
+
+def test_update_aliases_brings_new_versions_and_the_moved_champion_of_a_model_copied_earlier(tmp_path):
+    root = tmp_path / "source-project"
+    ids = build_store(root)
+    target = f"sqlite:///{tmp_path}/target.db"
+    assert migrate(root, target).returncode == 0
+    src, dst = client(f"sqlite:///{root}/mlflow/mlflow.db"), client(target)
+    name, vae = ids["model"], ids["children"]["vae"]
+    src.log_text(vae, "onnx bytes v3", "onnx3/model.onnx")  # after the migration: a new champion on the source
+    v3 = src.create_model_version(name, f"{src.get_run(vae).info.artifact_uri}/onnx3", run_id=vae,
+                                  tags={"run_id": vae})
+    src.set_registered_model_alias(name, "champion", v3.version)
+    src.set_registered_model_alias(name, "previous", "2")
+    src.set_registered_model_tag(name, "champion_history", '["1", "2", "3"]')
+
+    plain = migrate(root, target)
+    assert plain.returncode == 0 and "skipped" in plain.stdout and "aliases moved" not in plain.stdout
+    assert str(dst.get_registered_model(name).aliases["champion"]) == "2"  # unchanged without the option
+    updated = migrate(root, target, "--update-aliases")
+    assert updated.returncode == 0, updated.stderr
+    assert f"{name}@champion v2 -> v3" in updated.stdout and f"{name}@previous v1 -> v2" in updated.stdout
+    model = dst.get_registered_model(name)
+    assert {k: str(v) for k, v in model.aliases.items()} == {"champion": "3", "previous": "2"}
+    assert model.tags["champion_history"] == '["1", "2", "3"]'
+    assert len(dst.search_model_versions(f"name='{name}'")) == 3
+    files = Path(mlflow_download(dst.get_model_version_download_uri(name, "3"), tmp_path / "v3"))
+    assert (files / "model.onnx").read_text() == "onnx bytes v3"
+    again = migrate(root, target, "--update-aliases")
+    assert again.returncode == 0 and "aliases moved" not in again.stdout, again.stdout
+    assert len(dst.search_model_versions(f"name='{name}'")) == 3
+
+
+def mlflow_download(uri: str, dest: Path) -> str:
+    import mlflow.artifacts
+
+    dest.mkdir()
+    return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))

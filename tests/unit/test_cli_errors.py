@@ -57,6 +57,17 @@ def test_set_typo_blames_the_option_and_suggests_keys(tmp_path):
     assert "params.yaml" not in proc.stderr and "Extra inputs" not in proc.stderr
 
 
+def test_a_set_key_given_twice_is_refused_naming_it(tmp_path):
+    twice = genloop("-S", "train.vae.lr=0.1", "-S", "train.vae.lr=0.2", "collect", cwd=tmp_path)
+    assert twice.returncode == 2 and "train.vae.lr is given twice" in twice.stderr, twice.stderr
+    inside = genloop("-S", "train.vae={lr: 0.1, lr: 0.2}", "collect", cwd=tmp_path)
+    assert inside.returncode == 2 and "key 'lr' is given twice" in inside.stderr, inside.stderr
+    spelled_twice = genloop("-S", "train.vae.lr=0.1", "-S", "train.vae={lr: 0.2}", "collect", cwd=tmp_path)
+    assert spelled_twice.returncode == 2 and "train.vae.lr is given twice" in spelled_twice.stderr
+    for proc in (twice, inside, spelled_twice):
+        assert "Traceback" not in proc.stderr and not (tmp_path / "data").exists()
+
+
 def test_sweep_space_without_equals_names_space_and_its_form(tmp_path):
     proc = genloop("sweep", "--space", "foo", cwd=tmp_path)
     assert proc.returncode == 2

@@ -12,7 +12,7 @@ def test_defaults_load_when_file_absent(tmp_path):
     assert params == Params()
     assert params.seed == 42
     assert params.collect.source == "digits"
-    assert params.clean.labels == list(range(10))
+    assert params.clean.labels == "all"
 
 
 def test_shipped_params_file_matches_the_code_defaults():
@@ -236,3 +236,13 @@ def test_a_conditional_model_on_unlabelled_images_is_refused_at_config_time(tmp_
     with pytest.raises(ConfigError, match=r"train\.gan\.conditional needs labelled images.*clean\.labels lets through \[-1\]"):
         load_params(tmp_path / "params.yaml", {"clean.labels": [-1], "train.gan.conditional": True})
     assert load_params(tmp_path / "params.yaml", {"clean.labels": [-1]}).clean.labels == [-1]  # unconditional: fine
+
+
+def test_clean_labels_take_all_or_a_list_and_refuse_anything_else(tmp_path):
+    file = tmp_path / "params.yaml"
+    assert load_params(file, {"clean.labels": "all"}).clean.labels == "all"
+    assert load_params(file, {"clean.labels": [0, 3, 11]}).clean.labels == [0, 3, 11]
+    assert load_params(file, {"clean.labels": "all", "train.gan.conditional": True}).train.gan.conditional
+    for bad in ("some", []):
+        with pytest.raises(ConfigError, match=r"clean\.labels"):
+            load_params(file, {"clean.labels": bad})

@@ -249,8 +249,11 @@ def factor_directions(latents: np.ndarray, factors: np.ndarray, test_fraction: f
                       seed: int = 0) -> FactorDirections:
     """The direction carrying each factor even when no single dimension does (a VAE's axes are only
     identified up to rotation at small β, so MIG per axis can be near 0 while a factor is linear in the
-    latents): the least-squares regression of the factor on the latents, normalised to unit length. A
-    traversal along it shows the factor; R² says how much of the factor a straight line explains."""
+    latents). R² is the held-out fit of the least-squares regression of the factor on the latents. The
+    direction is that regression's pattern, Cov(z) w (Haufe et al. 2014), not its weights w: where the
+    latents move as the factor does. The weights alone lean on any near-constant dimension that happens
+    to predict the factor (a β-VAE's inactive units: huge weights, no spread, ignored by the decoder),
+    and a traversal along them shows nothing."""
     z = np.asarray(latents, dtype=np.float64)
     f = np.asarray(factors, dtype=np.float64)
     f = f[:, None] if f.ndim == 1 else f
@@ -268,7 +271,8 @@ def factor_directions(latents: np.ndarray, factors: np.ndarray, test_fraction: f
     total = ((f[te] - f[te].mean(0)) ** 2).sum(0)
     r2 = np.where(total > 0, 1 - resid / np.where(total > 0, total, 1), 0.0)
     w = coef[:-1].T                                                           # (K, D)
-    u = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    pattern = w @ np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])      # (K, D): Cov(z) w per factor
+    u = pattern / np.maximum(np.linalg.norm(pattern, axis=1, keepdims=True), 1e-12)
     return FactorDirections(u, r2, (z @ u.T).std(0))
 
 

@@ -17,6 +17,7 @@ Pure functions of scores, images and models (no I/O); ``genloop.stages.evaluate`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -108,16 +109,28 @@ def distance_scores(images: torch.Tensor, generated: torch.Tensor, block_entries
     Walks the generated samples in blocks of about ``block_entries`` distances, keeping each image's
     nearest so far, so a large draw (the stronger attacker) costs time, not memory.
     """
-    x = images.reshape(len(images), -1).float()
-    g = generated.reshape(len(generated), -1).float()
-    if len(x) == 0 or len(g) == 0 or x.shape[1] != g.shape[1]:
-        raise ValueError(f"distance attack: images {tuple(images.shape)} and samples {tuple(generated.shape)} "
-                         "must both be non-empty and of one size")
-    nearest = torch.full((len(x),), math.inf)
-    per_block = max(1, block_entries // len(x))
-    for block in g.split(per_block):
-        nearest = torch.minimum(nearest, torch.cdist(x, block).min(1).values)
-    return -(nearest / math.sqrt(x.shape[1])).numpy().astype(np.float64)
+    return nearest_generated([images], generated, block_entries)[0]
+
+
+def nearest_generated(image_sets: list[torch.Tensor], generated: torch.Tensor | Iterable[torch.Tensor],
+                      block_entries: int = 1 << 22) -> list[np.ndarray]:
+    """``distance_scores`` of several image sets in one pass over ``generated``: a tensor, or an iterable of
+    blocks (samples drawn as they are searched, so the whole draw is never held)."""
+    xs = [images.reshape(len(images), -1).float() for images in image_sets]
+    nearest = [torch.full((len(x),), math.inf) for x in xs]
+    seen = 0
+    for block in ([generated] if isinstance(generated, torch.Tensor) else generated):
+        g = block.reshape(len(block), -1).float()
+        seen += len(g)
+        for i, (x, images) in enumerate(zip(xs, image_sets)):
+            if len(x) == 0 or x.shape[1] != g.shape[1]:
+                raise ValueError(f"distance attack: images {tuple(images.shape)} and samples {tuple(block.shape)} "
+                                 "must both be non-empty and of one size")
+            for part in g.split(max(1, block_entries // len(x))):
+                nearest[i] = torch.minimum(nearest[i], torch.cdist(x, part).min(1).values)
+    if seen == 0:
+        raise ValueError("distance attack: no generated samples to search")
+    return [-(n / math.sqrt(x.shape[1])).numpy().astype(np.float64) for n, x in zip(nearest, xs)]
 
 
 @torch.no_grad()
@@ -157,7 +170,8 @@ def standard_error(auc_value: float, n: int) -> float:
     return math.sqrt((2 * n + 1) / (12 * n * n)) if n > 0 else float("nan")
 
 
-def audit(members: torch.Tensor, non_members: torch.Tensor, generated: torch.Tensor, vae: nn.Module | None,
+def audit(members: torch.Tensor, non_members: torch.Tensor, generated: torch.Tensor | Iterable[torch.Tensor],
+          vae: nn.Module | None,
           limit: int, seed: int, batch_size: int = 1024) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Both attacks on one model: ``MIA_METRICS`` (+ ``VAE_MIA_METRICS`` given ``vae``) and each attack's
     TPR on ``ROC_GRID`` (by attack name: distance, elbo).
@@ -166,7 +180,7 @@ def audit(members: torch.Tensor, non_members: torch.Tensor, generated: torch.Ten
     at most ``limit`` each; ``generated`` are the model's samples the distance attack searches.
     """
     members, non_members = balanced(members, non_members, limit, seed)
-    scores = {"distance": (distance_scores(members, generated), distance_scores(non_members, generated))}
+    scores = {"distance": tuple(nearest_generated([members, non_members], generated))}
     if vae is not None:
         scores["elbo"] = (elbo_scores(vae, members, seed, batch_size=batch_size),
                           elbo_scores(vae, non_members, seed, batch_size=batch_size))

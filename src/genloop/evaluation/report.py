@@ -90,14 +90,16 @@ def loss_curve_png(history: dict[str, list[float]], columns: tuple[str, ...], ti
     fig = Figure(figsize=(5.5, 3.2))
     ax = fig.add_subplot()
     epochs = history.get("epoch") or list(range(1, len(next(iter(history.values()), [])) + 1))
-    for column in columns:
-        if column in history:
-            ax.plot(epochs, history[column], marker="." if len(epochs) < 30 else None, label=column)
+    # a method with other losses (DP-MERF's mmd_loss) plots what it recorded rather than an empty frame
+    shown = [c for c in columns if c in history] or [c for c in history if c not in ("epoch", "images", "seconds")]
+    for column in shown:
+        ax.plot(epochs, history[column], marker="." if len(epochs) < 30 else None, label=column)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if shown:
+        ax.legend(fontsize=8)
     return _png(fig)
 
 

@@ -56,14 +56,35 @@ class EvaluationData:
 
 # The second feature network trains with this offset to the project seed (and another architecture).
 ALT_SEED_OFFSET = 1000
+# evaluate.batch_size counts rows of 28x28 grey images; larger images pass proportionally fewer rows.
+PIXELS_PER_ROW = 28 * 28
+
+
+def pass_rows(batch_size: int, image_shape: tuple[int, int, int]) -> int:
+    """Rows per forward pass for images of ``image_shape`` (C, H, W): ``batch_size`` up to 28x28x1 (the
+    digits and MNIST unchanged), fewer for larger images (at least 16), so a pass's activations hold
+    about as many pixels whatever the image size (1,024 rows of 64x64x3 took gigabytes)."""
+    c, h, w = image_shape
+    return min(batch_size, max(16, batch_size * PIXELS_PER_ROW // (c * h * w)))
+
+
+def scaled_to_images(config: EvaluateConfig, image_shape: tuple[int, int, int]) -> EvaluateConfig:
+    """``config`` with ``batch_size`` as ``pass_rows`` gives it for these images (apply once)."""
+    return config.model_copy(update={"batch_size": pass_rows(config.batch_size, image_shape)})
+
+
+def class_count(*label_sets: np.ndarray) -> int:
+    """The classifier's outputs: one per label up to the largest the clean splits hold (what clean kept),
+    not what clean.labels lists, which may be all."""
+    return max((int(a.max()) for a in label_sets if len(a)), default=-1) + 1
 
 
 def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
     """Read the clean splits, load (or train and save) the classifier, precompute the reference side."""
-    config = params.evaluate
     train_images, train_labels = load_split(paths, "train")
     splits = {s: load_split(paths, s) for s in ("val", "test")}
     reference = to_tensor(train_images)
+    config = scaled_to_images(params.evaluate, tuple(int(d) for d in reference.shape[1:]))
     held_out = to_tensor(np.concatenate([splits[s][0] for s in ("val", "test")]))
     held_out_labels = torch.from_numpy(np.concatenate([splits[s][1] for s in ("val", "test")]))
     test = to_tensor(splits["test"][0])
@@ -72,20 +93,20 @@ def load_evaluation_data(params: Params, paths: ProjectPaths) -> EvaluationData:
                          f"(got {len(reference)}, {len(held_out)}, {len(test)}); "
                          "lower clean.split or collect more data")
 
-    num_classes = max(params.clean.labels) + 1
+    num_classes = class_count(train_labels, held_out_labels.numpy())
     labels = torch.from_numpy(train_labels.astype(np.int64))
     file = paths.classifier
     networks: dict[str, tuple[DigitClassifier, str]] = {}
     reused = True
     for name, arch, seed in (("classifier", "cnn", params.seed), ("alt", "mlp", params.seed + ALT_SEED_OFFSET)):
         settings = {"feature_dim": config.feature_dim, "epochs": config.classifier_epochs, "seed": seed,
-                    "num_classes": num_classes, "arch": arch}
+                    "num_classes": num_classes, "arch": arch, "augment": config.classifier_augment}
         key = classifier_key(reference, labels, settings)
         network = load_classifier(file, key, name)
         if network is None:
             reused = False
             network = train_classifier(reference, labels, config.feature_dim, num_classes,
-                                       config.classifier_epochs, seed, arch=arch)
+                                       config.classifier_epochs, seed, arch=arch, augment=config.classifier_augment)
         networks[name] = (network, key)
     if not reused:
         save_classifiers(file, networks)
@@ -165,8 +186,9 @@ def score_samples(params: Params, paths: ProjectPaths, images: np.ndarray | torc
     """
     torch.set_num_threads(params.train.torch_threads())
     data = load_evaluation_data(params, paths)
-    floor, _ = score(data, data.held_out, params.evaluate, params.seed)
-    scores, _ = score(data, images, params.evaluate, params.seed)
+    config = scaled_to_images(params.evaluate, data.image_shape)
+    floor, _ = score(data, data.held_out, config, params.seed)
+    scores, _ = score(data, images, config, params.seed)
     return with_floor(scores, floor, data.classifier_accuracy)
 
 

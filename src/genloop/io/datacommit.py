@@ -12,16 +12,41 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from genloop.errors import GenloopError
 from genloop.io import crashpoints, dvcio
 from genloop.io.atomic import write_json, write_text
 from genloop.paths import ProjectPaths
 
 WORK_DIR = Path(".genloop") / "collect"
 JOURNAL = "journal.json"
+
+
+class InterruptedAfterSwap(GenloopError):
+    """Ctrl-C reached collect while it swapped data/ and data.dvc: it finished the swap first (both hold
+    the new data set) and stops here, instead of a bare "Aborted!" that would suggest nothing changed."""
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[list[int]]:
+    """Hold SIGINT back while the pair is swapped (the list receives it), so Ctrl-C cannot stop the swap
+    half way. Only the main thread can install a handler; elsewhere (a Prefect task thread) the journal
+    alone keeps the pair consistent."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def work_dir(paths: ProjectPaths) -> Path:
@@ -71,6 +96,19 @@ def commit_data(paths: ProjectPaths, write: Callable[[Path], None], version_with
     except BaseException:
         shutil.rmtree(txn, ignore_errors=True)
         raise
+    with _sigint_deferred() as interrupted:
+        _swap(paths, base, txn, new_data, new_dvc, use_dvc)
+    md5 = dvcio.read_dvc_hash(paths.data_dvc) if use_dvc else "untracked"
+    if interrupted:
+        raise InterruptedAfterSwap(
+            f"interrupted while data/ and data.dvc were being replaced: the swap was finished first, so both hold "
+            f"the new data set (dvc md5 {md5}); nothing after it ran (no push to a DVC remote). `dvc status` is "
+            "clean; `git checkout data.dvc && dvc checkout data.dvc` brings the previous data set back")
+    return md5
+
+
+def _swap(paths: ProjectPaths, base: Path, txn: Path, new_data: Path, new_dvc: Path | None, use_dvc: bool) -> None:
+    """Journal, move the old pair into ``txn``, the new one into place, mark committed, clean up."""
     journal = {"txn": txn.name, "state": "swapping", "dvc": use_dvc,
                "had_data": paths.data.exists(), "had_dvc": paths.data_dvc.exists()}
     write_json(base / JOURNAL, journal)
@@ -90,7 +128,6 @@ def commit_data(paths: ProjectPaths, write: Callable[[Path], None], version_with
     crashpoints.reached("after_dvc_swap")
     write_json(base / JOURNAL, {**journal, "state": "committed"})
     _finish(base, txn)
-    return dvcio.read_dvc_hash(paths.data_dvc) if use_dvc else "untracked"
 
 
 def _finish(base: Path, txn: Path) -> None:

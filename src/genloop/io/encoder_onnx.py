@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from genloop.errors import GenloopError
+from genloop.paths import ENCODER_FILE
 from genloop.io import atomic, tracking
 from genloop.io.checkpoints import checkpoint_shape, load_classes, load_vae
 from genloop.io.onnx_runtime import open_session
+from genloop.io.promotion import ENCODER_TAG
 
-ENCODER_FILE = "vae_encoder.onnx"
 IMAGE_NAME, LABEL_NAME, OUTPUT_NAMES = "image", "label", ("mean", "logvar")
 ENCODER_ARTIFACT = f"encoder/{ENCODER_FILE}"
-ENCODER_TAG = "genloop.encoder"  # model-version tag: the encoder's artifact path on the version's run
 
 
 class EncoderParityError(GenloopError, RuntimeError):

@@ -21,6 +21,7 @@ from genloop.io import tracking
 CHAMPION = "champion"
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of versions, oldest first, last = champion
 PARITY_TAG = "parity_passed"
+ENCODER_TAG = "genloop.encoder"  # VAE version tag: its encoder's artifact path on the version's run (io.encoder_onnx)
 EVAL_HASH_TAG = "eval_data_hash"
 
 # Re-scores a registered version on today's evaluation data: (name, version) -> {metric: value}.

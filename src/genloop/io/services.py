@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,10 +272,16 @@ def database_url(state: dict, database: str, driver: str) -> str:
     return (f"postgresql+{driver}://{DB_USER}:{state['password']}@127.0.0.1:{state['ports']['postgres']}/{database}")
 
 
+# MLflow's HTTP retries for team.env: by default 7 retries with a backoff factor of 2, about 4 minutes per
+# call, so a training whose server (or its PostgreSQL) stopped hung for ~8 minutes before failing. The
+# servers are local: 3 retries (1 + 2 + 4 s) ride out a restart and fail in seconds when one is down.
+CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def team_env(state: dict) -> dict[str, str]:
     """What clients need to use the services (the contents of team.env)."""
     urls = _urls(state)
-    return {"MLFLOW_TRACKING_URI": urls["mlflow"], "PREFECT_API_URL": f"{urls['prefect']}/api"}
+    return {"MLFLOW_TRACKING_URI": urls["mlflow"], "PREFECT_API_URL": f"{urls['prefect']}/api", **CLIENT_RETRIES}
 
 
 # ---- processes -------------------------------------------------------------------------------------
@@ -454,18 +461,40 @@ UNREACHABLE_WORDS = ("Connection refused", "Failed to establish a new connection
 
 
 def unreachable_tracking_server(exc: BaseException) -> str | None:
-    """One line for an MLflow call that failed because the tracking server stopped answering, else None
-    (MLflow reports it as an ``MlflowException`` naming the URL, after its own HTTP retries)."""
+    """One line for an MLflow call that failed because the tracking server stopped answering, or answered
+    503 because its database is down, else None (MLflow reports either as an ``MlflowException`` naming
+    the URL, after its own HTTP retries)."""
     seen = 0
     while exc is not None and seen < 8:
         text = str(exc)
         found = re.search(r"API request to (https?://[^/\s]+)", text)
+        if found and re.search(r"too many 503 error responses|status code 503", text):
+            return _database_down(found.group(1))
         if found and any(word in text for word in UNREACHABLE_WORDS):
             return (f"the MLflow tracking server {found.group(1)} stopped answering, so this command failed; "
                     "runs it had started stay RUNNING or FAILED on the server. Start the server again "
                     "(`make services-up` in team mode) and rerun: finished stages are skipped.")
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
+
+
+def _database_down(server: str) -> str:
+    """The tracking server answers but cannot work (MLflow's 503 is a database error): name its database,
+    from one request of our own (the failed call's answer is lost inside MLflow's retries)."""
+    cause = "its database stopped answering"
+    try:
+        urllib.request.urlopen(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default", timeout=10)
+    except urllib.error.HTTPError as answer:
+        body = answer.read(4000).decode("utf-8", "replace")
+        where = re.search(r'server at \\?"?([\w.:-]+)\\?"?, port (\d+)', body)
+        if "postgres" in body.lower() or "psycopg" in body:
+            on = f" on {where.group(1)}:{where.group(2)}" if where else ""
+            cause = f"its database (PostgreSQL{on}) is not running or refuses connections"
+    except OSError:
+        pass
+    return (f"the MLflow tracking server {server} answers, but {cause}, so this command failed; runs it had "
+            "started stay RUNNING on the server. Start PostgreSQL again (`make services-up` or `genloop services "
+            "up` in team mode; `genloop services status` shows what is down) and rerun: finished stages are skipped.")
 
 
 # ---- up / down / status ----------------------------------------------------------------------------

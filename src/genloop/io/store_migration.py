@@ -29,6 +29,7 @@ from genloop.io import crashpoints
 SOURCE_TAG = "genloop.migrated_from"  # on each copied experiment, run and registered model
 DONE_TAG = "genloop.migration"  # "complete" once an experiment or registered model is copied in full
 PARENT_TAG = "mlflow.parentRunId"
+HISTORY_TAG = "champion_history"  # genloop.io.promotion's registered-model tag: JSON list of champion versions
 BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits
 
 
@@ -47,13 +48,15 @@ class MigrationReport:
     versions: int = 0
     aliases: int = 0
     skipped: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # aliases --update-aliases moved: "NAME@ALIAS vA -> vB"
     run_ids: dict[str, str] = field(default_factory=dict)  # source run id -> target run id
 
     def summary(self) -> str:
         text = (f"copied {self.experiments} experiment(s), {self.runs} run(s) ({self.params} params, "
                 f"{self.metric_points} metric points, {self.artifacts} artifact files), {self.models} registered "
                 f"model(s) with {self.versions} version(s) and {self.aliases} alias(es)")
-        return text + (f"; already there, skipped: {', '.join(self.skipped)}" if self.skipped else "")
+        text += f"; already there, skipped: {', '.join(self.skipped)}" if self.skipped else ""
+        return text + (f"; aliases moved to match the source: {', '.join(self.moved)}" if self.moved else "")
 
 
 def resolve_store_uri(uri: str, root: Path) -> str:
@@ -100,11 +103,12 @@ def _check_source(source_uri: str) -> None:
             raise GenloopError(f"no MLflow store at {db}: nothing to migrate (--from names the source store)")
 
 
-def _plan(src, dst, source_uri: str, target_uri: str) -> tuple[list, list, list[str]]:
-    """The experiments and registered models to copy, and those already copied; refuse conflicts."""
+def _plan(src, dst, source_uri: str, target_uri: str) -> tuple[list, list, list[str], list[str]]:
+    """The experiments and registered models to copy, what is already copied (and the names of those
+    models); refuse conflicts."""
     from mlflow.entities import ViewType
 
-    experiments, models, skipped, conflicts = [], [], [], []
+    experiments, models, skipped, conflicts, copied_models = [], [], [], [], []
     for exp in _pages(src.search_experiments, view_type=ViewType.ACTIVE_ONLY):
         if not _has_runs(src, exp.experiment_id) and exp.name == "Default":
             continue  # every store has an empty Default experiment
@@ -122,6 +126,7 @@ def _plan(src, dst, source_uri: str, target_uri: str) -> tuple[list, list, list[
         ours = there is not None and there.tags.get(SOURCE_TAG) == _origin(source_uri, "model")
         if ours and there.tags.get(DONE_TAG) == "complete":
             skipped.append(f"registered model {model.name!r}")
+            copied_models.append(model.name)
         elif there is None or ours:  # ours interrupted: copied again from the start
             models.append(model)
         else:
@@ -131,7 +136,7 @@ def _plan(src, dst, source_uri: str, target_uri: str) -> tuple[list, list, list[
             f"{target_uri} already has {', '.join(conflicts)}, not copied there from {source_uri} by an earlier "
             "migrate-store; nothing was written. Delete or rename them on the target (or use an empty one) and "
             "run again.")
-    return experiments, models, skipped
+    return experiments, models, skipped, copied_models
 
 
 def _conflict(what: str, there) -> str:
@@ -225,7 +230,7 @@ def _copy_experiment(src, dst, exp, there, source_uri: str, report: MigrationRep
     origin = _origin(source_uri, exp.experiment_id)
     tags = {k: v for k, v in exp.tags.items() if k != DONE_TAG}
     if there is None:
-        experiment_id = dst.create_experiment(exp.name, tags={**tags, SOURCE_TAG: origin})
+        experiment_id = _create_experiment(dst, exp.name, tags={**tags, SOURCE_TAG: origin})
     else:
         experiment_id = there.experiment_id
         for key, value in {**tags, SOURCE_TAG: origin}.items():
@@ -263,36 +268,14 @@ def _relink(dst, runs: list, run_ids: dict[str, str]) -> None:
 
 
 def _copy_model(src, dst, model, source_uri: str, report: MigrationReport, scratch: Path) -> None:
-    """Create the registered model and its versions in order; each version's files go into the migrated
-    run's artifacts (``registered_models/NAME/vN``, or a run of their own when the run was not migrated)
-    and the version's source points there."""
-    import mlflow.artifacts
-
+    """Create the registered model and its versions in order, then its aliases."""
     if _registered_model(dst, model.name) is not None:  # an interrupted copy of ours (_plan refused any other)
         dst.delete_registered_model(model.name)
     tags = {**{k: v for k, v in model.tags.items() if k != DONE_TAG}, SOURCE_TAG: _origin(source_uri, "model")}
     dst.create_registered_model(model.name, tags=tags, description=model.description or None)
-    versions = sorted(_pages(src.search_model_versions, filter_string=f"name='{_quoted(model.name)}'"),
-                      key=lambda v: int(v.version))
     numbers: dict[str, str] = {}
-    for version in versions:
-        files = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=src.get_model_version_download_uri(model.name, version.version),
-            dst_path=tempfile.mkdtemp(dir=scratch), tracking_uri=source_uri))
-        run_id = report.run_ids.get(version.run_id or "")
-        if run_id is None:  # the run was deleted or lived elsewhere: keep the files in a run of their own
-            experiment_id = _holding_experiment(dst)
-            run_id = dst.create_run(experiment_id, run_name=f"{model.name}-v{version.version}-files",
-                                    tags={SOURCE_TAG: _origin(source_uri, f"{model.name}/{version.version}")}).info.run_id
-            dst.set_terminated(run_id)
-        artifact_path = f"registered_models/{model.name}/v{version.version}"
-        dst.log_artifacts(run_id, str(files), artifact_path=artifact_path)
-        source = f"{dst.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-        created = dst.create_model_version(model.name, source, run_id=run_id,
-                                           tags=_remapped(dict(version.tags), report.run_ids),
-                                           description=version.description or None)
-        numbers[str(version.version)] = str(created.version)
-        report.versions += 1
+    for version in _versions(src, model.name):
+        numbers[str(version.version)] = _copy_version(src, dst, model.name, version, source_uri, report, scratch)
         crashpoints.reached("migrate_model_half_copied")
     for alias, version in (src.get_registered_model(model.name).aliases or {}).items():  # search omits aliases
         if str(version) in numbers:
@@ -302,6 +285,78 @@ def _copy_model(src, dst, model, source_uri: str, report: MigrationReport, scrat
     report.models += 1
 
 
+def _versions(client, name: str) -> list:
+    return sorted(_pages(client.search_model_versions, filter_string=f"name='{_quoted(name)}'"),
+                  key=lambda v: int(v.version))
+
+
+def _copy_version(src, dst, name: str, version, source_uri: str, report: MigrationReport, scratch: Path) -> str:
+    """One version: its files go into the migrated run's artifacts (``registered_models/NAME/vN``, or a run of
+    their own when the run was not migrated) and its source points there; returns the target's number."""
+    import mlflow.artifacts
+
+    files = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=src.get_model_version_download_uri(name, version.version),
+        dst_path=tempfile.mkdtemp(dir=scratch), tracking_uri=source_uri))
+    run_id = report.run_ids.get(version.run_id or "")
+    if run_id is None:  # the run was deleted or lived elsewhere: keep the files in a run of their own
+        experiment_id = _holding_experiment(dst)
+        run_id = dst.create_run(experiment_id, run_name=f"{name}-v{version.version}-files",
+                                tags={SOURCE_TAG: _origin(source_uri, f"{name}/{version.version}")}).info.run_id
+        dst.set_terminated(run_id)
+    artifact_path = f"registered_models/{name}/v{version.version}"
+    dst.log_artifacts(run_id, str(files), artifact_path=artifact_path)
+    source = f"{dst.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    tags = {**_remapped(dict(version.tags), report.run_ids), SOURCE_TAG: _origin(source_uri, f"{name}/{version.version}")}
+    created = dst.create_model_version(name, source, run_id=run_id, tags=tags, description=version.description or None)
+    report.versions += 1
+    return str(created.version)
+
+
+def _version_numbers(dst, name: str, source_versions: list, source_uri: str) -> dict[str, str]:
+    """Source version -> target version of a model copied earlier: from each copy's ``genloop.migrated_from``
+    tag; copies made before versions carried it were created in source order, so they pair up in order."""
+    numbers, untagged = {}, []
+    for version in _versions(dst, name):
+        origin = version.tags.get(SOURCE_TAG, "")
+        if origin.startswith(_origin(source_uri, f"{name}/")):
+            numbers[origin.rpartition("/")[2]] = str(version.version)
+        elif SOURCE_TAG not in version.tags:
+            untagged.append(str(version.version))
+    unmatched = [str(v.version) for v in source_versions if str(v.version) not in numbers]
+    numbers.update(zip(unmatched, untagged))
+    return numbers
+
+
+def _update_aliases(src, dst, name: str, source_uri: str, report: MigrationReport, scratch: Path) -> None:
+    """A model copied earlier: copy the versions registered on the source since, then point every alias the
+    source has at the same version on the target (e.g. ``champion`` after the source's gate moved it)."""
+    source_versions = _versions(src, name)
+    numbers = _version_numbers(dst, name, source_versions, source_uri)
+    for version in source_versions:
+        if str(version.version) not in numbers:
+            numbers[str(version.version)] = _copy_version(src, dst, name, version, source_uri, report, scratch)
+    target_aliases = {k: str(v) for k, v in (dst.get_registered_model(name).aliases or {}).items()}
+    for alias, version in (src.get_registered_model(name).aliases or {}).items():
+        wanted = numbers.get(str(version))
+        if wanted is not None and target_aliases.get(alias) != wanted:
+            dst.set_registered_model_alias(name, alias, wanted)
+            report.moved.append(f"{name}@{alias} v{target_aliases.get(alias, '-')} -> v{wanted}")
+            report.aliases += 1
+    history = src.get_registered_model(name).tags.get(HISTORY_TAG)
+    if history is not None:  # the promotion gate's record of champions, so `genloop rollback` works there too
+        dst.set_registered_model_tag(name, HISTORY_TAG, _remapped_history(history, numbers))
+
+
+def _remapped_history(raw: str, numbers: dict[str, str]) -> str:
+    import json
+
+    try:
+        return json.dumps([numbers.get(str(v), str(v)) for v in json.loads(raw)])
+    except (ValueError, TypeError):
+        return raw
+
+
 def _quoted(name: str) -> str:
     return name.replace("'", "\\'")
 
@@ -309,18 +364,31 @@ def _quoted(name: str) -> str:
 def _holding_experiment(dst) -> str:
     name = "genloop-migrated-model-files"
     exp = dst.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else dst.create_experiment(name)
+    return exp.experiment_id if exp is not None else _create_experiment(dst, name)
 
 
-def migrate_store(source_uri: str, target_uri: str, progress: Callable[[str], None] | None = None) -> MigrationReport:
+def _create_experiment(dst, name: str, tags: dict[str, str] | None = None) -> str:
+    """A new experiment on the target. A server keeps artifacts where it chooses; a SQLite file keeps them in
+    ``artifacts/`` beside it (as genloop's own store does), not in MLflow's default ``./mlruns`` of whatever
+    folder the command ran in."""
+    uri = dst.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return dst.create_experiment(name, artifact_location=location, tags=tags)
+
+
+def migrate_store(source_uri: str, target_uri: str, progress: Callable[[str], None] | None = None,
+                  update_aliases: bool = False) -> MigrationReport:
     """Copy every active experiment (with its runs) and every registered model of ``source_uri`` to
-    ``target_uri``. Deleted experiments and runs stay behind."""
+    ``target_uri``. Deleted experiments and runs stay behind. ``update_aliases``: a model copied earlier
+    also gets the versions registered since and its aliases moved to match the source."""
     if source_uri == target_uri:
         raise GenloopError(f"--from and --to are the same store ({source_uri})")
     _check_source(source_uri)
     say = progress or (lambda _message: None)
     src, dst = _clients(source_uri), _clients(target_uri)
-    experiments, models, skipped = _plan(src, dst, source_uri, target_uri)
+    experiments, models, skipped, copied_models = _plan(src, dst, source_uri, target_uri)
     report = MigrationReport(skipped=skipped)
     if skipped:  # runs copied earlier keep their ids: version tags and aliases can still point at them
         report.run_ids.update(_earlier_run_ids(dst, source_uri))
@@ -336,6 +404,9 @@ def migrate_store(source_uri: str, target_uri: str, progress: Callable[[str], No
         for model in models:
             say(f"registered model {model.name!r}")
             _copy_model(src, dst, model, source_uri, report, Path(scratch))
+        for name in copied_models if update_aliases else []:
+            say(f"new versions and aliases of registered model {name!r}")
+            _update_aliases(src, dst, name, source_uri, report, Path(scratch))
     return report
 
 

@@ -31,6 +31,29 @@ def route_genloop_logs() -> None:
         logger.setLevel(logging.INFO)
 
 
+class _NoUserErrorTracebacks(logging.Filter):
+    """Drops a record carrying a user error (bad data, bad config: a GenloopError) from the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from genloop.errors import is_user_error
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not is_user_error(exc)
+
+
+def quiet_user_error_tracebacks() -> None:
+    """Keep Prefect's console from printing a traceback per task and per flow for a user error, which the
+    CLI then prints once as its ``error:`` line. Only the console handlers: the run's logs in the Prefect
+    UI keep the traceback, and the task and flow runs are still marked Failed (their state lines stay)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for handler in {h for logger in loggers for h in getattr(logger, "handlers", [])}:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _NoUserErrorTracebacks) for f in handler.filters):
+            handler.addFilter(_NoUserErrorTracebacks())
+
+
 def metrics_table(figures: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     """One row per metric: VAE, GAN and the real-data floor (None where a value is missing)."""
     metrics = list(dict.fromkeys(m for name in (*MODELS, headline.FLOOR) for m in figures.get(name, {})))

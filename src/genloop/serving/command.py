@@ -41,8 +41,8 @@ def _project(ctx: click.Context):
 
 @click.command(name="serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder with vae_decoder.onnx and gan_generator.onnx (served as genloop-vae and genloop-gan). "
-                   "Default: ROOT/models.")
+              help="Folder with vae_decoder.onnx and gan_generator.onnx (served as genloop-vae and genloop-gan), "
+                   "and vae_encoder.onnx when export wrote one (served as genloop-vae-encoder). Default: ROOT/models.")
 @click.option("--model", "model_specs", multiple=True, metavar="NAME=PATH",
               help="Serve this ONNX file under NAME instead (repeatable; replaces the --models defaults).")
 @click.option("--champions/--files", "champions", default=None,
@@ -103,7 +103,7 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     loaded, warmed up and swapped in without failing a request (see --poll-seconds).
     """
     from genloop.config import ConfigError
-    from genloop.serving.settings import default_model_paths
+    from genloop.serving.settings import served_model_paths
 
     _check_token(token)
     by_path = bool(model_specs) or models_dir is not None
@@ -114,7 +114,7 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
     except ConfigError as exc:
         _fail(str(exc))
     models = (_parse_models(model_specs) if model_specs
-              else default_model_paths(models_dir or _default_models_dir(ctx), params.export))
+              else served_model_paths(models_dir or _default_models_dir(ctx), params.export))
     options = dict(host=host, port=port, token=token, providers=device, max_body_bytes=max_body_bytes,
                    public_metrics=public_metrics, poll_seconds=poll_seconds, intra_op_threads=threads,
                    max_batch_rows=max_batch_rows, max_batch_delay_ms=max_batch_delay_ms,
@@ -174,8 +174,10 @@ def _champions(params, root: Path):
     """(source, model files, versions) of the registry's champions, downloaded into a temporary folder
     that lives until ``source.close()``."""
     from genloop.serving.registry import ChampionSource
+    from genloop.serving.settings import encoder_name
 
-    source = ChampionSource(params.mlflow, root, list(params.export.served_files()))
+    source = ChampionSource(params.mlflow, root, list(params.export.served_files()),
+                            encoders={encoder_name(params.export): params.export.vae_model_name})
     try:
         found = source.champions()
     except BaseException:

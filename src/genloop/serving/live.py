@@ -20,7 +20,7 @@ from typing import Protocol
 from genloop.serving.batching import DynamicBatcher
 from genloop.serving.metrics import ServingMetrics
 from genloop.serving.sessions import KIND_KEY, ModelHolder, ServedModel
-from genloop.serving.settings import ServeSettings, ServingError
+from genloop.serving.settings import CompanionGone, ServeSettings, ServingError
 
 log = logging.getLogger("genloop.serving")
 
@@ -162,6 +162,9 @@ class LiveModels:
                     self._failed_version[name] = version
                 self.metrics.reload_failures.labels(name).inc()
                 kept = f"v{previous} keeps serving" if previous is not None else "nothing is served under this name"
+                if isinstance(exc, CompanionGone) and current is not None:
+                    self._drop(name)  # an encoder of other weights than the decoder now served: worse than none
+                    kept = f"v{previous} is unloaded"
                 log.warning("%s: loading the new version failed (%s); %s", name, reason, kept)
                 raise ServingError(f"{name}: loading failed ({reason}); {kept}") from None
             self._install(model)
@@ -173,14 +176,19 @@ class LiveModels:
 
     async def unload(self, name: str) -> None:
         async with self._lock(name):
-            slot = self.slots.get(name)
-            if slot is None:
-                return
-            self.slots = {n: s for n, s in self.slots.items() if n != name}
-            self.holder.drop(name)
-            self.metrics.clear_served_version(name)
-            self._retire(slot)
-            log.info("%s: unloaded (POST /v2/repository/models/%s/load serves it again)", name, name)
+            if self._drop(name):
+                log.info("%s: unloaded (POST /v2/repository/models/%s/load serves it again)", name, name)
+
+    def _drop(self, name: str) -> bool:
+        """Stop serving ``name`` (its lock held); False when it was not served."""
+        slot = self.slots.get(name)
+        if slot is None:
+            return False
+        self.slots = {n: s for n, s in self.slots.items() if n != name}
+        self.holder.drop(name)
+        self.metrics.clear_served_version(name)
+        self._retire(slot)
+        return True
 
     async def poll_forever(self, seconds: float) -> None:
         """Follow the registry: every ``seconds``, load each name whose champion moved."""

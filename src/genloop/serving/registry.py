@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genloop.config import MlflowConfig
-from genloop.serving.settings import ServingError
+from genloop.serving.settings import CompanionGone, ServingError
 from genloop.io.tracking import sqlite_store
 
 
@@ -113,27 +113,36 @@ class ChampionSource:
 
     registry = True
 
-    def __init__(self, config: MlflowConfig, root: Path, names: list[str]):
+    def __init__(self, config: MlflowConfig, root: Path, names: list[str], encoders: dict[str, str] | None = None):
         import tempfile
 
         self.config, self.root, self.names = config, root, list(names)
+        # encoder name -> the decoder name whose champion version carries it (as an artifact of its run):
+        # the encoder has no alias of its own, so it always follows its decoder's champion.
+        self.encoders = dict(encoders or {})
         self._client = _existing_store_client(config, root)
         self._folder = tempfile.TemporaryDirectory(prefix="genloop-champions-")
         self.folder = Path(self._folder.name)
         self._fetches = 0
 
     def latest(self, name: str) -> str:
-        """The version holding ``champion`` now."""
-        return str(_champion(self._client, self.config, name).version)
+        """The version holding ``champion`` now (for an encoder: its decoder's)."""
+        return str(_champion(self._client, self.config, self.encoders.get(name, name)).version)
 
-    def fetch(self, name: str, version: str) -> Path:
-        """The ONNX file of ``name`` v``version``, refused unless its parity check passed."""
-        from genloop.io import promotion
-
+    def _version(self, name: str, version: str):
         try:
-            found = self._client.get_model_version(name, str(version))
+            return self._client.get_model_version(name, str(version))
         except Exception as exc:  # MlflowException: deleted meanwhile, store unreachable
             raise ServingError(f"{name} v{version}: not readable from the registry ({exc})") from None
+
+    def fetch(self, name: str, version: str) -> Path:
+        """The ONNX file of ``name`` v``version``, refused unless its parity check passed (for an encoder:
+        the one logged beside its decoder's v``version``)."""
+        from genloop.io import promotion
+
+        if name in self.encoders:
+            return self._fetch_encoder(name, version)
+        found = self._version(name, version)
         if found.tags.get(promotion.PARITY_TAG) != "true":
             raise ServingError(f"{name}@champion is v{version}, whose ONNX parity check did not pass")
         self._fetches += 1
@@ -142,13 +151,38 @@ class ChampionSource:
         except promotion.PromotionError as exc:
             raise ServingError(str(exc)) from None
 
+    def _fetch_encoder(self, name: str, version: str) -> Path:
+        from genloop.io import promotion, tracking
+
+        decoder = self.encoders[name]
+        found = self._version(decoder, version)
+        artifact = found.tags.get(promotion.ENCODER_TAG)
+        if not artifact:
+            raise CompanionGone(f"{decoder} v{version} carries no encoder (exported without one); "
+                                f"{name} is not served with it")
+        self._fetches += 1
+        try:
+            return tracking.download_artifacts(f"runs:/{found.run_id}/{artifact}",
+                                               self.folder / name / f"v{version}-{self._fetches}")
+        except (*tracking.registry_errors(), OSError) as exc:
+            raise ServingError(f"{name}: the encoder of {decoder} v{version} cannot be downloaded ({exc})") from None
+
     def champions(self) -> dict[str, Champion]:
-        """Every name's champion, downloaded (what the server starts with)."""
+        """Every name's champion, downloaded (what the server starts with), and each encoder its decoder's
+        champion carries (a champion without one serves no encoder: nothing fails)."""
         found = {}
         for name in self.names:
             version = self.latest(name)
             found[name] = Champion(name, version, self.fetch(name, version))
+        for name, decoder in self.encoders.items():
+            if decoder in found and self.carries_encoder(decoder, found[decoder].version):
+                found[name] = Champion(name, found[decoder].version, self.fetch(name, found[decoder].version))
         return found
+
+    def carries_encoder(self, decoder: str, version: str) -> bool:
+        from genloop.io import promotion
+
+        return bool(self._version(decoder, version).tags.get(promotion.ENCODER_TAG))
 
     def close(self) -> None:
         self._folder.cleanup()

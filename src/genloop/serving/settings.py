@@ -7,16 +7,40 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from genloop.config import ExportConfig
+from genloop.paths import ENCODER_FILE
 
 
 class ServingError(RuntimeError):
     """A server that cannot start: the message says what is wrong and what to do about it."""
 
 
+class CompanionGone(ServingError):
+    """The version a companion model (the VAE's encoder) follows carries none: the one served would no
+    longer match its decoder's weights, so it is unloaded rather than kept."""
+
+
 def default_model_paths(models_dir: str | Path = "models", export: ExportConfig | None = None) -> dict[str, Path]:
     """The names ``export`` registers (``export.vae_model_name``, ``export.gan_model_name``), served from
     the files ``genloop export`` writes into ``models_dir``."""
     return {name: Path(models_dir) / file for name, file in (export or ExportConfig()).served_files().items()}
+
+
+def encoder_name(export: ExportConfig | None = None) -> str:
+    """The name the VAE's encoder is served under: ``<export.vae_model_name>-encoder``."""
+    return f"{(export or ExportConfig()).vae_model_name}-encoder"
+
+
+def served_model_paths(models_dir: str | Path = "models", export: ExportConfig | None = None) -> dict[str, Path]:
+    """What ``genloop serve`` serves from files by default: ``default_model_paths``, plus the VAE's encoder
+    (``encoder_name``) when export wrote one into ``models_dir`` (/explore encodes real images with it).
+
+    Separate from ``default_model_paths``, which never looks at the disk, so settings built without a
+    project do not depend on what the working directory holds."""
+    paths = default_model_paths(models_dir, export)
+    encoder = Path(models_dir) / ENCODER_FILE
+    if encoder.is_file():
+        paths[encoder_name(export)] = encoder
+    return paths
 
 
 class ServeSettings(BaseModel):

@@ -136,15 +136,17 @@ def near_duplicates(config: CleanConfig, paths: ProjectPaths, images: np.ndarray
 
 def quarantine_failure(config: CleanConfig, share: float, by_reason: Counter, labels: pd.Series) -> str:
     """The too-many-quarantined failure with its reasons, and the setting to change when labels outside
-    ``clean.labels`` are the cause (a source with more than the default 10 classes, e.g. emoji's 12)."""
+    ``clean.labels`` are the cause (an explicit list that misses classes, or unlabelled images under all)."""
     reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(by_reason.items()))
     text = (f"{share:.1%} of rows quarantined ({reasons}), above clean.max_quarantine_share="
             f"{config.max_quarantine_share:.1%}")
-    outside = sorted(set(int(v) for v in labels.unique()) - set(config.labels))
+    outside = sorted(v for v in set(int(v) for v in labels.unique()) if not config.allows(v))
     if by_reason.get("label_out_of_set"):
         shown = ", ".join(map(str, outside[:20])) + (", ..." if len(outside) > 20 else "")
-        text += (f"; labels {shown} are not in clean.labels ({', '.join(map(str, config.labels))}): "
-                 f"list every class label of the data there if they are meant")
+        allowed = ("all: 0 and above" if config.labels == "all" else ", ".join(map(str, config.labels)))
+        text += (f"; labels {shown} are not in clean.labels ({allowed}): "
+                 + ("-1 marks an image without a class; list -1 in clean.labels to keep those"
+                    if config.labels == "all" else "set clean.labels: all, or list every class label of the data"))
     return text
 
 

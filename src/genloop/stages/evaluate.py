@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from genloop.core.metric_names import (FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE
 from genloop.core.models.classifier import embed
 from genloop.core.tstr import tstr
 from genloop.paths import ProjectPaths
-from genloop.evaluation.scoring import load_evaluation_data, score, with_floor
+from genloop.evaluation.scoring import load_evaluation_data, scaled_to_images, score, with_floor
 from genloop.config import sampling_seed
 
 log = logging.getLogger(__name__)
@@ -59,18 +59,29 @@ class EvaluateResult:
 
 
 @torch.no_grad()
-def sample(checkpoint: Path, n: int, seed: int, train_labels: np.ndarray | None = None) -> torch.Tensor:
-    """``n`` images from a checkpoint's sampler; z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``.
+def sample_blocks(checkpoint: Path, n: int, seed: int, train_labels: np.ndarray | None = None,
+                  batch_size: int = 1024) -> Iterator[torch.Tensor]:
+    """``n`` images from a checkpoint's sampler, ``batch_size`` at a time; z ~ N(0, I) from
+    ``torch.Generator().manual_seed(seed)``, drawn at once, so the images do not depend on ``batch_size``.
 
     A conditional sampler gets labels drawn from ``train_labels`` (their class distribution; uniform over
-    its trained classes without them), seeded with ``seed`` as genloop.stages.export.onnx_samples draws them."""
+    its trained classes without them), seeded with ``seed`` as genloop.stages.export.onnx_samples draws them.
+    In blocks because the sampler's activations for the audit's 10,000 samples in one pass were most of
+    evaluate's peak memory (4 GiB at 28x28, 20 GiB at 64x64x3)."""
     sampler, latent_dim = load_sampler(checkpoint)
     classes = load_classes(checkpoint)
-    if classes is not None:
-        labels = draw_labels(np.asarray(classes) if train_labels is None else train_labels, n, seed)
-        return conditional_samples(sampler, labels, latent_dim, seed)
+    labels = None if classes is None else draw_labels(
+        np.asarray(classes) if train_labels is None else train_labels, n, seed)
     z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-    return sampler(z).clamp(0, 1)
+    for i, block in enumerate(z.split(batch_size)):
+        rows = slice(i * batch_size, i * batch_size + len(block))
+        yield (sampler(block) if labels is None else sampler(block, labels[rows]).float()).clamp(0, 1)
+
+
+def sample(checkpoint: Path, n: int, seed: int, train_labels: np.ndarray | None = None,
+           batch_size: int = 1024) -> torch.Tensor:
+    """``sample_blocks`` as one (n, C, H, W) tensor."""
+    return torch.cat(list(sample_blocks(checkpoint, n, seed, train_labels, batch_size)))
 
 
 def fidelity(data: EvaluationData, checkpoint: Path, config: EvaluateConfig, seed: int
@@ -167,7 +178,8 @@ def membership_audit(members: torch.Tensor, non_members: torch.Tensor, checkpoin
     ``audit_samples`` samples, the VAE's ELBO attack needs none. Nothing when ``audit_images`` is 0."""
     if config.audit_images == 0:
         return {}, {}
-    generated = sample(checkpoint, config.audit_samples, sampling_seed(seed))
+    # streamed: the distance attack keeps each image's nearest sample so far, never the whole draw
+    generated = sample_blocks(checkpoint, config.audit_samples, sampling_seed(seed), batch_size=config.batch_size)
     # a conditional VAE's ELBO is log p(x | y): the attack would need each image's label; its distance attack runs
     vae = load_vae(checkpoint) if kind == "vae" and load_classes(checkpoint) is None else None
     return membership.audit(members, non_members, generated, vae, config.audit_images, seed, config.batch_size)
@@ -181,13 +193,12 @@ def _audit_detail(data: EvaluationData, config: EvaluateConfig, curves: dict[str
 
 
 def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) -> EvaluateResult:
-    from genloop.evaluation import explain
-    from genloop.evaluation import report as html_report
+    from genloop.evaluation import explain, report as html_report
 
     started = time.perf_counter()
-    config = params.evaluate
     torch.set_num_threads(params.train.torch_threads())
     data = load_evaluation_data(params, paths)
+    config = scaled_to_images(params.evaluate, data.image_shape)  # rows per pass: fewer for large images
 
     floor, held_out_shares = score(data, data.held_out, config, params.seed)
     metrics: dict[str, dict[str, float]] = {}
@@ -202,7 +213,8 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     fidelity_floor: dict[str, float] = {}
     for kind in MODELS:
         checkpoint = paths.train(kind) / "model.pt"
-        fake = sample(checkpoint, len(data.held_out), sampling_seed(params.seed), data.reference_labels)
+        fake = sample(checkpoint, len(data.held_out), sampling_seed(params.seed), data.reference_labels,
+                      config.batch_size)
         scores, shares[kind] = score(data, fake, config, params.seed)
         metrics[kind] = with_floor(scores, floor, data.classifier_accuracy)
         classes = load_classes(checkpoint)
@@ -228,7 +240,8 @@ def evaluate(params: Params, paths: ProjectPaths, log_to_mlflow: bool = True) ->
     atomic.write_json(detail_file(paths), detail)
     atomic.write_json(paths.metrics, headline({kind: {**scores, **spent[kind]} for kind, scores in metrics.items()},
                                               {**floor, **fidelity_floor}))
-    explained = explain.explain_trained(params, paths, data) if config.explain else None
+    explained = (explain.explain_trained(params.model_copy(update={"evaluate": config}), paths, data)
+                 if config.explain else None)
     html = html_report.write_report(params, paths, detail, samples, walks,
                                     data.held_out[:config.report_samples].numpy(), per_class=per_class,
                                     explain=explained.html.name if explained else None)

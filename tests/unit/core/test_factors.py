@@ -158,6 +158,16 @@ def test_factor_direction_finds_a_factor_spread_over_rotated_dimensions():
     assert factor_directions(rng.normal(size=(3000, 3)), f).r2.max() < 0.05
 
 
+def test_factor_direction_follows_the_dimension_that_varies_not_a_near_constant_one_that_predicts():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=3000)
+    active = f + 0.3 * rng.normal(size=3000)            # what the decoder reads: moves with the factor
+    inactive = 1e-3 * (f + 0.1 * rng.normal(size=3000))  # a β-VAE's inactive unit: predicts f, barely moves
+    res = factor_directions(np.column_stack([active, inactive]), f[:, None])
+    assert abs(float(res.directions[0, 0])) > 0.99, res.directions
+    assert res.r2[0] > 0.95 and res.sd[0] > 0.9
+
+
 def test_mutual_information_of_a_uniform_code_with_itself_is_its_entropy_and_zero_with_noise():
     from genloop.core.factors import mutual_information
 

@@ -110,6 +110,26 @@ def test_distance_scores_are_minus_the_rms_distance_to_the_nearest_sample_whatev
     assert np.allclose(membership.distance_scores(generated[:5], generated), 0.0, atol=1e-3)
 
 
+def test_the_distance_attack_searches_samples_streamed_in_blocks_as_it_searches_a_tensor():
+    """evaluate hands the audit its samples as they are drawn (an iterable of blocks), never the whole draw."""
+    members, non_members, generated = _images(40, 0), _images(30, 2), _images(300, 1)
+    whole = membership.nearest_generated([members, non_members], generated)
+    drawn: list[int] = []
+
+    def blocks():
+        for block in generated.split(64):
+            drawn.append(len(block))
+            yield block
+
+    streamed = membership.nearest_generated([members, non_members], blocks())
+    assert drawn == [64, 64, 64, 64, 44]  # one pass: each sample drawn once for both sets
+    for a, b in zip(whole, streamed):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(whole[0], membership.distance_scores(members, generated), rtol=1e-6)
+    with pytest.raises(ValueError, match="no generated samples"):
+        membership.nearest_generated([members], iter(()))
+
+
 class _NearestDecoder(torch.nn.Module):
     def __init__(self, train: torch.Tensor):
         super().__init__()

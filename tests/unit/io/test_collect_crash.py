@@ -108,3 +108,31 @@ def test_collect_records_the_same_dvc_version_as_dvc_add(versioned, tmp_path):
     shutil.rmtree(paths.data)
     dvcio.run_dvc(["checkout", "-q", "data.dvc"], cwd=paths.root)  # the cache holds the new version
     assert len(np.load(paths.images)) == 5
+
+
+@pytest.mark.parametrize("point", ["after_old_data_moved", "after_data_swap"])
+def test_ctrl_c_during_the_swap_finishes_it_and_says_the_new_data_set_is_in_place(versioned, tmp_path, point):
+    """SIGINT (Ctrl-C) mid-swap: no "Aborted!" over a half-swapped pair; both hold the new data set at once,
+    before any next command recovers anything."""
+    import time
+
+    from genloop.io.crashpoints import PAUSE_ENV, PAUSE_SECONDS_ENV
+    from genloop.io.datacommit import JOURNAL, work_dir
+
+    paths = copy_of(versioned, tmp_path)
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, images=np.full((120, 8, 8), 7, np.uint8), labels=np.zeros(120, np.int64))
+    proc = subprocess.Popen([GENLOOP, "--root", str(paths.root), "collect", "--source", f"npz:{extra}"],
+                            env={**os.environ, PAUSE_ENV: point, PAUSE_SECONDS_ENV: "4"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (work_dir(paths) / JOURNAL).exists():  # the swap has begun: it pauses at the point now
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 1 and "Aborted" not in stderr and "Traceback" not in stderr, stderr
+    assert "both hold the new data set" in stderr, stderr
+    assert len(np.load(paths.images)) == 120 and dvc_status_clean(paths.root)
+    assert not (paths.root / ".genloop").exists()

@@ -26,7 +26,7 @@ def write_random(paths: ProjectPaths, n: int = 150, seed: int = 0, bad_labels: i
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
     labels = np.arange(n, dtype=np.int64) % 10
-    labels[:bad_labels] = 42
+    labels[:bad_labels] = -1  # no label: outside clean.labels
     write_dataset(paths.data, images, build_manifest(SourceBatch(images, labels, "test")))
 
 

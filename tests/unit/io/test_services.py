@@ -50,7 +50,9 @@ def test_recorded_ports_are_kept_and_a_taken_one_is_replaced():
 def test_team_env_points_clients_at_both_servers():
     state = {"ports": {"postgres": 55432, "mlflow": 5050, "prefect": 4250}, "password": "pw"}
     assert services.team_env(state) == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5050",
-                                        "PREFECT_API_URL": "http://127.0.0.1:4250/api"}
+                                        "PREFECT_API_URL": "http://127.0.0.1:4250/api",
+                                        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     assert services.database_url(state, "prefect", "asyncpg") \
         == "postgresql+asyncpg://genloop:pw@127.0.0.1:55432/prefect"
 
@@ -71,6 +73,47 @@ def test_a_tracking_server_that_does_not_answer_gives_one_line_naming_it(monkeyp
     message = services.unreachable_tracking_server(caught.value)
     assert message is not None and f"MLflow tracking server {uri} stopped answering" in message
     assert services.unreachable_tracking_server(ValueError("API request to http://x failed: bad JSON")) is None
+
+
+def test_a_tracking_server_whose_postgresql_is_down_gives_one_line_naming_postgresql(monkeypatch):
+    """What MLflow's server answers to every call while its PostgreSQL is stopped: 503 with the driver's error."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlflow import MlflowClient
+
+    body = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": (
+        '(psycopg.OperationalError) connection failed: connection to server at "127.0.0.1", port 55432 failed: '
+        "Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?")}).encode()
+
+    class DatabaseDown(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's names)
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DatabaseDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(Exception) as caught:
+            MlflowClient(tracking_uri=uri).search_experiments()
+        message = services.unreachable_tracking_server(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert message is not None and f"MLflow tracking server {uri} answers" in message, message
+    assert "its database (PostgreSQL on 127.0.0.1:55432) is not running" in message and "stopped answering" not in message
 
 
 def test_serving_champions_from_a_server_that_is_down_fails_at_once(monkeypatch, tmp_path):

@@ -74,7 +74,7 @@ def test_bad_rows_are_quarantined_not_deleted(tmp_path):
     images, labels = random_data()
     images[3] = 0  # blank
     images[5] = images[4]  # duplicate content of row 4
-    labels[7] = 42  # label out of set
+    labels[7] = -1  # no label: out of set
     write(paths, images, labels)
     data_before = (paths.images.read_bytes(), paths.manifest.read_bytes())
 
@@ -91,7 +91,7 @@ def test_bad_rows_are_quarantined_not_deleted(tmp_path):
         5: "duplicate_content",
         7: "label_out_of_set",
     }
-    assert quarantine.set_index("id").loc[7, "label"] == 42
+    assert quarantine.set_index("id").loc[7, "label"] == -1
     assert quarantine.set_index("id").loc[5, "content_hash"] == content_hash(images[4])
 
     kept = np.concatenate(list(split_ids(paths).values()))
@@ -136,7 +136,7 @@ def test_too_few_rows_fails_and_keeps_previous_output(tmp_path):
 def test_quarantine_share_above_limit_raises(tmp_path):
     paths = ProjectPaths.at(tmp_path)
     images, labels = random_data()
-    labels[:20] = 42  # 10% of rows, limit is 5%
+    labels[:20] = -1  # 10% of rows, limit is 5%
     write(paths, images, labels)
 
     with pytest.raises(DataValidationError, match="max_quarantine_share") as info:
@@ -153,17 +153,39 @@ def test_quarantine_share_above_limit_raises(tmp_path):
 
 
 def test_quarantine_failure_names_reasons_and_labels_outside_clean_labels(tmp_path):
-    """A source with 12 classes under the default clean.labels (0-9): the error says why and what to set."""
+    """A source with 12 classes under an explicit list of 10 labels: the error says why and what to set."""
     paths = ProjectPaths.at(tmp_path)
     images, labels = random_data(240)
     labels = np.arange(240, dtype=np.int64) % 12
     write(paths, images, labels)
 
     with pytest.raises(DataValidationError) as info:
-        clean(CleanConfig(), paths)
+        clean(CleanConfig(labels=list(range(10))), paths)
     message = str(info.value)
     assert "(label_out_of_set 40)" in message
     assert "labels 10, 11 are not in clean.labels (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in message
+    assert "clean.labels: all" in message
+
+
+def test_default_clean_labels_keep_every_class_of_a_twelve_class_source(tmp_path):
+    """The shipped default (all) passes every class label found, however many; -1 (no label) is still
+    quarantined as label_out_of_set, and an explicit list keeps working."""
+    paths = ProjectPaths.at(tmp_path)
+    images, _ = random_data(240)
+    labels = np.arange(240, dtype=np.int64) % 12
+    labels[0] = -1
+    write(paths, images, labels)
+
+    result = clean(CleanConfig(), paths)
+    assert result.quarantined == 1 and result.by_reason == {"label_out_of_set": 1}
+    kept = np.concatenate([np.load(paths.clean / f"{s}.npz")["labels"] for s in ("train", "val", "test")])
+    assert sorted(set(kept.tolist())) == list(range(12))
+    assert clean(CleanConfig(labels=[-1, *range(12)]), paths).quarantined == 0
+
+
+def test_empty_clean_labels_are_refused():
+    with pytest.raises(ValueError, match="use all"):
+        CleanConfig(labels=[])
 
 
 def test_split_of_is_deterministic():
@@ -210,7 +232,7 @@ def test_summary_counts_by_reason_match_the_quarantine_table(tmp_path):
     images[3] = 0  # blank
     images[8] = 9  # blank as well (a different grey, so not a duplicate of row 3)
     images[5] = images[4]  # duplicate content
-    labels[[7, 8]] = 42  # label out of set; row 8 is blank too
+    labels[[7, 8]] = -1  # label out of set; row 8 is blank too
     write(paths, images, labels)
 
     result = clean(CleanConfig(), paths)
