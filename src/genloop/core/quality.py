@@ -142,7 +142,9 @@ def nearest_distances(candidate: torch.Tensor, reference: torch.Tensor, batch_si
     """RMS pixel distance from each candidate image to its nearest reference image (images in [0, 1])."""
     cand = candidate.reshape(len(candidate), -1).float()
     ref = reference.reshape(len(reference), -1).float()
-    rows = max(1, batch_size * 256 // max(len(ref), 1))  # distance blocks of about batch_size * 256 entries
+    # distance blocks of about batch_size * 256 entries, and at least 64 rows: each cdist call copies the
+    # whole reference, so a few rows per call (large images pass few rows) made it crawl
+    rows = max(64, batch_size * 256 // max(len(ref), 1))
     best = [torch.cdist(chunk, ref).min(1).values for chunk in cand.split(rows)]
     return (torch.cat(best) / math.sqrt(cand.shape[1])).numpy()
 
