@@ -39,6 +39,13 @@ def _project(ctx: click.Context):
     return load_params(Path("params.yaml")), Path(".").resolve()
 
 
+def default_explore_images(root: Path) -> Path:
+    """The held-out split clean writes: real images the explorer offers to encode."""
+    from genloop.paths import ProjectPaths
+
+    return ProjectPaths.at(root).clean / "test.npz"
+
+
 @click.command(name="serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with vae_decoder.onnx and gan_generator.onnx (served as genloop-vae and genloop-gan), "
@@ -79,7 +86,7 @@ def _project(ctx: click.Context):
                    "Default: ROOT/reports/explain.json (absent: the first latent dimensions).")
 @click.option("--explore-images", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Real images /explore offers the VAE encoder (an .npz with `images`). "
-                   "Default: ROOT/data/clean/test.npz.")
+                   "Default: ROOT/outputs/clean/test.npz (the held-out split clean writes).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 @click.pass_context
@@ -120,7 +127,7 @@ def serve_command(ctx: click.Context, models_dir: Path | None, model_specs: tupl
                    max_batch_rows=max_batch_rows, max_batch_delay_ms=max_batch_delay_ms,
                    max_rows_per_request=max_rows_per_request,
                    explain=explain or root / "reports" / "explain.json",
-                   explore_images=explore_images or root / "data" / "clean" / "test.npz")
+                   explore_images=explore_images or default_explore_images(root))
     _serve(params, root, models, False if by_path else champions, options, log_level)
 
 

@@ -76,7 +76,7 @@ class ServeSettings(BaseModel):
     explain: Path | None = Field(None, description="the latent atlas (reports/explain.json) whose axes /explore "
                                                    "moves; None or absent: the first latent dimensions")
     explore_images: Path | None = Field(None, description="real images /explore offers the encoder (a clean "
-                                                          "split's .npz, e.g. data/clean/test.npz)")
+                                                          "split's .npz, e.g. outputs/clean/test.npz)")
 
     @field_validator("models")
     @classmethod
