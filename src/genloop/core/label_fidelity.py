@@ -7,6 +7,8 @@ names are genloop.core.metric_names'.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -45,11 +47,20 @@ def label_fidelity(predicted: torch.Tensor | np.ndarray, labels: torch.Tensor | 
 
 
 @torch.no_grad()
+def draw_blocks(sampler: torch.nn.Module, latent_dim: int, n: int, seed: int, labels: torch.Tensor | None = None,
+                batch_size: int = 1024) -> Iterator[torch.Tensor]:
+    """``n`` images in [0, 1] from a z (or, given ``labels``, a (z, label)) sampler, ``batch_size`` at a time;
+    z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``, drawn at once, so the images do not depend on
+    ``batch_size`` and a caller may search them as they come without holding them all."""
+    z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+    device = next(iter(sampler.parameters()), torch.zeros(())).device
+    for start in range(0, n, batch_size):
+        zb = z[start:start + batch_size].to(device)
+        out = sampler(zb) if labels is None else sampler(zb, labels[start:start + batch_size].to(device))
+        yield out.float().cpu().clamp(0, 1)
+
+
 def conditional_samples(sampler: torch.nn.Module, labels: torch.Tensor, latent_dim: int, seed: int,
                         batch_size: int = 1024) -> torch.Tensor:
     """Images in [0, 1] from a (z, label) sampler, z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``."""
-    z = torch.randn(len(labels), latent_dim, generator=torch.Generator().manual_seed(seed))
-    device = next(iter(sampler.parameters()), torch.zeros(())).device
-    out = [sampler(zb.to(device), yb.to(device)).float().cpu()
-           for zb, yb in zip(z.split(batch_size), labels.split(batch_size))]
-    return torch.cat(out).clamp(0, 1)
+    return torch.cat(list(draw_blocks(sampler, latent_dim, len(labels), seed, labels, batch_size)))

@@ -29,7 +29,7 @@ import torch
 from genloop.io import atomic, tracking
 from genloop.core import membership, privacy, quality, trust
 from genloop.io.checkpoints import load_classes, load_sampler, load_vae, read_checkpoint
-from genloop.core.label_fidelity import conditional_samples, draw_labels, label_fidelity, per_class_labels
+from genloop.core.label_fidelity import conditional_samples, draw_blocks, draw_labels, label_fidelity, per_class_labels
 from genloop.config import MODELS, EvaluateConfig, Params
 from genloop.io.datasets import class_names, read_run_id
 from genloop.core.metric_names import (FLOOR_SUFFIX, GENERATOR_METRICS, HEADLINE_METRICS, MIA_METRICS, RUN_METRICS,
@@ -72,10 +72,7 @@ def sample_blocks(checkpoint: Path, n: int, seed: int, train_labels: np.ndarray 
     classes = load_classes(checkpoint)
     labels = None if classes is None else draw_labels(
         np.asarray(classes) if train_labels is None else train_labels, n, seed)
-    z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-    for i, block in enumerate(z.split(batch_size)):
-        rows = slice(i * batch_size, i * batch_size + len(block))
-        yield (sampler(block) if labels is None else sampler(block, labels[rows]).float()).clamp(0, 1)
+    yield from draw_blocks(sampler, latent_dim, n, seed, labels, batch_size)
 
 
 def sample(checkpoint: Path, n: int, seed: int, train_labels: np.ndarray | None = None,
