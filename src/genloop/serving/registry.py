@@ -175,14 +175,12 @@ class ChampionSource:
             version = self.latest(name)
             found[name] = Champion(name, version, self.fetch(name, version))
         for name, decoder in self.encoders.items():
-            if decoder in found and self.carries_encoder(decoder, found[decoder].version):
-                found[name] = Champion(name, found[decoder].version, self.fetch(name, found[decoder].version))
+            if decoder in found:
+                try:
+                    found[name] = Champion(name, found[decoder].version, self.fetch(name, found[decoder].version))
+                except CompanionGone:
+                    pass  # this champion was exported without an encoder
         return found
-
-    def carries_encoder(self, decoder: str, version: str) -> bool:
-        from genloop.io import promotion
-
-        return bool(self._version(decoder, version).tags.get(promotion.ENCODER_TAG))
 
     def close(self) -> None:
         self._folder.cleanup()
