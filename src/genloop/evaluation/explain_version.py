@@ -40,7 +40,7 @@ def version_of(client, name: str, version: str | None):
             raise ExplainError(f"{name} has no registered version; run `genloop export` first")
         version = str(max(int(v.version) for v in versions))
     try:
-        return promotion._version(client, name, str(version))
+        return promotion.registered_version(client, name, str(version))
     except promotion.PromotionError as exc:
         raise ExplainError(str(exc)) from None
 

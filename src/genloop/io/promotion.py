@@ -79,7 +79,8 @@ def check_one_interface(client, name: str, kind: str, conditional: bool, key: st
 
 
 # ---- registry access (MlflowClient) ---------------------------------------------------------------
-def _version(client, name: str, version: str):
+def registered_version(client, name: str, version: str):
+    """``name`` v``version`` from the registry, or a PromotionError listing the versions it has."""
     _registered(client, name)
     try:
         return client.get_model_version(name, str(version))
@@ -145,7 +146,7 @@ def promote(client, name: str, version: str, reason: str = "promoted by hand") -
 
     Returns the version that was champion before, if any.
     """
-    target = _version(client, name, version)
+    target = registered_version(client, name, version)
     _require_parity(target)
     before = current_champion(client, name)
     set_champion(client, name, str(target.version))
@@ -168,7 +169,7 @@ def rollback(client, name: str) -> tuple[str, str]:
     while history:
         candidate = history[-1]
         try:
-            previous = _version(client, name, candidate)
+            previous = registered_version(client, name, candidate)
             _require_parity(previous)
         except PromotionError:
             history.pop()
@@ -216,7 +217,7 @@ def gate(client, name: str, version: str, config: PromotionConfig, candidate_met
     ``rescore`` scores the champion on today's evaluation data when its ``eval_data_hash`` differs;
     without one such a champion is kept, since figures from different data do not compare.
     """
-    candidate = _version(client, name, version)
+    candidate = registered_version(client, name, version)
     _require_parity(candidate)
     value = candidate_metrics.get(config.metric)
     champion = current_champion(client, name)

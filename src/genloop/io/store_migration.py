@@ -25,11 +25,11 @@ from typing import Any
 
 from genloop.errors import GenloopError
 from genloop.io import crashpoints
+from genloop.io.promotion import HISTORY_TAG
 
 SOURCE_TAG = "genloop.migrated_from"  # on each copied experiment, run and registered model
 DONE_TAG = "genloop.migration"  # "complete" once an experiment or registered model is copied in full
 PARENT_TAG = "mlflow.parentRunId"
-HISTORY_TAG = "champion_history"  # genloop.io.promotion's registered-model tag: JSON list of champion versions
 BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits
 
 

@@ -63,7 +63,7 @@ def synthesize(params: Params, paths: ProjectPaths, version: int, images: int, m
         raise PromotionError(f"--images must be at least 1 (got {images})")
     name, seed = model or params.export.gan_model_name, params.seed if seed is None else seed
     client = tracking.registry_client(params.mlflow, paths)
-    found = promotion._version(client, name, str(version))
+    found = promotion.registered_version(client, name, str(version))
     with tempfile.TemporaryDirectory() as tmp:
         session = open_session(promotion.download_onnx(f"models:/{name}/{version}", Path(tmp)))
     meta = session.get_modelmeta().custom_metadata_map
@@ -79,10 +79,9 @@ def synthesize(params: Params, paths: ProjectPaths, version: int, images: int, m
     with atomic.atomic_dir(folder) as tmp_folder:
         save_npz(tmp_folder / "data.npz", images=to_uint8(pixels), labels=labels)
         atomic.write_json(tmp_folder / "manifest.json", manifest)
-    if dvcio.is_dvc_repo(paths.root) if version_with_dvc is None else version_with_dvc:
-        dvc_hash = dvcio.dvc_add(paths.root, folder)
-    else:
-        dvc_hash = None
+    if version_with_dvc is None:
+        version_with_dvc = dvcio.is_dvc_repo(paths.root)
+    dvc_hash = dvcio.dvc_add(paths.root, folder) if version_with_dvc else None
     run_id = tracking.log_release(found.run_id, f"{name}-v{version}-seed{seed}-n{images}",
                                   [folder / "data.npz", folder / "manifest.json"],
                                   {**{k: manifest[k] for k in ("model", "version", "epsilon", "delta", "seed", "images")},
