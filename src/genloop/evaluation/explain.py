@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from genloop.config import Params, sampling_seed, MODEL_TITLES
-from genloop.config import MODELS
+from genloop.config import MODEL_TITLES, MODELS, Params, sampling_seed
 from genloop.evaluation.atlas import EXPLAIN_METRICS, ModelAtlas, build, from_checkpoint
 from genloop.io import atomic, tracking
 from genloop.paths import ProjectPaths
-
 
 
 @dataclass(frozen=True)

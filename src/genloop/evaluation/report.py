@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from genloop.io import atomic
-from genloop.config import Params, MODEL_TITLES
+from genloop.config import MODEL_TITLES, MODELS, Params
 from genloop.io.imaging import grid_image, labelled_rows_image
-from genloop.config import MODELS
 from genloop.core.metric_names import FLOOR_SUFFIX, GENERATOR_METRICS, LABEL_FIDELITY
 from genloop.paths import ProjectPaths
 
@@ -119,13 +118,14 @@ def class_distribution_png(shares: dict[str, dict[str, float]], names: dict[str,
     for i, name in enumerate(sets):
         ax.bar(x + (i - (len(sets) - 1) / 2) * width, [shares[name][c] for c in classes], width, label=labels[name])
     ticks = [class_label.get(c, c) for c in classes]
-    ax.set_xticks(x, ticks, **tick_style(ticks))
+    angled = tick_style(ticks)
+    ax.set_xticks(x, ticks, **angled)
     ax.set_xlabel("class (classifier's argmax for samples)")
     ax.set_ylabel("share")
     ax.set_title("Class distribution", fontsize=10)
     ax.legend(fontsize=8, ncols=2)
     ax.grid(axis="y", alpha=0.3)
-    if tick_style(ticks):
+    if angled:
         fig.set_size_inches(7, 4.2)
         fig.subplots_adjust(bottom=0.35)
     return _png(fig)
