@@ -85,16 +85,19 @@ def build_gan(hparams: dict[str, Any], shape: tuple[int, ...]) -> tuple[Generato
     """The generator and discriminator ``hparams`` describe, for images of ``shape`` (C, H, W) or (H, W)."""
     c, h, w = chw(shape)
     sn = bool(hparams.get("spectral_norm", False))
+    # checkpoints written before these settings existed hold none of their keys
+    d_width, d_convs = hparams.get("disc_channels") or hparams["channels"], int(hparams.get("disc_convs", 0))
+    upsample = hparams.get("upsample", "transposed")
     if hparams.get("conditional", False):
         k = num_classes(hparams)
         merf = hparams.get("dp_merf") or {}
         if hparams.get("method") == "dp_merf" and merf.get("generator") == "merf":  # trained without a discriminator
             return (MerfGenerator(hparams["latent_dim"], (c, h, w), k, merf.get("hidden", 256), hparams["channels"]),
-                    ProjectionDiscriminator(hparams["channels"], h, w, k, sn, c))
-        return (ConditionalGenerator(hparams["latent_dim"], hparams["channels"], h, w, k, c),
-                ProjectionDiscriminator(hparams["channels"], h, w, k, sn, c))
-    return (Generator(hparams["latent_dim"], hparams["channels"], h, w, c),
-            Discriminator(hparams["channels"], h, w, spectral_norm=sn, image_channels=c))
+                    ProjectionDiscriminator(d_width, h, w, k, sn, c, d_convs))
+        return (ConditionalGenerator(hparams["latent_dim"], hparams["channels"], h, w, k, c, upsample),
+                ProjectionDiscriminator(d_width, h, w, k, sn, c, d_convs))
+    return (Generator(hparams["latent_dim"], hparams["channels"], h, w, c, upsample),
+            Discriminator(d_width, h, w, spectral_norm=sn, image_channels=c, extra_convs=d_convs))
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from genloop.core.models.classifier import DigitClassifier, FeatureExtractor
 from torch.nn.utils import parametrize
 
-from genloop.core.models.diffaugment import cutout, diff_augment, translate
+from genloop.core.models.diffaugment import color, cutout, diff_augment, translate
 from genloop.core.models.gan import (Discriminator, Generator, WeightEMA, discriminator_loss, generator_loss,
                                 init_weights, recalibrate_batch_norm)
 from genloop.core.models.vae import ConvVAE, MLPVAE, loss_function, negative_elbo_nats
@@ -50,6 +50,17 @@ def test_generator_maps_latents_to_images_in_unit_range(height, width, mode):
     out = gen(torch.randn(BATCH, LATENT) * 5)
     assert out.shape == (BATCH, 1, height, width)
     assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("height,width", SIZES + [(30, 30)])
+def test_nearest_upsampling_generator_draws_the_same_shapes_without_transposed_convolutions(height, width):
+    gen = Generator(LATENT, CHANNELS, height, width, 3, upsample="nearest")
+    out = gen(torch.randn(BATCH, LATENT))
+    assert out.shape == (BATCH, 3, height, width) and out.min() >= 0.0 and out.max() <= 1.0
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in gen.modules())
+    assert sum(isinstance(m, torch.nn.Upsample) for m in gen.modules()) == 2
+    with pytest.raises(ValueError, match="unknown upsampling 'bilinear'"):
+        Generator(LATENT, CHANNELS, height, width, upsample="bilinear")
 
 
 @pytest.mark.parametrize("height,width", SIZES)
@@ -254,6 +265,20 @@ def test_ema_rejects_a_decay_outside_the_open_unit_interval(decay):
 
 
 @pytest.mark.parametrize("height,width", SIZES)
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_discriminator_extra_convs_add_same_size_layers_at_both_resolutions(height, width, spectral_norm):
+    plain = Discriminator(CHANNELS, height, width, spectral_norm, 3)
+    deeper = Discriminator(CHANNELS, height, width, spectral_norm, 3, extra_convs=2)
+    convs = [m for m in deeper.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 + 2 * 2
+    assert sorted(m.in_channels for m in convs if m.kernel_size == (3, 3)) == [CHANNELS // 2] * 2 + [CHANNELS] * 2
+    x = torch.rand(BATCH, 3, height, width)
+    assert deeper(x).shape == plain(x).shape == (BATCH,)
+    # without extra layers the layer indices are those of the older discriminator, so its checkpoints load
+    assert list(plain.state_dict()) == list(Discriminator(CHANNELS, height, width, spectral_norm, 3, 0).state_dict())
+
+
+@pytest.mark.parametrize("height,width", SIZES)
 def test_spectral_norm_parametrizes_every_discriminator_weight_and_drops_batch_norm(height, width):
     plain = Discriminator(CHANNELS, height, width)
     normed = Discriminator(CHANNELS, height, width, spectral_norm=True)
@@ -319,6 +344,29 @@ def test_cutout_zeroes_one_square_of_half_the_side_at_most():
     zeroed = (out == 0).sum(dim=(1, 2, 3))
     assert (zeroed <= 16).all() and (zeroed > 0).all()
     assert set(out.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_color_jitter_changes_each_images_colours_but_not_where_its_pixels_are():
+    x = torch.rand(BATCH, 3, 8, 8, requires_grad=True)
+    out = color(x)
+    assert out.shape == x.shape
+    # one affine map of the channel values per image: equal pixels stay equal, the picture does not move
+    twin = x.detach().clone()
+    twin[:, :, 7, 7] = twin[:, :, 0, 0]
+    torch.manual_seed(0)
+    a = color(twin)
+    assert torch.allclose(a[:, :, 7, 7], a[:, :, 0, 0])
+    assert not torch.allclose(out, x)
+    shifts = (out - x).mean(dim=(1, 2, 3))
+    assert len(set(shifts.detach().round(decimals=4).tolist())) > 1  # drawn per image, not per batch
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_color_jitter_keeps_grey_images_grey():
+    grey = torch.rand(BATCH, 1, 8, 8).expand(BATCH, 3, 8, 8)
+    out = color(grey)
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])
 
 
 def test_diff_augment_rejects_an_unknown_operation():

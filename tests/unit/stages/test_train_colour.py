@@ -138,3 +138,32 @@ def test_grey_classifier_trains_bit_identical_to_before_colour(side, arch, one_t
     model = train_classifier(images, torch.arange(64) % 3, 16, 3, 2, 0, batch_size=16, arch=arch)
     features, logits = embed(model, images[:5])
     assert _digest({"c": model}, torch.cat([features, logits], 1)) == CLASSIFIERS_BEFORE_COLOUR[(side, arch)]
+
+
+def test_a_gan_checkpoint_without_discriminator_width_keys_rebuilds_the_discriminator_it_was_trained_with():
+    _, old = build_gan({"latent_dim": 4, "channels": 8}, (3, 8, 8))
+    _, wide = build_gan({"latent_dim": 4, "channels": 8, "disc_channels": 16, "disc_convs": 1}, (3, 8, 8))
+    assert old.net[0].out_channels == 4 and wide.net[0].out_channels == 8
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in wide.modules()) == 4
+    old.load_state_dict(build_gan({"latent_dim": 4, "channels": 8, "disc_channels": 0, "disc_convs": 0},
+                                  (3, 8, 8))[1].state_dict())
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_nearest_upsampling_gan_with_a_deeper_discriminator_trains_reloads_and_exports_with_parity(
+        tmp_path, conditional):
+    from genloop.stages.export import export_onnx, parity
+
+    images, classes = coloured_squares(64, side=16)
+    data, labels = to_tensor(images), torch.from_numpy(classes)
+    over = {"upsample": "nearest", "disc_convs": 1, "disc_channels": 16, "diffaugment": ["color", "translation"],
+            "channels": 8}
+    cfg, trainer, metrics = _train("gan", over, data, labels if conditional else None, images=64)
+    assert all(np.isfinite(v) for v in metrics.values())
+    hparams = {**cfg.model_dump(), **(Labels.of(labels, labels[:16]).hparams() if conditional else {})}
+    save_checkpoint(tmp_path / "g.pt", "gan", hparams, tuple(data.shape[1:]), trainer.saved, sampler=trainer.sampler_name)
+    sampler, latent_dim = load_sampler(tmp_path / "g.pt")
+    assert any(isinstance(m, torch.nn.Upsample) for m in sampler.modules())
+    export_onnx(sampler, latent_dim, tmp_path / "g.onnx", conditional=conditional)
+    diffs = parity(sampler, latent_dim, tmp_path / "g.onnx", [1, 8], seed=0, classes=[0, 1, 2] if conditional else None)
+    assert max(diffs.values()) < 1e-4

@@ -112,11 +112,11 @@ class ConditionalGenerator(nn.Module):
     learn to ignore z (with [z, embed(y)] it drew one image per class on MNIST at 60k images)."""
 
     def __init__(self, latent_dim: int, channels: int, height: int, width: int, num_classes: int,
-                 image_channels: int = 1):
+                 image_channels: int = 1, upsample: str = "transposed"):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.embed = nn.Embedding(num_classes, latent_dim)  # N(0, 1) rows, on the scale of z
-        self.generator = Generator(latent_dim, channels, height, width, image_channels)
+        self.generator = Generator(latent_dim, channels, height, width, image_channels, upsample)
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return self.generator(z * self.embed(label.long()))
@@ -127,10 +127,10 @@ class ProjectionDiscriminator(nn.Module):
     DCGAN discriminator's convolutional features and its last linear layer."""
 
     def __init__(self, channels: int, height: int, width: int, num_classes: int, spectral_norm: bool = False,
-                 image_channels: int = 1):
+                 image_channels: int = 1, extra_convs: int = 0):
         super().__init__()
         self.height, self.width = height, width
-        base = Discriminator(channels, height, width, spectral_norm, image_channels)
+        base = Discriminator(channels, height, width, spectral_norm, image_channels, extra_convs)
         self.phi, self.psi = base.net[:-1], base.net[-1]
         embed = nn.Embedding(num_classes, self.psi.in_features)
         nn.init.normal_(embed.weight, 0.0, 0.02)  # the DCGAN scale: the class term starts small

@@ -1,5 +1,5 @@
-"""Differentiable augmentation (Zhao et al. 2020, "DiffAugment"): the same random translation and
-cutout applied to real and generated images before the discriminator sees them.
+"""Differentiable augmentation (Zhao et al. 2020, "DiffAugment"): the same random colour change,
+translation and cutout applied to real and generated images before the discriminator sees them.
 
 Unlike the augment stage, these copies never become training targets: the generator is still
 scored on un-shifted digits, so shifts do not leak into its samples. Gradients flow through both
@@ -13,7 +13,19 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("translation", "cutout")
+POLICIES = ("color", "translation", "cutout")
+
+
+def color(x: torch.Tensor) -> torch.Tensor:
+    """The paper's brightness, saturation and contrast jitter, per image, on [0, 1] images (its shifts
+    were on [-1, 1], so brightness moves by up to a quarter here). Grey images get brightness and
+    contrast only: their saturation is a no-op."""
+    n = x.shape[0]
+    x = x + (torch.rand(n, 1, 1, 1, dtype=x.dtype, device=x.device) - 0.5) * 0.5
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (torch.rand(n, 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (torch.rand(n, 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5) + mean
 
 
 def translate(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
@@ -46,7 +58,9 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 def diff_augment(x: torch.Tensor, policy: Sequence[str]) -> torch.Tensor:
     """Apply ``policy``'s operations in order; an empty policy returns ``x`` itself."""
     for name in policy:
-        if name == "translation":
+        if name == "color":
+            x = color(x)
+        elif name == "translation":
             x = translate(x)
         elif name == "cutout":
             x = cutout(x)
