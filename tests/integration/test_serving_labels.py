@@ -319,6 +319,24 @@ def test_a_label_input_without_valid_trained_classes_is_not_served(models_dir, t
     assert str(path) in str(info.value)
 
 
+@pytest.mark.integration
+def test_class_names_in_the_graph_reach_the_metadata_and_the_index_page(models_dir, tmp_path):
+    names = {str(c): f"group-{c}" for c in CLASSES}
+    names["2"] = "faces & <smileys>"
+    path = with_props(models_dir / "bare.onnx", tmp_path / "named.onnx",
+                      {**contract_props(CLASSES), "genloop.class_names": json.dumps(names)})
+    broken = with_props(models_dir / "bare.onnx", tmp_path / "broken.onnx",
+                        {**contract_props(CLASSES), "genloop.class_names": "[not json"})
+    serve = ServeSettings(models={COND: path, "broken": broken}, intra_op_threads=1, warmup_rows=[1])
+    with ThreadServer(serve, guarded=False) as live:
+        meta = httpx.get(f"{live.url}/v2/models/{COND}").json()
+        page = httpx.get(f"{live.url}/").text
+        unnamed = httpx.get(f"{live.url}/v2/models/broken").json()
+    assert meta["genloop_class_names"] == names and meta["genloop_labels"] == CLASSES
+    assert "2 faces &amp; &lt;smileys&gt;" in page and "9 group-9" in page  # escaped, label beside its name
+    assert unnamed["genloop_labels"] == CLASSES and "genloop_class_names" not in unnamed  # served, unnamed
+
+
 def test_conditional_metadata_on_a_graph_without_label_is_not_served(models_dir, tmp_path):
     path = with_props(models_dir / "gan_generator.onnx", tmp_path / "plain.onnx", contract_props(CLASSES))
     with pytest.raises(ServingError, match="no 'label' input"):

@@ -77,6 +77,7 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
     genloop_registry_version: str | None = None
     genloop_labels: list[int] | None = None  # a class-conditional model: what its `label` input accepts
+    genloop_class_names: dict[str, str] | None = None  # those classes' names in the data, when it names them
 
 
 class RepositoryEntry(BaseModel):

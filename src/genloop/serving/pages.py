@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from genloop.serving.sessions import class_label
+
 STATIC = Path(__file__).parent / "static"
 DOCS_ASSETS = {"swagger-ui-bundle.js": "application/javascript", "swagger-ui.css": "text/css",
                "favicon.png": "image/png"}
@@ -82,7 +84,8 @@ def _model_rows(serving) -> str:
         name, version, state = entry["name"], entry["version"], entry["state"]
         model = serving.holder.models.get(name)
         kind = model_kind(model) if model is not None else "-"
-        labels = ", ".join(str(v) for v in model.labels) if model is not None and model.labels else "-"
+        labels = (", ".join(class_label(v, model.class_names) for v in model.labels)
+                  if model is not None and model.labels else "-")
         reason = f" ({entry['reason']})" if state != "READY" and entry.get("reason") else ""
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
             name, kind, version or "-", _source_line(serving, name, version), f"{state}{reason}", labels)) + "</tr>")

@@ -35,6 +35,7 @@ V2_TO_NUMPY = {
 # A class-conditional generator: an INT64 ``label`` input beside ``z``, its trained classes in the metadata.
 LABEL_INPUT = "label"
 LABELS_KEY, CONDITIONAL_KEY = "genloop.labels", "genloop.conditional"
+CLASS_NAMES_KEY = "genloop.class_names"
 # What `genloop export` records as the kind of model in the file ("vae", "gan"); absent in hand-made files.
 KIND_KEY = "model_kind"
 
@@ -59,6 +60,22 @@ INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 def _cut(text: str, most: int = 60) -> str:
     """``text`` quoted, cut short: metadata can be long."""
     return repr(text) if len(text) <= most else repr(text[:most]) + f"... ({len(text)} characters)"
+
+
+def class_names_of(props: dict[str, str]) -> dict[int, str]:
+    """The classes' names ``genloop export`` wrote (``genloop.class_names``); empty for graphs without them
+    (the digits, older exports) or with unreadable ones, which only cost the names, never the model."""
+    try:
+        raw = json.loads(props.get(CLASS_NAMES_KEY) or "{}")
+        return {int(label): str(name) for label, name in raw.items()}
+    except (ValueError, AttributeError):
+        log.warning("ignoring unreadable %s metadata: %s", CLASS_NAMES_KEY, _cut(props.get(CLASS_NAMES_KEY, "")))
+        return {}
+
+
+def class_label(label: int, names: dict[int, str]) -> str:
+    """``label`` with its name when it has one: "2 faces"."""
+    return f"{label} {names[label]}" if label in names else str(label)
 
 
 def trained_labels(path: Path, input_names: tuple[str, ...], props: dict[str, str]) -> tuple[int, ...] | None:
@@ -144,6 +161,7 @@ class ServedModel:
         self.output_names = tuple(s.name for s in self.outputs)
         props = session.get_modelmeta().custom_metadata_map
         self.labels = trained_labels(path, self.input_names, props)
+        self.class_names = class_names_of(props) if self.labels is not None else {}
         self.kind = props.get(KIND_KEY) or None
         if not any(s.datatype == "FP32" for s in self.inputs):
             raise ServingError(f"{path}: no FP32 input; genloop serve needs a latent input (`z`)")
@@ -178,6 +196,8 @@ class ServedModel:
             meta["genloop_registry_version"] = self.registry_version
         if self.labels is not None:  # what the `label` input accepts
             meta["genloop_labels"] = list(self.labels)
+        if self.class_names:  # the data's names of those classes
+            meta["genloop_class_names"] = {str(k): v for k, v in sorted(self.class_names.items())}
         return meta
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

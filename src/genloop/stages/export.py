@@ -21,15 +21,17 @@ from genloop.core import privacy
 from genloop.io.checkpoints import checkpoint_shape, load_classes, load_sampler, read_checkpoint
 from genloop.config import ExportConfig, Params
 from genloop.paths import ONNX_FILES, ProjectPaths
-from genloop.io.datasets import read_run_id
+from genloop.io.datasets import class_names, read_run_id
 from genloop.errors import GenloopError
 from genloop.io.onnx_runtime import open_session, session_options
 from genloop.config import sampling_seed
 
 INPUT_NAME, OUTPUT_NAME = "z", "image"
 # A conditional model's graph: a second input LABEL_NAME (INT64, [batch]) holding class values, and metadata
-# LABELS_KEY = JSON list of the trained classes, CONDITIONAL_KEY = "true" (what serving reads).
+# LABELS_KEY = JSON list of the trained classes, CONDITIONAL_KEY = "true" (what serving reads);
+# CLASS_NAMES_KEY = JSON {label: name} when the data names its classes (folders, emoji).
 LABEL_NAME, LABELS_KEY, CONDITIONAL_KEY = "label", "genloop.labels", "genloop.conditional"
+CLASS_NAMES_KEY = "genloop.class_names"
 SHA256_TAG = "genloop.onnx_sha256"  # model-version tag: onnx_content_sha256 of its graph
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,16 @@ class _Staged:
     diffs: dict[int, float]
 
 
+def class_name_metadata(classes: list[int], paths: ProjectPaths) -> dict[str, str]:
+    """The trained classes' names from the manifest, so a server and its clients say "faces", not 2;
+    nothing when every class is named by its value (the digits)."""
+    names = class_names(paths)
+    named = {str(c): names.get(c, str(c)) for c in classes}
+    if all(name == label for label, name in named.items()):
+        return {}
+    return {CLASS_NAMES_KEY: json.dumps(named, separators=(",", ":"), ensure_ascii=False)}
+
+
 def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
     """Export beside the target and check parity; nothing is published yet."""
     config: ExportConfig = params.export
@@ -217,7 +229,7 @@ def stage_model(kind: str, params: Params, paths: ProjectPaths) -> _Staged:
     staged = paths.onnx(kind).with_name(f".{paths.onnx(kind).name}.staged")
     export_onnx(module, latent_dim, staged, conditional=classes is not None)
     conditioning = {} if classes is None else {LABELS_KEY: json.dumps(classes, separators=(",", ":")),
-                                               CONDITIONAL_KEY: "true"}
+                                               CONDITIONAL_KEY: "true", **class_name_metadata(classes, paths)}
     # before parity: check what ships
     write_metadata(staged, {**lineage_metadata(kind, latent_dim, params, paths), **conditioning})
     diffs = parity(module, latent_dim, staged, config.parity_batch_sizes, params.seed, classes)
