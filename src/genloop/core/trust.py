@@ -103,5 +103,5 @@ def budget_warning(kind: str, images: int, train_images: int, max_epochs: int) -
     if epochs <= max_epochs:
         return None
     return (f"train.{kind}.images = {images:,} over {train_images:,} training images means {epochs:,} epochs "
-            f"(more than train.warn_epochs = {max_epochs}): a set this small is memorised long before then. "
-            f"Lower it (e.g. -S train.{kind}.images={train_images * max_epochs}) or collect more images")
+            f"(more than train.warn_epochs = {max_epochs}): a set this small is likely memorised by then "
+            f"(watch val_loss in MLflow). Lower it (e.g. -S train.{kind}.images={train_images * max_epochs}) or collect more images")

@@ -74,3 +74,13 @@ def test_budget_of_hundreds_of_epochs_on_a_tiny_set_warns_naming_the_setting():
     assert "train.vae.images" in warning and "21,277 epochs" in warning and "train.vae.images=9400" in warning
     assert trust.budget_warning("gan", 400_000, 2_000, 200) is None  # exactly 200 epochs
     assert trust.budget_warning("gan", 400_001, 2_000, 200) is not None
+
+
+def test_the_shipped_budgets_on_the_bundled_digits_do_not_warn_but_a_forty_seven_image_set_does():
+    from genloop.config import Params
+
+    train = Params().train
+    digits_train = 1_254  # the bundled digits' training split, and as many augmented copies for the GAN
+    assert trust.budget_warning("vae", train.vae.images, digits_train, train.warn_epochs) is None
+    assert trust.budget_warning("gan", train.gan.images, 2 * digits_train, train.warn_epochs) is None
+    assert trust.budget_warning("vae", train.vae.images, 47, train.warn_epochs) is not None
