@@ -167,7 +167,8 @@ def explorer_config(models: dict[str, ServedModel], index: list[dict], atlas: At
         axes, axes_note = axes_for(model, kind, atlas)
         found = {"name": model.name, "loaded": True, "version": model.version, "kind": kind,
                  "latent": model.latent.name, "latent_dim": model.latent_dim, "output": model.output_names[0],
-                 "labels": list(model.labels) if model.labels is not None else None, "axes": axes,
+                 "labels": list(model.labels) if model.labels is not None else None,
+                 "class_names": {str(k): v for k, v in model.class_names.items()}, "axes": axes,
                  "axes_note": axes_note, "encoder": None, "images": []}
         enc = encoder_for(model, encoders) if kind == "vae" else None
         if enc is not None:

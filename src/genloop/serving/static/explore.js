@@ -104,7 +104,8 @@ function buildSliders(m) {
 function buildClasses(m) {
   $("class-row").hidden = !m.labels;
   const select = $("label");
-  select.replaceChildren(...(m.labels || []).map((v) => new Option(String(v), String(v))));
+  const names = m.class_names || {};
+  select.replaceChildren(...(m.labels || []).map((v) => new Option(names[v] ? `${v} ${names[v]}` : String(v), String(v))));
 }
 
 async function encode(m, pixels, thumb) {
