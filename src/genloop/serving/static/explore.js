@@ -42,6 +42,18 @@ function drawTensor(canvas, data, shape) {
   ctx.putImageData(image, 0, 0);
 }
 
+function seededNormal(n, seed) {
+  // mulberry32 then Box-Muller: a reproducible standard-normal vector
+  let a = seed >>> 0;
+  const uniform = () => {
+    a = (a + 0x6D2B79F5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return Array.from({length: n}, () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform()));
+}
+
 function latent() {
   const m = state.model;
   const z = state.base.slice();
@@ -152,7 +164,9 @@ function selectModel(name) {
     return;
   }
   say("model-message", "");
-  state.base = new Array(m.latent_dim).fill(0);
+  // A conditional GAN draws from z times its class embedding, so at z = 0 every class is the same
+  // image: it starts from one fixed standard-normal z instead (the same one on every visit).
+  state.base = m.labels && m.kind === "gan" ? seededNormal(m.latent_dim, 1) : new Array(m.latent_dim).fill(0);
   buildSliders(m); buildClasses(m); buildImages(m);
   render();
 }
