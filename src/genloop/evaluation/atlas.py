@@ -352,7 +352,8 @@ def gan_part(gen: Generator, atlas: ModelAtlas, names: tuple[str, ...], drawn: D
 
 def direction_effects(grid: np.ndarray, dirs: factors.Directions, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """Per direction: the measure whose value follows the step most closely (|correlation|), measured on
-    the traversal's own images (R, S, C, H, W)."""
+    the traversal's own images (R, S, C, H, W), and the direction itself (``vector``, a unit vector in z,
+    and ``sd``, one slider step), which /explore's sliders move along."""
     steps = np.linspace(-SPAN, SPAN, grid.shape[1])
     effects = []
     for r in range(grid.shape[0]):
@@ -365,7 +366,8 @@ def direction_effects(grid: np.ndarray, dirs: factors.Directions, names: tuple[s
                           if ok.sum() > 2 and np.ptp(v[ok]) > 0 else 0.0)
         best = max(corr, key=lambda n: abs(corr[n]))
         effects.append({"direction": r, "explained_variance": float(dirs.explained_variance_ratio[r]),
-                        "moves": best if abs(corr[best]) >= 0.5 else "-", "correlation": corr})
+                        "moves": best if abs(corr[best]) >= 0.5 else "-", "correlation": corr,
+                        "vector": [float(v) for v in dirs.directions[r]], "sd": float(dirs.sd[r])})
     return effects
 
 

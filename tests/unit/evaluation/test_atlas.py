@@ -123,6 +123,16 @@ def test_gan_atlas_scores_its_ganspace_directions_without_encoder_scores(gan_atl
     assert png_size(figures["gan_traversal_directions.png"])[1] == 6 * 58 + 2
 
 
+def test_gan_directions_carry_the_unit_vector_and_step_the_explorer_slides_along(gan_atlas):
+    from genloop.serving.explorer import gan_axes
+
+    vectors = np.array([d["vector"] for d in gan_atlas.directions])
+    assert vectors.shape == (6, 6) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert all(d["sd"] > 0 for d in gan_atlas.directions)
+    axes, why = gan_axes(json.loads(json.dumps(gan_atlas.directions)), 6)  # as explain_detail.json stores them
+    assert why == "" and len(axes) == 6 and axes[0]["vector"] == gan_atlas.directions[0]["vector"]
+
+
 def test_a_vae_without_its_encoder_says_what_it_skipped(digits):
     vae = trained_vae(digits.reference, steps=5)
     result = atlas.build(atlas.Generator("vae", vae.decoder, 4), digits, images=100, seed=0)
