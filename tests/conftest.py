@@ -37,8 +37,11 @@ def _genloop_logger_restored():
     logger.propagate = propagate
 
 
+PREFECT_HOME = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genloop-prefect-")
+    os.environ["PREFECT_HOME"] = config.stash[PREFECT_HOME] = tempfile.mkdtemp(prefix="genloop-prefect-")
     # Team mode's servers (make services-up exports these) are no place for test runs.
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL"):
         os.environ.pop(key, None)
@@ -186,3 +189,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's Prefect home (its database, about 6 MB): every run left one in the temp folder."""
+    import shutil
+
+    home = config.stash.get(PREFECT_HOME, None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
