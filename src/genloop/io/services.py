@@ -155,7 +155,18 @@ def _run_as() -> list[str]:
     except KeyError:
         raise ServicesError(f"running as root, and PostgreSQL refuses to run as root, but there is no "
                             f"{RUN_AS_WHEN_ROOT!r} user to run it as: run this as a normal user") from None
-    return ["runuser", "-u", RUN_AS_WHEN_ROOT, "--"]
+    return [_runuser(), "-u", RUN_AS_WHEN_ROOT, "--"]
+
+
+def _runuser() -> str:
+    """util-linux's runuser, which lives in sbin: a root shell's PATH may lack it (``env -i``, cron, CI
+    runners), so the usual places are tried too."""
+    for candidate in (shutil.which("runuser"), "/usr/sbin/runuser", "/sbin/runuser"):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServicesError("running as root, and PostgreSQL refuses to run as root, but no runuser was found "
+                        "(on PATH, /usr/sbin or /sbin) to run it as the postgres user: install util-linux, "
+                        "or run this as a normal user")
 
 
 def _give_to_postgres(*paths: Path) -> None:

@@ -207,3 +207,16 @@ def test_an_earlier_state_files_password_moves_to_the_credentials_file(tmp_path)
     assert layout.credentials.read_text().strip() == "old-pw"
     assert stat.S_IMODE(layout.credentials.stat().st_mode) == 0o600
     assert services._password(layout, {}, tmp_path) == "old-pw"  # the file wins from now on
+
+
+def test_runuser_is_found_in_sbin_when_a_root_shells_path_lacks_it(monkeypatch):
+    import os
+
+    from genloop.io import services
+
+    sbin = next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.access(p, os.X_OK)), None)
+    if sbin is None:
+        pytest.skip("no runuser in /usr/sbin or /sbin on this machine")
+    monkeypatch.setenv("PATH", "/usr/local/bin:/usr/bin:/bin")  # what `env -i PATH=...` gives a root shell
+    found = services._runuser()
+    assert os.path.isabs(found) and os.path.basename(found) == "runuser" and os.access(found, os.X_OK)
