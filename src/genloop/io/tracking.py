@@ -82,6 +82,14 @@ def check_sqlite_store(db: Path) -> None:
         f"sqlite:///OTHER.db --to sqlite:///{shown}` copies the runs and models of a readable copy into it")
 
 
+def _quick_check(db: Path, read_only: bool) -> list[str]:
+    import sqlite3
+
+    uri = db.resolve().as_uri() + ("?mode=ro" if read_only else "")
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+        return [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+
+
 def _sqlite_damage(db: Path) -> str | None:
     import sqlite3
 
@@ -93,8 +101,14 @@ def _sqlite_damage(db: Path) -> str | None:
         if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             return "not an SQLite database: its first bytes are not the SQLite header"
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        try:
+            problems = _quick_check(db, read_only=True)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
+            # a hot journal: a writer was killed mid-transaction (SIGKILL, OOM). Read-only, SQLite cannot roll
+            # it back; a read-write connection does, as MLflow's own would: recovery, not damage.
+            problems = _quick_check(db, read_only=False)
     except sqlite3.OperationalError as exc:
         return None if "locked" in str(exc) else f"sqlite: {exc}"  # busy with a writer: not damage
     except sqlite3.DatabaseError as exc:

@@ -94,3 +94,29 @@ def test_a_sound_store_and_a_missing_one_pass(sound_store, tmp_path):
     fresh = tmp_path / "being-created.db"
     fresh.touch()  # a 0-byte file just made: another process may be creating the store right now
     tracking.check_sqlite_store(fresh)
+
+
+def test_a_hot_journal_from_a_killed_writer_is_rolled_back_not_called_damage(sound_store, tmp_path):
+    """A training SIGKILLed mid-write leaves mlflow.db-journal beside the store: SQLite's recovery, which a
+    read-only check cannot run, restores the last committed state."""
+    import sqlite3
+
+    work = tmp_path / "work.db"
+    shutil.copy(sound_store, work)
+    writer = sqlite3.connect(work, isolation_level=None)
+    writer.execute("PRAGMA cache_size=1")  # spill changed pages into the file before the commit, as a crash would
+    runs_before = writer.execute("SELECT count(*) FROM runs").fetchone()[0]
+    writer.execute("BEGIN")
+    writer.execute("DELETE FROM runs")
+    crashed = tmp_path / "crashed" / "mlflow.db"
+    crashed.parent.mkdir()
+    shutil.copy(work, crashed)  # the file and its journal as the killed process left them
+    shutil.copy(work.with_name("work.db-journal"), crashed.with_name("mlflow.db-journal"))
+    writer.execute("ROLLBACK")
+    writer.close()
+
+    tracking.check_sqlite_store(crashed)  # no StoreDamagedError
+
+    assert not crashed.with_name("mlflow.db-journal").exists()
+    with sqlite3.connect(crashed) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == runs_before > 0
