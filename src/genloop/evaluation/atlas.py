@@ -367,7 +367,8 @@ def direction_effects(grid: np.ndarray, dirs: factors.Directions, names: tuple[s
         best = max(corr, key=lambda n: abs(corr[n]))
         effects.append({"direction": r, "explained_variance": float(dirs.explained_variance_ratio[r]),
                         "moves": best if abs(corr[best]) >= 0.5 else "-", "correlation": corr,
-                        "vector": [float(v) for v in dirs.directions[r]], "sd": float(dirs.sd[r])})
+                        # rounded: the PCA's last bits vary with the thread count, and the file must not
+                        "vector": [round(float(v), 6) for v in dirs.directions[r]], "sd": round(float(dirs.sd[r]), 6)})
     return effects
 
 

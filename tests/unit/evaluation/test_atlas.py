@@ -127,7 +127,7 @@ def test_gan_directions_carry_the_unit_vector_and_step_the_explorer_slides_along
     from genloop.serving.explorer import gan_axes
 
     vectors = np.array([d["vector"] for d in gan_atlas.directions])
-    assert vectors.shape == (6, 6) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors.shape == (6, 6) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # rounded to 6 decimals
     assert all(d["sd"] > 0 for d in gan_atlas.directions)
     axes, why = gan_axes(json.loads(json.dumps(gan_atlas.directions)), 6)  # as explain_detail.json stores them
     assert why == "" and len(axes) == 6 and axes[0]["vector"] == gan_atlas.directions[0]["vector"]
