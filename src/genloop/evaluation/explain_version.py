@@ -18,6 +18,7 @@ from genloop.errors import GenloopError
 from genloop.evaluation.atlas import Generator, build, from_checkpoint
 from genloop.evaluation.explain import ExplainReport, explain_images, log, write
 from genloop.io import tracking
+from genloop.io.onnx_runtime import LABEL_INPUT, LABELS_KEY
 from genloop.paths import ProjectPaths
 
 CHECKPOINT_ARTIFACT = "checkpoint/model.pt"  # where train logs model.pt on its run
@@ -98,7 +99,7 @@ def from_onnx(kind: str, onnx_file: Path) -> Generator:
     inputs = {i.name: i for i in session.get_inputs()}
     latent_dim = int(inputs["z"].shape[1])
     meta = session.get_modelmeta().custom_metadata_map
-    classes = json.loads(meta["genloop.labels"]) if "label" in inputs and "genloop.labels" in meta else None
+    classes = json.loads(meta[LABELS_KEY]) if LABEL_INPUT in inputs and LABELS_KEY in meta else None
 
     def sampler(z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         feeds = {"z": z.detach().float().numpy()}

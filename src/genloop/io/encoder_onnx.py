@@ -24,7 +24,7 @@ from genloop.errors import GenloopError
 from genloop.paths import ENCODER_FILE
 from genloop.io import atomic, tracking
 from genloop.io.checkpoints import checkpoint_shape, load_classes, load_vae
-from genloop.io.onnx_runtime import open_session
+from genloop.io.onnx_runtime import CONDITIONAL_KEY, LABELS_KEY, open_session
 from genloop.io.promotion import ENCODER_TAG
 
 IMAGE_NAME, LABEL_NAME, OUTPUT_NAMES = "image", "label", ("mean", "logvar")
@@ -104,8 +104,8 @@ def stage(checkpoint: Path, staged: Path, batch_sizes: list[int], tolerance: flo
 def conditioning(checkpoint: Path) -> dict[str, str]:
     """The metadata a conditional encoder carries (as the decoder does): its trained classes."""
     classes = load_classes(checkpoint)
-    return {} if classes is None else {"genloop.labels": json.dumps(classes, separators=(",", ":")),
-                                       "genloop.conditional": "true"}
+    return {} if classes is None else {LABELS_KEY: json.dumps(classes, separators=(",", ":")),
+                                       CONDITIONAL_KEY: "true"}
 
 
 def log_with_version(run_id: str, encoder_file: Path, name: str, version: str, diffs: dict[int, float]) -> None:

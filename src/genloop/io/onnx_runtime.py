@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# What a class-conditional graph carries, written by `genloop export` and read by serving, synthesize and
+# explain: a second input LABEL_INPUT (INT64, [batch]) of class values, and metadata LABELS_KEY (JSON list of
+# the trained classes), CONDITIONAL_KEY ("true") and, when the data names its classes, CLASS_NAMES_KEY
+# (JSON {label: name}).
+LABEL_INPUT = "label"
+LABELS_KEY, CONDITIONAL_KEY, CLASS_NAMES_KEY = "genloop.labels", "genloop.conditional", "genloop.class_names"
+
 
 def session_options(intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True) -> Any:
     """``intra_op_threads`` 0 lets onnxruntime use one per core. ``spinning=False`` stops idle worker

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genloop.io.onnx_runtime import open_session, session_options
+from genloop.io.onnx_runtime import (CLASS_NAMES_KEY, CONDITIONAL_KEY, LABEL_INPUT, LABELS_KEY, open_session,
+                                     session_options)
 from genloop.serving.settings import ServeSettings, ServingError
 
 log = logging.getLogger("genloop.serving")
@@ -32,10 +33,6 @@ V2_TO_NUMPY = {
 }
 
 
-# A class-conditional generator: an INT64 ``label`` input beside ``z``, its trained classes in the metadata.
-LABEL_INPUT = "label"
-LABELS_KEY, CONDITIONAL_KEY = "genloop.labels", "genloop.conditional"
-CLASS_NAMES_KEY = "genloop.class_names"
 # What `genloop export` records as the kind of model in the file ("vae", "gan"); absent in hand-made files.
 KIND_KEY = "model_kind"
 

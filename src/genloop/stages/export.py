@@ -23,15 +23,11 @@ from genloop.config import ExportConfig, Params
 from genloop.paths import ONNX_FILES, ProjectPaths
 from genloop.io.datasets import class_names, read_run_id
 from genloop.errors import GenloopError
-from genloop.io.onnx_runtime import open_session, session_options
+from genloop.io.onnx_runtime import (CLASS_NAMES_KEY, CONDITIONAL_KEY, LABEL_INPUT as LABEL_NAME, LABELS_KEY,
+                                     open_session, session_options)
 from genloop.config import sampling_seed
 
-INPUT_NAME, OUTPUT_NAME = "z", "image"
-# A conditional model's graph: a second input LABEL_NAME (INT64, [batch]) holding class values, and metadata
-# LABELS_KEY = JSON list of the trained classes, CONDITIONAL_KEY = "true" (what serving reads);
-# CLASS_NAMES_KEY = JSON {label: name} when the data names its classes (folders, emoji).
-LABEL_NAME, LABELS_KEY, CONDITIONAL_KEY = "label", "genloop.labels", "genloop.conditional"
-CLASS_NAMES_KEY = "genloop.class_names"
+INPUT_NAME, OUTPUT_NAME = "z", "image"  # a conditional graph's label input and metadata: genloop.io.onnx_runtime
 SHA256_TAG = "genloop.onnx_sha256"  # model-version tag: onnx_content_sha256 of its graph
 
 log = logging.getLogger(__name__)

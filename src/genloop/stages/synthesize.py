@@ -22,11 +22,8 @@ from genloop.config import Params
 from genloop.core.promotion import EPSILON_TAG, PromotionError
 from genloop.io import atomic, dvcio, promotion, tracking
 from genloop.io.arrays import save_npz
-from genloop.io.onnx_runtime import open_session
+from genloop.io.onnx_runtime import LABEL_INPUT, LABELS_KEY, open_session
 from genloop.paths import ProjectPaths
-
-# What genloop.stages.export writes into a conditional graph (stages never import each other).
-LABEL_INPUT, LABELS_KEY = "label", "genloop.labels"
 
 
 @dataclass(frozen=True)
